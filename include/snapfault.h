@@ -1,0 +1,329 @@
+/* snapfault.h - dirty-page tracking and copy-on-write snapshots of a
+ * process's own memory, in userspace, without mmap_lock stalls.
+ *
+ * This is the one public header of libsnapfault.  Every function returns 0
+ * (or a count) on success and a negative errno on failure, never aborts and
+ * never prints.  Each function states:
+ *
+ *   - Thread-safety: what may run concurrently with it.
+ *   - Signal-safety: "async-signal-safe" means it may be called from a signal
+ *     handler; everything else must not be.
+ *
+ * Synchronization table (liburcu style).  "serialized" means snapfault
+ * orders the calls itself with a per-tracker mutex; "caller" means the
+ * caller must not run the two concurrently.
+ *
+ *                      | writes to  | collect | track/  | snapshot | snapshot | snapshot
+ *                      | memory     |         | untrack | take     | read     | restore
+ *   -------------------+------------+---------+---------+----------+----------+---------
+ *   writes to memory   | ok         | ok      | ok (1)  | ok (2)   | ok       | caller
+ *   collect            | ok         | serial. | serial. | serial.  | ok       | serial.
+ *   track/untrack      | ok (1)     | serial. | serial. | serial.  | ok       | serial.
+ *   snapshot take      | ok (2)     | serial. | serial. | serial.  | ok       | serial.
+ *   snapshot read      | ok         | ok      | ok      | ok       | ok       | caller
+ *   snapshot restore   | caller     | serial. | serial. | serial.  | caller   | serial.
+ *
+ *   (1) writes to a range being untracked may land untracked; writes to a
+ *       range being tracked are tracked once sf_track has returned.
+ *   (2) each page is captured atomically at some instant during the take;
+ *       for one instant for all pages, stop the threads that write the
+ *       tracked memory for the duration of sf_snapshot_take (its pause is the
+ *       cost the snapshot issue measures).
+ *
+ * Faults taken on tracked memory are resolved lock-free: a fault never waits
+ * for a collect, a take or a track, and those never wait for faults except
+ * to let one page finish.
+ */
+#ifndef SNAPFAULT_H
+#define SNAPFAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SNAPFAULT_BUILD)
+#define SF_API __attribute__((visibility("default")))
+#else
+#define SF_API
+#endif
+
+#define SF_VERSION_MAJOR 0
+#define SF_VERSION_MINOR 1
+#define SF_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------ */
+/* Trackers and backends                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sf_tracker sf_tracker;
+
+typedef enum {
+    SF_BACKEND_AUTO = 0,
+    SF_BACKEND_UFFD_ASYNC, /* kernel-resolved uffd-wp + PAGEMAP_SCAN; tracking only */
+    SF_BACKEND_UFFD_SYNC,  /* uffd-wp faults resolved by snapfault (in-thread or handler thread) */
+    SF_BACKEND_MPROTECT,   /* mprotect + SIGSEGV, any kernel */
+    SF_BACKEND_SOFTDIRTY,  /* /proc/self/clear_refs + pagemap bit 55 */
+} sf_backend;
+#define SF_BACKEND_COUNT 5
+
+/* sf_options.flags */
+#define SF_OPT_SNAPSHOTS       (1u << 0) /* the tracker must support sf_snapshot_take */
+#define SF_OPT_INTHREAD_FAULTS (1u << 1) /* uffd-sync: resolve faults in the faulting
+                                            thread (SIGBUS); kernel writes into
+                                            protected pages then fail with EFAULT */
+#define SF_OPT_HANDLER_THREADS (1u << 2) /* uffd-sync: insist on handler threads
+                                            (kernel writes tracked); -ENOTSUP if the
+                                            process may not open such a uffd */
+#define SF_OPT_KERNEL_WRITES   (1u << 3) /* fail sf_tracker_create with -ENOTSUP unless
+                                            read(2) into tracked memory works */
+#define SF_OPT_CLUSTER         (1u << 4) /* sync backends: on sequential writes, unprotect
+                                            a cluster of following pages per fault
+                                            (default with SF_OPT_SNAPSHOTS); sf_collect
+                                            may then report unwritten neighbours */
+#define SF_OPT_EXACT           (1u << 5) /* never cluster: sf_collect reports exactly the
+                                            written pages (default without snapshots) */
+
+typedef struct {
+    sf_backend backend;   /* SF_BACKEND_AUTO: best this process can use */
+    unsigned flags;       /* SF_OPT_* */
+    size_t store_limit;   /* bytes of page copies snapshots may hold; 0 = default
+                             (SF_DEFAULT_STORE_LIMIT) */
+    unsigned handler_threads; /* uffd-sync handler threads; 0 = default (2) */
+} sf_options;
+#define SF_DEFAULT_STORE_LIMIT ((size_t)1 << 30)
+
+/* How uffd-sync delivers faults; visible in sf_probe and sf_stats. */
+typedef enum {
+    SF_FAULTS_NONE = 0,      /* backend has no userspace fault path (uffd-async, soft-dirty) */
+    SF_FAULTS_SIGNAL,        /* SIGSEGV in the faulting thread (mprotect) */
+    SF_FAULTS_INTHREAD,      /* uffd-sync: SIGBUS in the faulting thread */
+    SF_FAULTS_HANDLER_THREAD /* uffd-sync: handler threads read the uffd */
+} sf_fault_mode;
+
+/* Creates a tracker.  opt NULL means all defaults (AUTO, tracking only).
+ * -EINVAL: bad backend or flags; -ENOTSUP: the requested backend (or, with
+ * AUTO, any backend meeting the flags) cannot work here, sf_probe says why;
+ * -ENOMEM.  Thread-safe.  Not async-signal-safe. */
+SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt);
+
+/* Untracks every range (memory is left writable), releases every snapshot
+ * still held and frees the tracker.  NULL is a no-op.  Must not run
+ * concurrently with any other call on the same tracker.  Not
+ * async-signal-safe. */
+SF_API void sf_tracker_destroy(sf_tracker *t);
+
+/* The backend in use (never SF_BACKEND_AUTO); SF_BACKEND_AUTO for NULL.
+ * Thread-safe, async-signal-safe. */
+SF_API sf_backend sf_tracker_backend(const sf_tracker *t);
+
+/* "uffd-async", "uffd-sync", "mprotect", "soft-dirty", "auto"; NULL for an
+ * unknown value.  Thread-safe, async-signal-safe. */
+SF_API const char *sf_backend_name(sf_backend b);
+
+/* Parses a name as returned by sf_backend_name (also "uffd_async" etc.).
+ * Returns the backend or -EINVAL.  Thread-safe, async-signal-safe. */
+SF_API int sf_backend_parse(const char *name);
+
+/* How faults are delivered for this tracker.  Thread-safe, async-signal-safe. */
+SF_API sf_fault_mode sf_tracker_fault_mode(const sf_tracker *t);
+SF_API const char *sf_fault_mode_name(sf_fault_mode m);
+
+/* Starts tracking [addr, addr+len): page-aligned, non-zero, mapped private
+ * anonymous memory (uffd backends) or any private writable mapping
+ * (mprotect).  Every page, including pages never touched yet, counts as
+ * clean from now on.  -EINVAL: NULL/unaligned/zero length/wrapping;
+ * -EEXIST: overlaps a tracked range of any tracker; -ENOMEM; other -errno
+ * from the kernel (for example -EINVAL from uffd on a file mapping).
+ * Thread-safe (serialized per tracker).  Not async-signal-safe.
+ *
+ * Do not change the protection of tracked memory yourself (mprotect,
+ * munmap, mremap, madvise(MADV_DONTNEED)): untrack it first. */
+SF_API int sf_track(sf_tracker *t, void *addr, size_t len);
+
+/* Stops tracking exactly a range previously tracked (or a page-aligned
+ * sub-range of one, which splits it).  The memory is left writable and its
+ * pages are dropped from every snapshot of this tracker.  -EINVAL as for
+ * sf_track; -ENOENT: some page of it is not tracked.  Thread-safe
+ * (serialized).  Not async-signal-safe. */
+SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len);
+
+/* sf_collect flags */
+#define SF_COLLECT_RESET (1u << 0) /* re-arm the reported pages atomically */
+
+/* Calls fn once per run of pages written since the last reset, in address
+ * order.  With SF_COLLECT_RESET the reported pages are re-armed atomically:
+ * a write that races with the collect is reported now or by the next
+ * collect, never lost.  Returns the number of pages reported, or -errno.
+ * If fn returns non-zero the walk stops there, and pages not yet reported
+ * stay dirty (not reset).  fn may be NULL (just count, and reset).
+ * fn may write tracked memory; it must not call sf_* functions on t.
+ * Thread-safe (serialized).  Not async-signal-safe.  Never blocks a fault. */
+typedef int (*sf_range_fn)(void *addr, size_t len, void *arg);
+SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Capabilities                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t uffd_features;        /* UFFDIO_API features the kernel offers (0: none) */
+    int uffd;                      /* userfaultfd(2) can be opened at all */
+    int uffd_kernel_faults;        /* a uffd that receives kernel-mode faults can be
+                                      opened (root, CAP_SYS_PTRACE, /dev/userfaultfd
+                                      or vm.unprivileged_userfaultfd=1) */
+    int uffd_wp;                   /* write-protect mode on anonymous memory */
+    int uffd_wp_unpopulated;       /* WP of never-touched pages (6.4+) */
+    int uffd_wp_async;             /* kernel-resolved WP faults (6.7+) */
+    int uffd_sigbus;               /* UFFD_FEATURE_SIGBUS */
+    int pagemap_scan;              /* PAGEMAP_SCAN ioctl (6.7+) */
+    int soft_dirty;                /* CONFIG_MEM_SOFT_DIRTY works (probed by a write) */
+    int thp_enabled;               /* THP not "never": use MADV_NOHUGEPAGE on tracked
+                                      ranges for 4 KiB granularity */
+    long max_map_count;            /* vm.max_map_count */
+    long map_count;                /* VMAs in this process now */
+    int backend_ok[SF_BACKEND_COUNT];   /* 0 if usable, else -errno */
+    char why[SF_BACKEND_COUNT][160];    /* reason when not usable ("" if usable) */
+    sf_backend auto_tracking;      /* what AUTO picks for tracking only */
+    sf_backend auto_snapshots;     /* what AUTO picks with SF_OPT_SNAPSHOTS */
+    sf_fault_mode sync_mode;       /* uffd-sync delivery AUTO would use */
+    char sync_mode_why[160];
+} sf_caps;
+
+/* Probes what this kernel and process support, by really trying each
+ * mechanism on a scratch page (a second call reuses the first answer).
+ * Returns 0, or -EINVAL for NULL.  Thread-safe.  Not async-signal-safe. */
+SF_API int sf_probe(sf_caps *caps);
+
+/* A static message for -errno or errno, including snapfault's meanings
+ * (for example -ENOSPC: "snapshot page store exhausted").  Thread-safe,
+ * async-signal-safe. */
+SF_API const char *sf_strerror(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    sf_backend backend;
+    sf_fault_mode fault_mode;
+    uint64_t tracked_bytes;
+    uint64_t regions;
+    uint64_t faults;          /* write faults resolved by snapfault */
+    uint64_t spurious;        /* faults on pages already writable (races, retries) */
+    uint64_t pages_unprotected; /* pages made writable by faults (incl. clusters) */
+    uint64_t collects;
+    uint64_t pages_collected;
+    uint64_t degraded;        /* mprotect: runs left writable for the VMA budget */
+    uint64_t vma_estimate;    /* mprotect: VMAs this tracker's protections create */
+    uint64_t copies;          /* snapshot page copies made by faults */
+    uint64_t copies_shared;   /* saves that reused an existing copy */
+    uint64_t store_bytes;     /* bytes of page copies held now */
+    uint64_t store_limit;
+    uint64_t snapshots_live;
+    uint64_t snapshots_failed;
+    uint64_t metadata_bytes;  /* per-page state and indexes */
+} sf_stats;
+
+/* Fills *st.  Counters are read without stopping faults, so they are
+ * approximate while faults run.  Thread-safe; async-signal-safe. */
+SF_API int sf_tracker_stats(const sf_tracker *t, sf_stats *st);
+
+/* ------------------------------------------------------------------------ */
+/* Snapshots                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sf_snapshot sf_snapshot;
+
+/* Takes a copy-on-write snapshot of every range the tracker holds.  The
+ * tracker must have been created with SF_OPT_SNAPSHOTS (-ENOTSUP
+ * otherwise).  Up to SF_MAX_SNAPSHOTS live at once (-EAGAIN past that).
+ * The pause grows with the pages written since the previous take (or
+ * collect), not with the tracked size.  Thread-safe (serialized), see
+ * note (2) of the table above.  Not async-signal-safe. */
+#define SF_MAX_SNAPSHOTS 64
+SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
+
+/* Copies len bytes at addr as they were when s was taken.  The range must
+ * lie in memory tracked when s was taken and still tracked (-ENOENT
+ * otherwise).  -ENOSPC: the snapshot failed (page store exhausted);
+ * -ESTALE: invalidated by restoring an older snapshot.  buf may be tracked
+ * memory.  Thread-safe, runs concurrently with writers and faults.
+ * Not async-signal-safe. */
+SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, size_t len);
+
+/* Makes tracked memory equal to s again; cost grows with the pages written
+ * since s.  Snapshots taken after s are invalidated (-ESTALE); s stays valid
+ * and may be restored again.  Ranges tracked after s was taken are left as
+ * they are; ranges untracked since are skipped.  The caller stops writers of
+ * the tracked memory during the call.  Restored pages count as dirty for
+ * sf_collect.  Returns the number of pages restored.  Not async-signal-safe. */
+SF_API int sf_snapshot_restore(sf_snapshot *s);
+
+/* Streams a self-describing image of s to fd (from the current offset;
+ * fd may be a pipe) while the program keeps running.  Returns 0 or
+ * -errno (-ENOSPC if the snapshot failed, -EIO/-errno from write).
+ * Thread-safe: may run concurrently with writers, reads and takes; not with
+ * sf_snapshot_release(s).  Not async-signal-safe. */
+SF_API int sf_snapshot_write(sf_snapshot *s, int fd);
+
+/* Like sf_snapshot_write but only pages that differ from parent (a snapshot
+ * taken earlier on the same tracker), naming parent's id in the image.
+ * -EINVAL if parent is not older.  Same safety as sf_snapshot_write. */
+SF_API int sf_snapshot_write_incremental(sf_snapshot *s, const sf_snapshot *parent, int fd);
+
+/* A 64-bit id unique to this snapshot (random per process and take);
+ * images carry it and their parent's.  Thread-safe, async-signal-safe. */
+SF_API uint64_t sf_snapshot_id(const sf_snapshot *s);
+
+/* Releases s; its page copies are freed once no other snapshot shares
+ * them.  NULL is a no-op.  Not async-signal-safe. */
+SF_API void sf_snapshot_release(sf_snapshot *s);
+
+/* ------------------------------------------------------------------------ */
+/* Images                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sf_image sf_image;
+
+typedef struct {
+    uint32_t version;       /* format version */
+    uint32_t page_size;
+    uint64_t id;            /* snapshot id */
+    uint64_t parent_id;     /* 0: full image; else incremental over parent */
+    uint64_t ranges;        /* tracked ranges held */
+    uint64_t bytes;         /* bytes of tracked memory described */
+    uint64_t pages_stored;  /* pages with data in the file */
+    uint64_t pages_zero;    /* all-zero pages elided */
+    uint64_t pages_absent;  /* incremental: pages not in this image (see parent) */
+    int64_t  taken_ns;      /* CLOCK_REALTIME at take */
+} sf_image_info;
+
+/* Opens and validates an image from fd (read with pread; fd must stay open
+ * until sf_image_close).  Truncated, corrupted or hostile input gives
+ * -EBADMSG (or -EPROTO for an unknown version, -EFBIG for absurd sizes)
+ * and never an over-read or an unbounded allocation.  Thread-safe. */
+SF_API int sf_image_open(sf_image **out, int fd);
+SF_API int sf_image_get_info(const sf_image *img, sf_image_info *info);
+
+/* Calls fn(addr, len, arg) for each tracked range the image holds, in
+ * address order; stops early if fn returns non-zero.  Returns the number of
+ * ranges visited.  Thread-safe. */
+SF_API int sf_image_ranges(const sf_image *img, sf_range_fn fn, void *arg);
+
+/* Copies len bytes at addr (an address of the imaged process).  -ENOENT:
+ * outside the image's ranges; -ENODATA: incremental image without this page
+ * (read the parent); -EBADMSG: checksum mismatch.  Thread-safe. */
+SF_API int sf_image_read(const sf_image *img, uint64_t addr, void *buf, size_t len);
+
+/* Verifies every block checksum.  Returns 0 or -EBADMSG.  Thread-safe. */
+SF_API int sf_image_verify(const sf_image *img);
+
+SF_API void sf_image_close(sf_image *img);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SNAPFAULT_H */

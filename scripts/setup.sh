@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what building and testing snapfault needs on Debian 12 (as root,
+# or with sudo).  Idempotent: does nothing when everything is present.
+set -euo pipefail
+pkgs=(meson ninja-build pkg-config gcc libc6-dev libxxhash-dev libunwind-dev
+      clang libclang-rt-14-dev python3 ${SNAPFAULT_EXTRA_PKGS:-})
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

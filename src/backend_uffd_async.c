@@ -1,0 +1,135 @@
+/* backend_uffd_async.c - kernel-resolved write tracking: uffd WP_ASYNC marks
+ * written pages, PAGEMAP_SCAN reports and re-protects them in one walk. */
+#include "internal.h"
+#include "uffd.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SCAN_VEC 512
+
+static int ua_open(sf_tracker *t)
+{
+    const sf_caps *caps;
+    sf__probe_cached(&caps);
+    if (caps->backend_ok[SF_BACKEND_UFFD_ASYNC])
+        return caps->backend_ok[SF_BACKEND_UFFD_ASYNC];
+    /* Async faults are resolved by the kernel, kernel-mode ones included,
+     * so a user-mode-only uffd is enough and works unprivileged. */
+    int fd = sf__uffd_open(false,
+                           UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_UNPOPULATED |
+                               UFFD_FEATURE_WP_ASYNC,
+                           NULL);
+    if (fd < 0)
+        return fd;
+    t->uffd = fd;
+    t->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (t->pagemap_fd < 0)
+        return -errno;
+    t->fault_mode = SF_FAULTS_NONE;
+    return 0;
+}
+
+static void ua_close(sf_tracker *t)
+{
+    if (t->pagemap_fd >= 0)
+        close(t->pagemap_fd);
+    if (t->uffd >= 0)
+        close(t->uffd);
+    t->pagemap_fd = t->uffd = -1;
+}
+
+static int ua_attach(sf_tracker *t, struct sf_region *r)
+{
+    int err = sf__uffd_register_wp(t->uffd, r->start, r->end - r->start);
+    if (err)
+        return err;
+    err = sf__uffd_wp(t->uffd, r->start, r->end - r->start, true, false);
+    if (err)
+        sf__uffd_unregister(t->uffd, r->start, r->end - r->start);
+    return err;
+}
+
+static void ua_detach(sf_tracker *t, struct sf_region *r)
+{
+    sf__uffd_wp(t->uffd, r->start, r->end - r->start, false, false);
+    sf__uffd_unregister(t->uffd, r->start, r->end - r->start);
+}
+
+/* Returns 0, 1 when emit said stop, or -errno.  One walk per batch: written runs come back and (with reset) are
+ * re-protected atomically by the kernel; walk_end says where a full vector
+ * stopped.  Runs of one batch the caller declines are handed back through
+ * emit (the tracker carries them to the next collect). */
+static int scan(sf_tracker *t, uintptr_t start, uintptr_t end, unsigned flags,
+                int (*emit)(sf_tracker *, uintptr_t, size_t, void *), void *ctx)
+{
+    struct page_region vec[SCAN_VEC];
+    uintptr_t pos = start;
+    while (pos < end) {
+        struct pm_scan_arg arg;
+        memset(&arg, 0, sizeof(arg));
+        arg.size = sizeof(arg);
+        arg.flags = (flags & SF_COLLECT_RESET) ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0;
+        arg.start = pos;
+        arg.end = end;
+        arg.vec = (uintptr_t)vec;
+        arg.vec_len = SCAN_VEC;
+        arg.category_mask = PAGE_IS_WRITTEN;
+        arg.return_mask = PAGE_IS_WRITTEN;
+        long n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return -errno;
+        }
+        bool stop = false;
+        /* Every run of this batch is already re-armed: all go to emit, which
+         * carries them once the caller has said stop. */
+        for (long i = 0; i < n; i++) {
+            size_t len = vec[i].end - vec[i].start;
+            int rc = emit(t, vec[i].start, len, ctx);
+            if (rc < 0)
+                return rc;
+            stop |= rc > 0;
+        }
+        if (stop)
+            return 1;
+        if (arg.walk_end <= pos)
+            break; /* no progress: should not happen, never loop */
+        pos = arg.walk_end;
+    }
+    return 0;
+}
+
+/* Stretches untracked by a partial sf_untrack are unregistered: the scan
+ * (which checks WP_ASYNC) must skip them. */
+static int ua_collect(sf_tracker *t, struct sf_region *r, unsigned flags,
+                      int (*emit)(sf_tracker *, uintptr_t, size_t, void *), void *ctx)
+{
+    if (!atomic_load(&r->gone))
+        return scan(t, r->start, r->end, flags, emit, ctx);
+    for (size_t p = 0; p < r->npages;) {
+        if (atomic_load(&r->ps[p]) & PS_GONE) {
+            p++;
+            continue;
+        }
+        size_t q = p + 1;
+        while (q < r->npages && !(atomic_load(&r->ps[q]) & PS_GONE))
+            q++;
+        int rc = scan(t, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift), flags, emit, ctx);
+        if (rc)
+            return rc;
+        p = q;
+    }
+    return 0;
+}
+
+const struct sf_backend_ops sf__backend_uffd_async = {
+    .id = SF_BACKEND_UFFD_ASYNC,
+    .open = ua_open,
+    .close = ua_close,
+    .attach = ua_attach,
+    .detach = ua_detach,
+    .collect = ua_collect,
+};

@@ -1,0 +1,43 @@
+/* grace.c - grace periods that fault handlers can take part in: a reader
+ * count per epoch parity, no locks, no allocation (async-signal-safe). */
+#include "internal.h"
+
+/* Readers: read the epoch, count themselves in its parity, re-check the
+ * epoch (so a writer that flips from it will wait for them), then load what
+ * they need.  Writers: publish the new pointer, flip the epoch, wait for the
+ * old parity to drain; writers are serialized by grace_lock.  Nested readers
+ * (a handler interrupting a reader or the writer itself) finish without
+ * waiting for anything, so the writer's wait always ends. */
+static _Atomic unsigned long g_epoch;
+static _Atomic long g_readers[2];
+static pthread_mutex_t grace_lock = PTHREAD_MUTEX_INITIALIZER;
+
+unsigned sf__grace_enter(void)
+{
+    for (;;) {
+        unsigned long e = atomic_load(&g_epoch);
+        atomic_fetch_add(&g_readers[e & 1], 1);
+        if (SF_LIKELY(atomic_load(&g_epoch) == e))
+            return (unsigned)(e & 1);
+        atomic_fetch_sub(&g_readers[e & 1], 1);
+    }
+}
+
+void sf__grace_exit(unsigned token)
+{
+    atomic_fetch_sub(&g_readers[token], 1);
+}
+
+void sf__grace_wait(void)
+{
+    pthread_mutex_lock(&grace_lock);
+    unsigned long e = atomic_fetch_add(&g_epoch, 1);
+    unsigned spins = 0;
+    while (atomic_load(&g_readers[e & 1]) != 0) {
+        if (++spins < 1000)
+            sf__cpu_relax();
+        else
+            sched_yield();
+    }
+    pthread_mutex_unlock(&grace_lock);
+}

@@ -1,0 +1,232 @@
+/* internal.h - shared internals of libsnapfault: regions, the per-page state
+ * word, grace periods and the backend contract.  See doc/DESIGN.md. */
+#ifndef SF_INTERNAL_H
+#define SF_INTERNAL_H
+
+#define SNAPFAULT_BUILD 1
+#include "snapfault.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SF_INTERNAL __attribute__((visibility("hidden")))
+#define SF_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SF_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+extern size_t sf_page_size;  /* set once by sf__init */
+extern unsigned sf_page_shift;
+
+/* ------------------------------------------------------------------------
+ * Per-page state: one 64-bit word, every transition a CAS.
+ *
+ *   bits 0-1  ST   WRITABLE   not protected: written (or degraded) this epoch
+ *                  ARMED      protected: the next write faults
+ *                  BUSY       a fault handler owns the page (copy + unprotect)
+ *                  COLLECTING a collector is protecting it; a fault takes it
+ *                             over (COLLECTING -> BUSY) and the collector's
+ *                             final CAS then fails, leaving the page dirty
+ *   bit  2    DIRTY written since the last reset (reported by sf_collect)
+ *   bit  3    GONE  untracked by a partial sf_untrack; revived by sf_track
+ *   bits 32-63 CGEN the snapshot generation in which the current content
+ *                  began (see snapshot.c); never below the region's
+ *                  track_gen
+ *
+ * ARMED is 0 so that fresh (zero-filled) metadata means "armed, clean".
+ * ------------------------------------------------------------------------ */
+enum { PS_ARMED = 0, PS_WRITABLE = 1, PS_BUSY = 2, PS_COLLECTING = 3 };
+#define PS_ST_MASK 3ull
+#define PS_DIRTY 4ull
+#define PS_GONE 8ull /* untracked part of a region (partial sf_untrack) */
+#define PS_CGEN_SHIFT 32
+#define PS_ST(w) ((unsigned)((w) & PS_ST_MASK))
+#define PS_CGEN(w) ((uint32_t)((w) >> PS_CGEN_SHIFT))
+#define PS_MAKE(st, dirty, cgen) \
+    ((uint64_t)(st) | ((dirty) ? PS_DIRTY : 0) | ((uint64_t)(cgen) << PS_CGEN_SHIFT))
+#define PS_WITH_ST(w, st) (((w) & ~PS_ST_MASK) | (uint64_t)(st))
+
+/* Chunks summarize 64 pages so that collect, take and restore visit only
+ * chunks that changed: their cost follows the pages written, not the size. */
+#define SF_CHUNK_SHIFT 6
+#define SF_CHUNK_PAGES (1u << SF_CHUNK_SHIFT)
+#define CH_DIRTY 1u     /* some page may be DIRTY */
+#define CH_WRITABLE 2u  /* some page may be WRITABLE */
+
+struct sf_version;
+
+/* A tracked range.  Immutable after publication except for the atomics;
+ * freed only after a grace period (no fault handler can still see it). */
+struct sf_region {
+    uintptr_t start, end;           /* page aligned, end exclusive */
+    size_t npages, nchunks;
+    sf_tracker *t;
+    uint32_t track_gen;             /* tracker generation when tracked */
+    _Atomic uint64_t *ps;           /* npages state words */
+    _Atomic uint32_t *chunk;        /* nchunks CH_* hints */
+    _Atomic uint32_t *chunk_maxgen; /* nchunks: max CGEN in the chunk */
+    _Atomic(struct sf_version *) *vhead; /* npages version chains (snapshots) */
+    size_t meta_bytes;              /* bytes mmap'd for the arrays above */
+    void *meta;
+    _Atomic int degraded;           /* mprotect: whole region left writable */
+    _Atomic size_t gone;            /* pages untracked by partial sf_untrack */
+    _Atomic long vmas;              /* mprotect: estimated VMAs inside */
+    _Atomic size_t last_fault;      /* sequential-write detection */
+    _Atomic unsigned streak;
+    struct sf_region *next_free;    /* grace-period reclamation list */
+};
+
+/* The process-wide table of regions, sorted by start, published through one
+ * atomic pointer; replaced whole on track/untrack. */
+struct sf_rtable {
+    size_t n;
+    struct sf_region *r[];
+};
+
+/* ------------------------------------------------------------------------
+ * Grace periods (grace.c): readers are fault handlers and snapshot readers;
+ * writers publish new tables and free old ones once every reader that could
+ * have seen them has left.  Readers never block; async-signal-safe.
+ * ------------------------------------------------------------------------ */
+unsigned sf__grace_enter(void);
+void sf__grace_exit(unsigned token);
+void sf__grace_wait(void); /* writer side; not from a signal handler */
+
+/* regions.c */
+struct sf_region *sf__region_find(uintptr_t addr); /* inside a grace section */
+struct sf_rtable *sf__regions_table(void);          /* inside a grace section */
+int sf__regions_insert(struct sf_region *r);        /* -EEXIST on overlap */
+void sf__regions_remove(struct sf_region *const *rs, size_t n); /* then grace wait */
+int sf__regions_overlap(uintptr_t start, uintptr_t end);
+struct sf_region *sf__region_new(sf_tracker *t, uintptr_t start, uintptr_t end, bool versions);
+void sf__region_free(struct sf_region *r);
+size_t sf__regions_of(sf_tracker *t, struct sf_region **out, size_t max); /* sorted */
+extern pthread_mutex_t sf__regions_lock; /* writers of the table */
+
+/* ------------------------------------------------------------------------
+ * Backends: one file each, one contract.  protect/unprotect work on whole
+ * pages inside one region; unprotect is async-signal-safe and never blocks.
+ * ------------------------------------------------------------------------ */
+struct sf_backend_ops {
+    sf_backend id;
+    /* per tracker set-up and tear-down */
+    int (*open)(sf_tracker *t);
+    void (*close)(sf_tracker *t);
+    /* start/stop tracking a region: after attach every page is armed */
+    int (*attach)(sf_tracker *t, struct sf_region *r);
+    void (*detach)(sf_tracker *t, struct sf_region *r);
+    /* sync backends (state machine in fault.c / tracker.c) */
+    int (*protect)(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len);
+    int (*unprotect)(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len);
+    /* kernel-tracked backends: collect one region, emitting runs */
+    int (*collect)(sf_tracker *t, struct sf_region *r, unsigned flags,
+                   int (*emit)(sf_tracker *t, uintptr_t a, size_t len, void *ctx), void *ctx);
+    /* whole-process reset after every region was collected (soft-dirty) */
+    int (*reset_all)(sf_tracker *t);
+};
+
+extern const struct sf_backend_ops sf__backend_uffd_async;
+extern const struct sf_backend_ops sf__backend_uffd_sync;
+extern const struct sf_backend_ops sf__backend_mprotect;
+extern const struct sf_backend_ops sf__backend_softdirty;
+
+/* A run of pages reported by a collect that the caller's fn declined; held
+ * by the tracker and reported first by the next collect (still dirty). */
+struct sf_carry {
+    uintptr_t addr;
+    size_t len;
+};
+
+struct sf_snapshot_slot; /* snapshot.c */
+struct sf_store;         /* store.c */
+
+struct sf_tracker {
+    const struct sf_backend_ops *ops;
+    sf_backend backend;
+    sf_fault_mode fault_mode;
+    unsigned flags;
+    pid_t pid;                 /* owner; a forked child sees a different pid */
+    pthread_mutex_t lock;      /* serializes collect/track/take/restore */
+
+    /* uffd backends */
+    int uffd;
+    int pagemap_fd;
+    unsigned nthreads;
+    pthread_t threads[8];
+    int wake_pipe[2];
+    _Atomic int stopping;
+
+    /* collect carry-over (declined by fn) */
+    struct sf_carry *carry;
+    size_t ncarry, carry_cap;
+
+    /* snapshots (snapshot.c) */
+    _Atomic uint32_t gen;      /* current content generation C */
+    struct sf_snapshot *snaps[SF_MAX_SNAPSHOTS];
+    _Atomic uint32_t live_gen[SF_MAX_SNAPSHOTS]; /* gen of live slot, 0 = free */
+    _Atomic int failed_slot[SF_MAX_SNAPSHOTS];
+    struct sf_store *store;
+    size_t store_limit;
+    bool exact;                /* no clustering of neighbour pages */
+    _Atomic int take_failed;   /* a take could not protect some page */
+
+    /* statistics (relaxed atomics) */
+    _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
+        st_degraded, st_copies, st_shared, st_failed;
+    _Atomic long vma_estimate;
+    long vma_budget;
+};
+
+/* fault.c */
+int sf__signals_install(void);                   /* idempotent */
+enum { SF_RESOLVED = 0, SF_RETRY = 1, SF_NOT_OURS = 2 };
+/* Resolves a write fault at addr in r (grace section held by caller). */
+int sf__resolve(struct sf_region *r, uintptr_t addr);
+
+/* tracker.c */
+/* What a sync collect does to the pages it visits. */
+enum sf_walk { SF_WALK_GET, SF_WALK_RESET, SF_WALK_TAKE };
+/* emit returns 0 to go on, 1 to stop (pages not yet visited stay dirty),
+ * or -errno. */
+typedef int (*sf_emit_fn)(sf_tracker *t, uintptr_t a, size_t len, void *ctx);
+int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_emit_fn emit,
+                     void *ctx);
+void sf__chunk_mark(struct sf_region *r, size_t page, uint32_t bits);
+
+/* snapshot.c: copies (or shares) the content of page before its first
+ * write in the current generation.  Async-signal-safe. */
+void sf__snapshot_save(struct sf_region *r, size_t page, uint64_t w, uint32_t C);
+bool sf__snapshot_needs_save(sf_tracker *t, uint32_t cgen);
+void sf__snapshots_destroy(sf_tracker *t);
+void sf__versions_drop_region(struct sf_region *r);
+void sf__versions_drop_range(struct sf_region *r, uintptr_t start, uintptr_t end);
+
+/* store.c: the page store, a fixed arena of page-sized slots with a
+ * lock-free free list; allocation is async-signal-safe. */
+int sf__store_create(sf_tracker *t, size_t limit);
+void sf__store_destroy(sf_tracker *t);
+void sf__store_stats(const sf_tracker *t, uint64_t *bytes);
+
+/* probe.c */
+int sf__probe_cached(const sf_caps **out);
+
+/* uffd.c */
+int sf__uffd_open(bool kernel_faults, uint64_t features, uint64_t *got_features);
+int sf__uffd_register_wp(int uffd, uintptr_t addr, size_t len);
+int sf__uffd_unregister(int uffd, uintptr_t addr, size_t len);
+int sf__uffd_wp(int uffd, uintptr_t addr, size_t len, bool protect, bool wake);
+
+/* util.c */
+void sf__init(void);
+long sf__read_long_file(const char *path, long dflt);
+long sf__count_maps(void);
+void sf__debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline void sf__cpu_relax(void) { __builtin_ia32_pause(); }
+
+#define SF_STAT_INC(t, f, n) atomic_fetch_add_explicit(&(t)->f, (n), memory_order_relaxed)
+
+#endif

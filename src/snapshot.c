@@ -1,0 +1,656 @@
+/* snapshot.c - copy-on-write snapshots: generations, page versions shared
+ * between snapshots, read, restore, release and garbage collection. */
+#include "snapshot.h"
+#include "image.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Generations.  The tracker's generation C counts takes; the snapshot taken
+ * when C was g has gen g, and C becomes g+1.  Each page records CGEN, the
+ * generation in which its current content began.  Snapshot g sees, for
+ * page p:
+ *   - live memory, if CGEN(p) <= g (the page is protected since the take,
+ *     so it cannot change without a fault that first saves it);
+ *   - else the version of p with lo <= g <= hi.
+ * The first write after a take saves the content once, as a version valid
+ * for [CGEN, C-1]: every live snapshot taken since that content began
+ * shares that one copy. */
+
+static uint32_t eff_cgen(const struct sf_region *r, uint64_t w)
+{
+    uint32_t cg = PS_CGEN(w);
+    return cg > r->track_gen ? cg : r->track_gen;
+}
+
+/* Async-signal-safe: is any live snapshot's generation >= cg?  (Live
+ * generations are all < C, so this is "some snapshot in [cg, C-1]".) */
+bool sf__snapshot_needs_save(sf_tracker *t, uint32_t cg)
+{
+    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
+        uint32_t g = atomic_load_explicit(&t->live_gen[i], memory_order_seq_cst);
+        if (g && g >= cg)
+            return true;
+    }
+    return false;
+}
+
+static void fail_range(sf_tracker *t, uint32_t lo, uint32_t hi)
+{
+    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
+        uint32_t g = atomic_load(&t->live_gen[i]);
+        if (g && g >= lo && g <= hi && !atomic_exchange(&t->failed_slot[i], 1))
+            SF_STAT_INC(t, st_failed, 1);
+    }
+}
+
+/* Called by the fault handler that owns page (BUSY), before unprotecting.
+ * Async-signal-safe: the store allocates without locks. */
+void sf__snapshot_save(struct sf_region *r, size_t page, uint64_t w, uint32_t C)
+{
+    sf_tracker *t = r->t;
+    uint32_t cg = eff_cgen(r, w);
+    _Atomic(struct sf_version *) *head = &r->vhead[page];
+    struct sf_version *h = atomic_load(head);
+    /* After a restore the page holds exactly the head version's content
+     * (same lo): extend its validity instead of copying again. */
+    if (h && h->lo == cg) {
+        if (atomic_load(&h->hi) < C - 1)
+            atomic_store(&h->hi, C - 1);
+        SF_STAT_INC(t, st_shared, 1);
+        return;
+    }
+    struct sf_version *v = sf__store_alloc(t->store);
+    if (!v) {
+        fail_range(t, cg, C - 1); /* the program's write proceeds anyway */
+        return;
+    }
+    memcpy(sf__store_data(t->store, v), (void *)(r->start + (page << sf_page_shift)), sf_page_size);
+    v->lo = cg;
+    atomic_store_explicit(&v->hi, C - 1, memory_order_relaxed);
+    v->region = r;
+    v->page = page;
+    atomic_store_explicit(&v->inuse, 1, memory_order_relaxed);
+    do
+        atomic_store_explicit(&v->next, h, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak(head, &h, v));
+    SF_STAT_INC(t, st_copies, 1);
+}
+
+static struct sf_version *version_for(struct sf_region *r, size_t page, uint32_t g)
+{
+    for (struct sf_version *v = atomic_load(&r->vhead[page]); v; v = atomic_load(&v->next))
+        if (v->lo <= g && g <= atomic_load(&v->hi))
+            return v;
+    return NULL;
+}
+
+/* Unlinks v from its page's chain.  Collector side (t->lock held): only
+ * the head can change under us (a handler pushing). */
+static void unlink_version(struct sf_version *v)
+{
+    _Atomic(struct sf_version *) *head = &v->region->vhead[v->page];
+    for (;;) {
+        struct sf_version *h = atomic_load(head);
+        if (h == v) {
+            if (atomic_compare_exchange_strong(head, &h, atomic_load(&v->next)))
+                return;
+            continue;
+        }
+        for (struct sf_version *p = h; p; p = atomic_load(&p->next))
+            if (atomic_load(&p->next) == v) {
+                atomic_store(&p->next, atomic_load(&v->next));
+                return;
+            }
+        return; /* not linked */
+    }
+}
+
+/* Frees versions after a grace period: readers may still be walking them. */
+struct vlist {
+    struct sf_version **v;
+    size_t n, cap;
+};
+
+static void vlist_add(struct vlist *l, struct sf_version *v)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        struct sf_version **nv = realloc(l->v, cap * sizeof(*nv));
+        if (!nv)
+            return; /* leaked until the tracker is destroyed; never unsafe */
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = v;
+}
+
+static void vlist_free(sf_tracker *t, struct vlist *l)
+{
+    if (l->n) {
+        sf__grace_wait();
+        for (size_t i = 0; i < l->n; i++)
+            sf__store_free(t->store, l->v[i]);
+    }
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+static bool covered(sf_tracker *t, const struct sf_version *v)
+{
+    uint32_t hi = atomic_load(&v->hi);
+    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
+        uint32_t g = atomic_load(&t->live_gen[i]);
+        if (g && v->lo <= g && g <= hi)
+            return true;
+    }
+    return false;
+}
+
+/* Drops every version no live snapshot needs.  Caller holds t->lock. */
+static void gc(sf_tracker *t)
+{
+    struct sf_store *st = t->store;
+    struct vlist dead = {0};
+    size_t n = atomic_load(&st->bump);
+    for (size_t i = 0; i < n; i++) {
+        struct sf_version *v = &st->nodes[i];
+        if (atomic_load(&v->inuse) && !covered(t, v)) {
+            unlink_version(v);
+            vlist_add(&dead, v);
+        }
+    }
+    vlist_free(t, &dead);
+}
+
+void sf__versions_drop_range(struct sf_region *r, uintptr_t start, uintptr_t end)
+{
+    sf_tracker *t = r->t;
+    struct vlist dead = {0};
+    for (size_t p = (start - r->start) >> sf_page_shift; p < (end - r->start) >> sf_page_shift; p++) {
+        struct sf_version *v = atomic_exchange(&r->vhead[p], NULL);
+        for (; v; v = atomic_load(&v->next))
+            vlist_add(&dead, v);
+    }
+    vlist_free(t, &dead);
+}
+
+void sf__versions_drop_region(struct sf_region *r)
+{
+    sf__versions_drop_range(r, r->start, r->end);
+}
+
+static bool forked(const sf_tracker *t)
+{
+    return t->pid != (pid_t)syscall(SYS_getpid);
+}
+
+static int snap_state(const sf_snapshot *s)
+{
+    if (forked(s->t))
+        return -ECHILD;
+    if (atomic_load(&s->stale))
+        return -ESTALE;
+    if (atomic_load(&s->t->failed_slot[s->slot]))
+        return -ENOSPC;
+    return 0;
+}
+
+static struct sf_region **our_regions(sf_tracker *t, size_t *n)
+{
+    pthread_mutex_lock(&sf__regions_lock);
+    size_t k = sf__regions_of(t, NULL, 0);
+    struct sf_region **v = malloc((k ? k : 1) * sizeof(*v));
+    if (v)
+        sf__regions_of(t, v, k);
+    pthread_mutex_unlock(&sf__regions_lock);
+    *n = v ? k : 0;
+    return v;
+}
+
+SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
+{
+    if (!t || !out)
+        return -EINVAL;
+    *out = NULL;
+    if (!t->store)
+        return -ENOTSUP;
+    if (forked(t))
+        return -ECHILD;
+    sf_snapshot *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id) || !s->id) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s->id = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)s;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    s->taken_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+
+    pthread_mutex_lock(&t->lock);
+    int slot = -1;
+    for (int i = 0; i < SF_MAX_SNAPSHOTS && slot < 0; i++)
+        if (!t->snaps[i])
+            slot = i;
+    if (slot < 0) {
+        pthread_mutex_unlock(&t->lock);
+        free(s);
+        return -EAGAIN;
+    }
+    size_t n;
+    struct sf_region **rs = our_regions(t, &n);
+    if (!rs) {
+        pthread_mutex_unlock(&t->lock);
+        free(s);
+        return -ENOMEM;
+    }
+    s->t = t;
+    s->slot = slot;
+    atomic_init(&s->refs, 1);
+    s->gen = atomic_load(&t->gen);
+    atomic_store(&t->failed_slot[slot], 0);
+    /* Order matters: the slot is live before C moves, so a handler that
+     * sees the new C also sees the snapshot and saves for it; the grace
+     * period then waits out handlers that saw the old C, whose pages the
+     * walk below finds writable and protects. */
+    atomic_store(&t->live_gen[slot], s->gen);
+    atomic_store(&t->gen, s->gen + 1);
+    sf__grace_wait();
+    atomic_store(&t->take_failed, 0);
+    for (size_t i = 0; i < n; i++)
+        sf__collect_sync(t, rs[i], SF_WALK_TAKE, NULL, NULL);
+    free(rs);
+    if (atomic_load(&t->take_failed) && !atomic_exchange(&t->failed_slot[slot], 1))
+        SF_STAT_INC(t, st_failed, 1);
+    t->snaps[slot] = s;
+    pthread_mutex_unlock(&t->lock);
+    *out = s;
+    return 0;
+}
+
+/* Reads one page of s into buf.  Returns 0, -ENOENT (not in s) or another
+ * -errno.  Runs concurrently with faults: live memory is read between two
+ * identical non-BUSY state words (a seqlock whose writer is the handler). */
+static int read_page(const sf_snapshot *s, uintptr_t page_addr, void *buf, size_t off, size_t len)
+{
+    sf_tracker *t = s->t;
+    for (;;) {
+        unsigned g = sf__grace_enter();
+        struct sf_region *r = sf__region_find(page_addr);
+        if (!r || r->t != t || r->track_gen > s->gen) {
+            sf__grace_exit(g);
+            return -ENOENT;
+        }
+        size_t p = (page_addr - r->start) >> sf_page_shift;
+        uint64_t w = atomic_load(&r->ps[p]);
+        if (w & PS_GONE) {
+            sf__grace_exit(g);
+            return -ENOENT;
+        }
+        if (PS_ST(w) == PS_BUSY) {
+            sf__grace_exit(g);
+            sf__cpu_relax();
+            continue;
+        }
+        if (eff_cgen(r, w) <= s->gen) {
+            memcpy(buf, (char *)page_addr + off, len);
+            bool same = atomic_load(&r->ps[p]) == w;
+            sf__grace_exit(g);
+            if (same)
+                return 0;
+            continue;
+        }
+        struct sf_version *v = version_for(r, p, s->gen);
+        if (v)
+            memcpy(buf, (char *)sf__store_data(t->store, v) + off, len);
+        sf__grace_exit(g);
+        if (v)
+            return 0;
+        /* No copy: the page was revived after s, or the copy failed. */
+        return atomic_load(&t->failed_slot[s->slot]) ? -ENOSPC : -ENOENT;
+    }
+}
+
+SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, size_t len)
+{
+    if (!s || !addr || (!buf && len))
+        return -EINVAL;
+    uintptr_t a = (uintptr_t)addr;
+    if (a + len < a)
+        return -EINVAL;
+    int err = snap_state(s);
+    if (err)
+        return err;
+    char *out = buf;
+    while (len) {
+        uintptr_t page = a & ~(uintptr_t)(sf_page_size - 1);
+        size_t off = a - page, n = sf_page_size - off;
+        if (n > len)
+            n = len;
+        err = read_page(s, page, out, off, n);
+        if (err)
+            return err;
+        a += n;
+        out += n;
+        len -= n;
+    }
+    /* A copy that failed after we read would make what we returned
+     * unverifiable: report it. */
+    return snap_state(s);
+}
+
+/* Restores the pages [p0, p1) of r, all written since s: own them
+ * (COLLECTING), open them, copy the versions back, protect them again. */
+static int restore_run(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1, uint32_t g,
+                       struct vlist *dead)
+{
+    uint32_t newgen[SF_CHUNK_PAGES];
+    struct sf_version *src[SF_CHUNK_PAGES];
+    for (size_t p = p0; p < p1; p++) {
+        _Atomic uint64_t *ps = &r->ps[p];
+        uint64_t w = atomic_load(ps);
+        for (;;) {
+            if (PS_ST(w) == PS_BUSY) {
+                sf__cpu_relax();
+                w = atomic_load(ps);
+                continue;
+            }
+            if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING)))
+                break;
+        }
+        src[p - p0] = version_for(r, p, g);
+    }
+    uintptr_t a = r->start + (p0 << sf_page_shift);
+    size_t len = (p1 - p0) << sf_page_shift;
+    int err = t->ops->unprotect(t, r, a, len);
+    for (size_t p = p0; p < p1 && !err; p++) {
+        struct sf_version *v = src[p - p0];
+        memcpy((char *)r->start + (p << sf_page_shift), sf__store_data(t->store, v), sf_page_size);
+        newgen[p - p0] = v->lo;
+        /* Versions of content newer than s belong to invalidated
+         * snapshots: drop them, so v is the head again. */
+        for (struct sf_version *x = atomic_load(&r->vhead[p]); x && x != v; x = atomic_load(&x->next))
+            if (x->lo > g) {
+                unlink_version(x);
+                vlist_add(dead, x);
+            }
+    }
+    if (!err)
+        err = t->ops->protect(t, r, a, len);
+    for (size_t p = p0; p < p1; p++) {
+        uint64_t w = atomic_load(&r->ps[p]);
+        if (PS_ST(w) != PS_COLLECTING)
+            continue; /* a writer took it over: it stays dirty */
+        uint64_t nw = err ? PS_MAKE(PS_WRITABLE, 1, atomic_load(&t->gen))
+                          : PS_MAKE(PS_ARMED, 1, newgen[p - p0]);
+        atomic_compare_exchange_strong(&r->ps[p], &w, nw);
+    }
+    sf__chunk_mark(r, p0, CH_DIRTY | (err ? CH_WRITABLE : 0));
+    sf__chunk_mark(r, p1 - 1, CH_DIRTY | (err ? CH_WRITABLE : 0));
+    return err;
+}
+
+SF_API int sf_snapshot_restore(sf_snapshot *s)
+{
+    if (!s)
+        return -EINVAL;
+    sf_tracker *t = s->t;
+    pthread_mutex_lock(&t->lock);
+    int err = snap_state(s);
+    if (err) {
+        pthread_mutex_unlock(&t->lock);
+        return err;
+    }
+    size_t n;
+    struct sf_region **rs = our_regions(t, &n);
+    if (!rs) {
+        pthread_mutex_unlock(&t->lock);
+        return -ENOMEM;
+    }
+    uint32_t g = s->gen;
+    struct vlist dead = {0};
+    long restored = 0;
+    for (size_t i = 0; i < n && !err; i++) {
+        struct sf_region *r = rs[i];
+        if (r->track_gen > g)
+            continue; /* tracked after s: left as it is */
+        for (size_t c = 0; c < r->nchunks && !err; c++) {
+            if (atomic_load(&r->chunk_maxgen[c]) <= g)
+                continue;
+            size_t p0 = c << SF_CHUNK_SHIFT, p1 = p0 + SF_CHUNK_PAGES;
+            if (p1 > r->npages)
+                p1 = r->npages;
+            size_t run = SIZE_MAX;
+            for (size_t p = p0; p <= p1 && !err; p++) {
+                bool want = false;
+                if (p < p1) {
+                    uint64_t w = atomic_load(&r->ps[p]);
+                    want = !(w & PS_GONE) && eff_cgen(r, w) > g && version_for(r, p, g);
+                }
+                if (want) {
+                    if (run == SIZE_MAX)
+                        run = p;
+                    continue;
+                }
+                if (run != SIZE_MAX) {
+                    err = restore_run(t, r, run, p, g, &dead);
+                    restored += (long)(p - run);
+                    run = SIZE_MAX;
+                }
+            }
+            /* Every page of the chunk now holds content from <= g, except
+             * pages tracked again after s. */
+            uint32_t mx = 0;
+            for (size_t p = p0; p < p1; p++) {
+                uint32_t cg = eff_cgen(r, atomic_load(&r->ps[p]));
+                mx = cg > mx ? cg : mx;
+            }
+            atomic_store(&r->chunk_maxgen[c], mx);
+        }
+    }
+    free(rs);
+    /* Snapshots taken after s described memory that no longer exists. */
+    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
+        if (t->snaps[i] && t->snaps[i]->gen > g) {
+            atomic_store(&t->snaps[i]->stale, 1);
+            atomic_store(&t->live_gen[i], 0);
+        }
+    /* A fresh generation: no version numbering is ever reused. */
+    atomic_store(&t->gen, atomic_load(&t->gen) + 1);
+    vlist_free(t, &dead);
+    pthread_mutex_unlock(&t->lock);
+    if (err)
+        return err;
+    return restored > INT32_MAX ? INT32_MAX : (int)restored;
+}
+
+SF_API uint64_t sf_snapshot_id(const sf_snapshot *s)
+{
+    return s ? s->id : 0;
+}
+
+static void snapshot_free(sf_snapshot *s)
+{
+    sf_tracker *t = s->t;
+    pthread_mutex_lock(&t->lock);
+    atomic_store(&t->live_gen[s->slot], 0);
+    t->snaps[s->slot] = NULL;
+    if (!forked(t)) {
+        sf__grace_wait(); /* handlers that saw the slot live are done */
+        gc(t);
+    }
+    pthread_mutex_unlock(&t->lock);
+    free(s);
+}
+
+static void snapshot_put(sf_snapshot *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) == 1)
+        snapshot_free(s);
+}
+
+/* A write in progress holds a reference: the snapshot (and its copies)
+ * goes away when the last of release and the writers is done. */
+SF_API void sf_snapshot_release(sf_snapshot *s)
+{
+    if (s)
+        snapshot_put(s);
+}
+
+/* Called by sf_tracker_destroy (t->lock held): snapshots the caller did not
+ * release are freed with the tracker. */
+void sf__snapshots_destroy(sf_tracker *t)
+{
+    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
+        atomic_store(&t->live_gen[i], 0);
+        free(t->snaps[i]);
+        t->snaps[i] = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Images: the writer pulls pages through read_page, so a page still
+ * protected since the take goes from live memory straight into the
+ * writer's buffer; only pages written before the writer reached them were
+ * copied (by the fault path).
+ * ------------------------------------------------------------------------ */
+struct write_ctx {
+    const sf_snapshot *s, *parent;
+};
+
+/* Which content page p has in snapshot gen g: the generation its content
+ * began in (live CGEN or the covering version's lo), or 0 if not in it. */
+static uint32_t content_epoch(const sf_snapshot *s, uintptr_t page_addr, uint32_t g)
+{
+    uint32_t e = 0;
+    unsigned tok = sf__grace_enter();
+    struct sf_region *r = sf__region_find(page_addr);
+    if (r && r->t == s->t && r->track_gen <= g) {
+        size_t p = (page_addr - r->start) >> sf_page_shift;
+        uint64_t w = atomic_load(&r->ps[p]);
+        if (!(w & PS_GONE)) {
+            uint32_t cg = eff_cgen(r, w);
+            if (cg <= g)
+                e = cg;
+            else {
+                struct sf_version *v = version_for(r, p, g);
+                e = v ? v->lo : 0;
+            }
+        }
+    }
+    sf__grace_exit(tok);
+    return e;
+}
+
+static int image_page(void *vctx, uint64_t addr, void *buf)
+{
+    struct write_ctx *c = vctx;
+    if (c->parent) {
+        uint32_t mine = content_epoch(c->s, (uintptr_t)addr, c->s->gen);
+        if (mine && mine == content_epoch(c->s, (uintptr_t)addr, c->parent->gen))
+            return 0; /* unchanged since the parent */
+    }
+    int err = read_page(c->s, (uintptr_t)addr, buf, 0, sf_page_size);
+    return err ? err : 1;
+}
+
+static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd)
+{
+    if (!s || fd < 0)
+        return -EINVAL;
+    if (parent && (parent->t != s->t || parent->gen >= s->gen))
+        return -EINVAL;
+    int err = snap_state(s);
+    if (!err && parent)
+        err = snap_state(parent);
+    if (err)
+        return err;
+    sf_tracker *t = s->t;
+    /* The ranges s holds: regions tracked when s was taken, still tracked
+     * (GONE stretches of a region are left out). */
+    pthread_mutex_lock(&t->lock);
+    size_t n;
+    struct sf_region **rs = our_regions(t, &n);
+    struct sf_image_range *ranges = NULL;
+    size_t nr = 0, cap = 0;
+    for (size_t i = 0; rs && i < n; i++) {
+        struct sf_region *r = rs[i];
+        if (r->track_gen > s->gen)
+            continue;
+        for (size_t p = 0; p < r->npages;) {
+            if (atomic_load(&r->ps[p]) & PS_GONE) {
+                p++;
+                continue;
+            }
+            size_t q = p + 1;
+            while (q < r->npages && !(atomic_load(&r->ps[q]) & PS_GONE))
+                q++;
+            if (nr == cap) {
+                cap = cap ? 2 * cap : 16;
+                struct sf_image_range *nv = realloc(ranges, cap * sizeof(*nv));
+                if (!nv) {
+                    err = -ENOMEM;
+                    break;
+                }
+                ranges = nv;
+            }
+            ranges[nr++] = (struct sf_image_range){r->start + (p << sf_page_shift), (q - p) << sf_page_shift};
+            p = q;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    free(rs);
+    if (!rs)
+        err = -ENOMEM;
+    if (!err) {
+        struct write_ctx ctx = {s, parent};
+        struct sf_image_src src = {
+            .id = s->id,
+            .parent_id = parent ? parent->id : 0,
+            .taken_ns = s->taken_ns,
+            .page_size = (uint32_t)sf_page_size,
+            .ranges = ranges,
+            .nranges = nr,
+            .read_page = image_page,
+            .ctx = &ctx,
+        };
+        err = sf__image_write(fd, &src);
+    }
+    free(ranges);
+    if (!err)
+        err = snap_state(s);
+    return err;
+}
+
+static int write_ref(sf_snapshot *s, sf_snapshot *parent, int fd)
+{
+    atomic_fetch_add(&s->refs, 1);
+    if (parent)
+        atomic_fetch_add(&parent->refs, 1);
+    int err = write_image(s, parent, fd);
+    if (parent)
+        snapshot_put(parent);
+    snapshot_put(s);
+    return err;
+}
+
+SF_API int sf_snapshot_write(sf_snapshot *s, int fd)
+{
+    if (!s)
+        return -EINVAL;
+    return write_ref(s, NULL, fd);
+}
+
+SF_API int sf_snapshot_write_incremental(sf_snapshot *s, const sf_snapshot *parent, int fd)
+{
+    if (!s || !parent)
+        return -EINVAL;
+    return write_ref(s, (sf_snapshot *)parent, fd);
+}

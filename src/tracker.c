@@ -1,0 +1,666 @@
+/* tracker.c - trackers, track/untrack, and collect: the collector side of
+ * the page-state machine (fault.c is the handler side). */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static const struct sf_backend_ops *const backends[SF_BACKEND_COUNT] = {
+    [SF_BACKEND_UFFD_ASYNC] = &sf__backend_uffd_async,
+    [SF_BACKEND_UFFD_SYNC] = &sf__backend_uffd_sync,
+    [SF_BACKEND_MPROTECT] = &sf__backend_mprotect,
+    [SF_BACKEND_SOFTDIRTY] = &sf__backend_softdirty,
+};
+
+#define SF_OPT_ALL (SF_OPT_SNAPSHOTS | SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS | \
+                    SF_OPT_KERNEL_WRITES | SF_OPT_CLUSTER | SF_OPT_EXACT)
+
+
+static bool forked(const sf_tracker *t)
+{
+    return t->pid != (pid_t)syscall(SYS_getpid);
+}
+
+SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    sf__init();
+    sf_options def = {0};
+    if (!opt)
+        opt = &def;
+    if ((unsigned)opt->backend >= SF_BACKEND_COUNT || (opt->flags & ~SF_OPT_ALL) ||
+        ((opt->flags & SF_OPT_INTHREAD_FAULTS) && (opt->flags & SF_OPT_HANDLER_THREADS)) ||
+        ((opt->flags & SF_OPT_CLUSTER) && (opt->flags & SF_OPT_EXACT)))
+        return -EINVAL;
+    const sf_caps *caps;
+    sf__probe_cached(&caps);
+    bool snaps = opt->flags & SF_OPT_SNAPSHOTS;
+    sf_backend b = opt->backend;
+    if (b == SF_BACKEND_AUTO) {
+        b = snaps ? caps->auto_snapshots : caps->auto_tracking;
+        /* In-thread faults were asked for: uffd-sync can do them. */
+        if (!snaps && (opt->flags & (SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS)) &&
+            !caps->backend_ok[SF_BACKEND_UFFD_SYNC])
+            b = SF_BACKEND_UFFD_SYNC;
+    }
+    if (snaps && (b == SF_BACKEND_UFFD_ASYNC || b == SF_BACKEND_SOFTDIRTY))
+        return -ENOTSUP; /* kernel-resolved faults leave no chance to copy */
+    if ((opt->flags & (SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS)) &&
+        b != SF_BACKEND_UFFD_SYNC)
+        return -EINVAL;
+
+    sf_tracker *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    t->ops = backends[b];
+    t->backend = b;
+    t->flags = opt->flags;
+    t->pid = (pid_t)syscall(SYS_getpid);
+    t->uffd = t->pagemap_fd = -1;
+    t->wake_pipe[0] = t->wake_pipe[1] = -1;
+    t->nthreads = opt->handler_threads;
+    t->exact = (opt->flags & SF_OPT_EXACT) || (!snaps && !(opt->flags & SF_OPT_CLUSTER));
+    atomic_init(&t->gen, 1);
+    pthread_mutex_init(&t->lock, NULL);
+    int err = sf__signals_install();
+    if (!err)
+        err = t->ops->open(t);
+    if (!err && (opt->flags & SF_OPT_KERNEL_WRITES) &&
+        (t->fault_mode == SF_FAULTS_SIGNAL || t->fault_mode == SF_FAULTS_INTHREAD))
+        err = -ENOTSUP;
+    if (!err && snaps)
+        err = sf__store_create(t, opt->store_limit ? opt->store_limit : SF_DEFAULT_STORE_LIMIT);
+    if (err) {
+        t->ops->close(t);
+        sf__store_destroy(t);
+        pthread_mutex_destroy(&t->lock);
+        free(t);
+        return err;
+    }
+    *out = t;
+    return 0;
+}
+
+SF_API sf_backend sf_tracker_backend(const sf_tracker *t)
+{
+    return t ? t->backend : SF_BACKEND_AUTO;
+}
+
+SF_API sf_fault_mode sf_tracker_fault_mode(const sf_tracker *t)
+{
+    return t ? t->fault_mode : SF_FAULTS_NONE;
+}
+
+static int check_range(const void *addr, size_t len)
+{
+    uintptr_t a = (uintptr_t)addr;
+    if (!addr || !len || (a & (sf_page_size - 1)) || (len & (sf_page_size - 1)) ||
+        a + len < a)
+        return -EINVAL;
+    return 0;
+}
+
+/* Our regions, in address order.  Caller holds t->lock, so none of them can
+ * go away; the table is read under the regions lock. */
+static struct sf_region **regions_list(sf_tracker *t, size_t *n)
+{
+    pthread_mutex_lock(&sf__regions_lock);
+    size_t k = sf__regions_of(t, NULL, 0);
+    struct sf_region **v = malloc((k ? k : 1) * sizeof(*v));
+    if (v)
+        sf__regions_of(t, v, k);
+    pthread_mutex_unlock(&sf__regions_lock);
+    *n = v ? k : 0;
+    return v;
+}
+
+/* Pages of an existing region of t that a partial untrack left GONE are
+ * tracked again in place: regions in the table never overlap. */
+static int revive(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
+{
+    size_t p0 = (a - r->start) >> sf_page_shift, p1 = (e - r->start) >> sf_page_shift;
+    for (size_t p = p0; p < p1; p++)
+        if (!(atomic_load(&r->ps[p]) & PS_GONE))
+            return -EEXIST;
+    struct sf_region sub = *r;
+    sub.start = a;
+    sub.end = e;
+    uint32_t C = atomic_load(&t->gen);
+    for (size_t p = p0; p < p1; p++)
+        atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C));
+    atomic_fetch_sub(&r->gone, p1 - p0);
+    int err = t->ops->attach(t, &sub);
+    if (err) {
+        for (size_t p = p0; p < p1; p++)
+            atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C) | PS_GONE);
+        atomic_fetch_add(&r->gone, p1 - p0);
+    }
+    return err;
+}
+
+SF_API int sf_track(sf_tracker *t, void *addr, size_t len)
+{
+    if (!t)
+        return -EINVAL;
+    int err = check_range(addr, len);
+    if (err)
+        return err;
+    if (forked(t))
+        return -ECHILD;
+    uintptr_t a = (uintptr_t)addr, e = a + len;
+    pthread_mutex_lock(&t->lock);
+    pthread_mutex_lock(&sf__regions_lock);
+    if (sf__regions_overlap(a, e)) {
+        /* Only GONE pages of one of our own regions may be tracked again. */
+        unsigned g = sf__grace_enter();
+        struct sf_region *r = sf__region_find(a);
+        sf__grace_exit(g);
+        err = (r && r->t == t && e <= r->end) ? revive(t, r, a, e) : -EEXIST;
+        pthread_mutex_unlock(&sf__regions_lock);
+        pthread_mutex_unlock(&t->lock);
+        return err;
+    }
+    struct sf_region *r = sf__region_new(t, a, e, t->store != NULL);
+    if (!r) {
+        pthread_mutex_unlock(&sf__regions_lock);
+        pthread_mutex_unlock(&t->lock);
+        return -ENOMEM;
+    }
+    r->track_gen = atomic_load(&t->gen);
+    /* Publish before protecting: a fault must always find its region. */
+    err = sf__regions_insert(r);
+    if (!err) {
+        err = t->ops->attach(t, r);
+        if (err) {
+            sf__regions_remove(&r, 1);
+        }
+    }
+    pthread_mutex_unlock(&sf__regions_lock);
+    pthread_mutex_unlock(&t->lock);
+    if (err)
+        sf__region_free(r);
+    return err;
+}
+
+/* Drops whole regions: unprotect, unpublish, wait out the handlers, free. */
+static void drop_regions(sf_tracker *t, struct sf_region **rs, size_t n)
+{
+    if (!n)
+        return;
+    if (!forked(t))
+        for (size_t i = 0; i < n; i++)
+            t->ops->detach(t, rs[i]);
+    pthread_mutex_lock(&sf__regions_lock);
+    sf__regions_remove(rs, n);
+    pthread_mutex_unlock(&sf__regions_lock);
+    for (size_t i = 0; i < n; i++) {
+        if (rs[i]->vhead)
+            sf__versions_drop_region(rs[i]);
+        sf__region_free(rs[i]);
+    }
+}
+
+SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
+{
+    if (!t)
+        return -EINVAL;
+    int err = check_range(addr, len);
+    if (err)
+        return err;
+    if (forked(t))
+        return -ECHILD;
+    uintptr_t a = (uintptr_t)addr, e = a + len;
+    pthread_mutex_lock(&t->lock);
+    size_t n;
+    struct sf_region **rs = regions_list(t, &n);
+    if (!rs) {
+        pthread_mutex_unlock(&t->lock);
+        return -ENOMEM;
+    }
+    /* Every page must be tracked (and not GONE) by t. */
+    uintptr_t cover = a;
+    for (size_t i = 0; i < n && cover < e; i++) {
+        struct sf_region *r = rs[i];
+        if (r->end <= cover || r->start > cover)
+            continue;
+        uintptr_t hi = r->end < e ? r->end : e;
+        for (uintptr_t p = cover; p < hi; p += sf_page_size)
+            if (atomic_load(&r->ps[(p - r->start) >> sf_page_shift]) & PS_GONE)
+                goto notfound;
+        cover = hi;
+    }
+    if (cover < e) {
+    notfound:
+        free(rs);
+        pthread_mutex_unlock(&t->lock);
+        return -ENOENT;
+    }
+    size_t ndrop = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct sf_region *r = rs[i];
+        if (r->end <= a || r->start >= e)
+            continue;
+        if (a <= r->start && r->end <= e) {
+            rs[ndrop++] = r;
+            continue;
+        }
+        /* Part of a region: unprotect it, then mark its pages GONE (a fault
+         * racing with this finds them writable or GONE, never armed). */
+        struct sf_region sub = *r;
+        sub.start = a > r->start ? a : r->start;
+        sub.end = e < r->end ? e : r->end;
+        if (!forked(t))
+            t->ops->detach(t, &sub);
+        for (uintptr_t p = sub.start; p < sub.end; p += sf_page_size) {
+            _Atomic uint64_t *ps = &r->ps[(p - r->start) >> sf_page_shift];
+            uint64_t w = atomic_load(ps);
+            for (;;) {
+                if (PS_ST(w) == PS_BUSY) {
+                    sf__cpu_relax();
+                    w = atomic_load(ps);
+                    continue;
+                }
+                if (atomic_compare_exchange_weak(ps, &w, PS_MAKE(PS_ARMED, 0, PS_CGEN(w)) | PS_GONE))
+                    break;
+            }
+        }
+        atomic_fetch_add(&r->gone, (sub.end - sub.start) >> sf_page_shift);
+        if (r->vhead)
+            sf__versions_drop_range(r, sub.start, sub.end);
+    }
+    drop_regions(t, rs, ndrop);
+    free(rs);
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+SF_API void sf_tracker_destroy(sf_tracker *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    size_t n;
+    struct sf_region **rs = regions_list(t, &n);
+    drop_regions(t, rs, rs ? n : 0);
+    free(rs);
+    sf__snapshots_destroy(t);
+    pthread_mutex_unlock(&t->lock);
+    if (!forked(t))
+        t->ops->close(t);
+    else {
+        /* The uffd belongs to the parent's address space: never ioctl it,
+         * just drop our descriptor. */
+        if (t->uffd >= 0)
+            close(t->uffd);
+        if (t->pagemap_fd >= 0)
+            close(t->pagemap_fd);
+    }
+    sf__store_destroy(t);
+    free(t->carry);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+/* ------------------------------------------------------------------------
+ * The collector.
+ * ------------------------------------------------------------------------ */
+
+static void wait_not_busy(_Atomic uint64_t *ps, uint64_t *w)
+{
+    unsigned spins = 0;
+    while (PS_ST(*w = atomic_load(ps)) == PS_BUSY) {
+        if (++spins < 1000)
+            sf__cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+/* A run of pages [p0, p1) picked for re-arming: the COLLECTING ones among
+ * them are protected (one call per contiguous stretch), then each page is
+ * moved on by CAS.  A page a handler took over meanwhile stays dirty. */
+static int rearm_run(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1, enum sf_walk mode)
+{
+    int err = 0;
+    for (size_t p = p0; p < p1;) {
+        if (PS_ST(atomic_load(&r->ps[p])) != PS_COLLECTING) {
+            p++;
+            continue;
+        }
+        size_t q = p + 1;
+        while (q < p1 && PS_ST(atomic_load(&r->ps[q])) == PS_COLLECTING)
+            q++;
+        int rc = t->ops->protect(t, r, r->start + (p << sf_page_shift), (q - p) << sf_page_shift);
+        if (rc < 0) {
+            /* Could not protect (VMA budget): those pages stay writable and
+             * dirty, reported now and again next time; a snapshot being
+             * taken cannot hold them. */
+            err = rc;
+            if (mode == SF_WALK_TAKE)
+                atomic_store(&t->take_failed, 1);
+            for (size_t i = p; i < q; i++) {
+                uint64_t w = atomic_load(&r->ps[i]);
+                if (PS_ST(w) == PS_COLLECTING)
+                    atomic_compare_exchange_strong(&r->ps[i], &w, PS_WITH_ST(w, PS_WRITABLE) | PS_DIRTY);
+                sf__chunk_mark(r, i, CH_DIRTY | CH_WRITABLE);
+            }
+        }
+        p = q;
+    }
+    for (size_t p = p0; p < p1; p++) {
+        uint64_t w = atomic_load(&r->ps[p]);
+        if (w & PS_GONE)
+            continue;
+        unsigned st = PS_ST(w);
+        if (st != PS_COLLECTING && !(mode == SF_WALK_RESET && st == PS_ARMED))
+            continue; /* taken over by a handler, or left writable above */
+        uint64_t nw = PS_WITH_ST(w, PS_ARMED);
+        if (mode == SF_WALK_RESET)
+            nw &= ~PS_DIRTY;
+        atomic_compare_exchange_strong(&r->ps[p], &w, nw);
+    }
+    return err;
+}
+
+/* Picks page p for the walk, moving it to COLLECTING if it must be
+ * protected.  Returns whether p belongs to the run. */
+static bool pick(struct sf_region *r, size_t p, enum sf_walk mode)
+{
+    _Atomic uint64_t *ps = &r->ps[p];
+    uint64_t w = atomic_load(ps);
+    for (;;) {
+        if (w & PS_GONE)
+            return false;
+        if (PS_ST(w) == PS_BUSY) {
+            wait_not_busy(ps, &w); /* let one page finish */
+            continue;
+        }
+        bool writable = PS_ST(w) == PS_WRITABLE;
+        if (mode == SF_WALK_TAKE ? !writable : !(w & PS_DIRTY))
+            return false;
+        if (mode == SF_WALK_GET || !writable)
+            return true;
+        if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING)))
+            return true;
+    }
+}
+
+/* A degraded region (mprotect over its VMA budget) was writable as a whole:
+ * every page counts as written; re-arming it protects it as a whole. */
+static int walk_degraded(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_emit_fn emit,
+                         void *ctx)
+{
+    if (mode == SF_WALK_GET)
+        return emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
+    for (size_t p = 0; p < r->npages; p++) {
+        _Atomic uint64_t *ps = &r->ps[p];
+        uint64_t w = atomic_load(ps);
+        for (;;) {
+            if (w & PS_GONE)
+                break;
+            if (PS_ST(w) == PS_BUSY) {
+                wait_not_busy(ps, &w);
+                continue;
+            }
+            if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING) | PS_DIRTY))
+                break;
+        }
+    }
+    int err = t->ops->protect(t, r, r->start, r->end - r->start);
+    if (err) {
+        for (size_t p = 0; p < r->npages; p++) {
+            uint64_t w = atomic_load(&r->ps[p]);
+            if (PS_ST(w) == PS_COLLECTING)
+                atomic_compare_exchange_strong(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE));
+        }
+        return mode == SF_WALK_RESET && emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
+    }
+    for (size_t p = 0; p < r->npages; p++) {
+        uint64_t w = atomic_load(&r->ps[p]);
+        if (PS_ST(w) == PS_COLLECTING)
+            atomic_compare_exchange_strong(&r->ps[p], &w,
+                PS_WITH_ST(w, PS_ARMED) & ~(mode == SF_WALK_RESET ? PS_DIRTY : 0));
+    }
+    for (size_t c = 0; c < r->nchunks; c++)
+        sf__chunk_mark(r, c << SF_CHUNK_SHIFT, mode == SF_WALK_TAKE ? CH_DIRTY : 0);
+    return mode == SF_WALK_RESET && emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
+}
+
+/* Re-arms (unless only getting) and reports the run [s, e). */
+static int finish_run(sf_tracker *t, struct sf_region *r, size_t s, size_t e, enum sf_walk mode,
+                      sf_emit_fn emit, void *ctx)
+{
+    if (mode != SF_WALK_GET)
+        rearm_run(t, r, s, e, mode); /* failures leave pages dirty: nothing lost */
+    return emit ? emit(t, r->start + (s << sf_page_shift), (e - s) << sf_page_shift, ctx) : 0;
+}
+
+/* Walks the chunks whose hints say they may hold what mode looks for: its
+ * cost follows the pages written, not the tracked size.  Runs continue
+ * across chunk boundaries. */
+int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_emit_fn emit,
+                     void *ctx)
+{
+    if (atomic_load(&r->degraded))
+        return walk_degraded(t, r, mode, emit, ctx);
+    uint32_t need = mode == SF_WALK_TAKE ? CH_WRITABLE : CH_DIRTY;
+    uint32_t clear = mode == SF_WALK_TAKE ? CH_WRITABLE
+                   : mode == SF_WALK_RESET ? (CH_DIRTY | CH_WRITABLE) : 0;
+    size_t run = SIZE_MAX;
+    for (size_t c = 0; c < r->nchunks; c++) {
+        size_t p0 = c << SF_CHUNK_SHIFT, p1 = p0 + SF_CHUNK_PAGES;
+        if (p1 > r->npages)
+            p1 = r->npages;
+        bool hinted = atomic_load(&r->chunk[c]) & need;
+        if (hinted && clear)
+            atomic_fetch_and(&r->chunk[c], ~clear);
+        for (size_t p = p0; p < p1; p++) {
+            if (hinted && pick(r, p, mode)) {
+                if (run == SIZE_MAX)
+                    run = p;
+                continue;
+            }
+            if (run != SIZE_MAX) {
+                int rc = finish_run(t, r, run, p, mode, emit, ctx);
+                run = SIZE_MAX;
+                if (rc) {
+                    if (clear) /* the rest of this chunk stays dirty */
+                        sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
+                    return rc < 0 ? rc : 1;
+                }
+            }
+            if (!hinted)
+                break; /* nothing to see in this chunk */
+        }
+    }
+    if (run != SIZE_MAX) {
+        int rc = finish_run(t, r, run, r->npages, mode, emit, ctx);
+        if (rc)
+            return rc < 0 ? rc : 1;
+    }
+    return 0;
+}
+
+/* Delivery to the caller's fn: runs are coalesced, merged in address order
+ * with runs carried from a previous collect, and once fn has said stop,
+ * runs that are already reset (kernel backends re-arm a whole batch) are
+ * carried to the next collect instead of being lost. */
+struct deliver {
+    sf_range_fn fn;
+    void *arg;
+    bool reset, stopped;
+    int err;
+    long pages;
+    uintptr_t pa;        /* pending run */
+    size_t plen;
+    struct sf_carry *in; /* carried from last time, sorted */
+    size_t nin, iin;
+};
+
+static int carry_add(sf_tracker *t, uintptr_t a, size_t len)
+{
+    if (t->ncarry && t->carry[t->ncarry - 1].addr + t->carry[t->ncarry - 1].len == a) {
+        t->carry[t->ncarry - 1].len += len;
+        return 0;
+    }
+    if (t->ncarry == t->carry_cap) {
+        size_t cap = t->carry_cap ? 2 * t->carry_cap : 16;
+        struct sf_carry *c = realloc(t->carry, cap * sizeof(*c));
+        if (!c)
+            return -ENOMEM;
+        t->carry = c;
+        t->carry_cap = cap;
+    }
+    t->carry[t->ncarry++] = (struct sf_carry){a, len};
+    return 0;
+}
+
+static void flush_pending(sf_tracker *t, struct deliver *d)
+{
+    if (!d->plen)
+        return;
+    uintptr_t a = d->pa;
+    size_t len = d->plen;
+    d->plen = 0;
+    if (d->stopped) {
+        if (d->reset || d->in) {
+            int e = carry_add(t, a, len);
+            if (e && !d->err)
+                d->err = e;
+        }
+        return;
+    }
+    d->pages += (long)(len >> sf_page_shift);
+    if (d->fn && d->fn((void *)a, len, d->arg))
+        d->stopped = true;
+}
+
+static void push_run(sf_tracker *t, struct deliver *d, uintptr_t a, size_t len)
+{
+    if (d->plen && a <= d->pa + d->plen) {
+        uintptr_t end = a + len > d->pa + d->plen ? a + len : d->pa + d->plen;
+        d->plen = end - d->pa;
+        return;
+    }
+    flush_pending(t, d);
+    d->pa = a;
+    d->plen = len;
+}
+
+static int emit_run(sf_tracker *t, uintptr_t a, size_t len, void *ctx)
+{
+    struct deliver *d = ctx;
+    while (d->iin < d->nin && d->in[d->iin].addr <= a) {
+        push_run(t, d, d->in[d->iin].addr, d->in[d->iin].len);
+        d->iin++;
+    }
+    push_run(t, d, a, len);
+    return d->stopped ? 1 : 0;
+}
+
+SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg)
+{
+    if (!t || (flags & ~SF_COLLECT_RESET))
+        return -EINVAL;
+    if (forked(t))
+        return -ECHILD;
+    pthread_mutex_lock(&t->lock);
+    size_t n;
+    struct sf_region **rs = regions_list(t, &n);
+    if (!rs) {
+        pthread_mutex_unlock(&t->lock);
+        return -ENOMEM;
+    }
+    struct deliver d = {.fn = fn, .arg = arg, .reset = flags & SF_COLLECT_RESET};
+    /* Take the carried runs: with reset they are delivered (or carried
+     * again); without, they are delivered and kept. */
+    d.in = t->carry;
+    d.nin = t->ncarry;
+    struct sf_carry *keep = NULL;
+    size_t nkeep = 0;
+    if (d.reset) {
+        t->carry = NULL;
+        t->ncarry = t->carry_cap = 0;
+    } else {
+        keep = t->carry;
+        nkeep = t->ncarry;
+        t->carry = NULL;
+        t->ncarry = t->carry_cap = 0;
+    }
+    int err = 0;
+    for (size_t i = 0; i < n && !err; i++) {
+        int rc;
+        if (t->ops->collect)
+            rc = t->ops->collect(t, rs[i], flags, emit_run, &d);
+        else
+            rc = sf__collect_sync(t, rs[i], d.reset ? SF_WALK_RESET : SF_WALK_GET, emit_run, &d);
+        if (rc < 0)
+            err = rc;
+        if (d.stopped)
+            break; /* what was not visited stays dirty */
+    }
+    while (d.iin < d.nin) {
+        push_run(t, &d, d.in[d.iin].addr, d.in[d.iin].len);
+        d.iin++;
+    }
+    flush_pending(t, &d);
+    if (!err && d.reset && !d.stopped && t->ops->reset_all)
+        err = t->ops->reset_all(t);
+    if (!d.reset) {
+        /* Nothing was reset: the carried runs are still owed. */
+        free(t->carry);
+        t->carry = keep;
+        t->ncarry = t->carry_cap = nkeep;
+    } else {
+        free(d.in);
+    }
+    free(rs);
+    SF_STAT_INC(t, st_collects, 1);
+    SF_STAT_INC(t, st_collected, (uint64_t)d.pages);
+    pthread_mutex_unlock(&t->lock);
+    if (err)
+        return err;
+    if (d.err)
+        return d.err;
+    return d.pages > INT32_MAX ? INT32_MAX : (int)d.pages;
+}
+
+SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
+{
+    if (!ct || !st)
+        return -EINVAL;
+    sf_tracker *t = (sf_tracker *)ct;
+    memset(st, 0, sizeof(*st));
+    st->backend = t->backend;
+    st->fault_mode = t->fault_mode;
+    st->faults = atomic_load_explicit(&t->st_faults, memory_order_relaxed);
+    st->spurious = atomic_load_explicit(&t->st_spurious, memory_order_relaxed);
+    st->pages_unprotected = atomic_load_explicit(&t->st_unprot, memory_order_relaxed);
+    st->collects = atomic_load_explicit(&t->st_collects, memory_order_relaxed);
+    st->pages_collected = atomic_load_explicit(&t->st_collected, memory_order_relaxed);
+    st->degraded = atomic_load_explicit(&t->st_degraded, memory_order_relaxed);
+    st->vma_estimate = (uint64_t)atomic_load_explicit(&t->vma_estimate, memory_order_relaxed);
+    st->copies = atomic_load_explicit(&t->st_copies, memory_order_relaxed);
+    st->copies_shared = atomic_load_explicit(&t->st_shared, memory_order_relaxed);
+    st->snapshots_failed = atomic_load_explicit(&t->st_failed, memory_order_relaxed);
+    st->store_limit = t->store_limit;
+    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
+        st->snapshots_live += atomic_load(&t->live_gen[i]) != 0;
+    sf__store_stats(t, &st->store_bytes);
+    /* Region sizes: read the table inside a grace section (no lock, so this
+     * stays async-signal-safe). */
+    unsigned g = sf__grace_enter();
+    struct sf_rtable *tb = sf__regions_table();
+    for (size_t i = 0; tb && i < tb->n; i++)
+        if (tb->r[i]->t == t) {
+            st->regions++;
+            st->tracked_bytes += tb->r[i]->end - tb->r[i]->start;
+            st->metadata_bytes += tb->r[i]->meta_bytes + sizeof(struct sf_region);
+        }
+    sf__grace_exit(g);
+    return 0;
+}

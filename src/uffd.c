@@ -1,0 +1,85 @@
+/* uffd.c - opening userfaultfds and the few ioctls snapfault uses; every
+ * call here is async-signal-safe (plain syscalls, errno preserved). */
+#include "internal.h"
+#include "uffd.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A uffd that receives kernel-mode faults needs privilege; user-mode-only is
+ * open to everyone.  Tries the syscall, then /dev/userfaultfd.  Returns the
+ * fd after UFFDIO_API with exactly `features`, or -errno. */
+int sf__uffd_open(bool kernel_faults, uint64_t features, uint64_t *got)
+{
+    int flags = O_CLOEXEC | O_NONBLOCK | (kernel_faults ? 0 : UFFD_USER_MODE_ONLY);
+    int fd = (int)syscall(SYS_userfaultfd, flags);
+    if (fd < 0 && kernel_faults && (errno == EPERM || errno == EACCES)) {
+        int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        if (dev >= 0) {
+            fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+            close(dev);
+        }
+    }
+    if (fd < 0)
+        return -errno;
+    struct uffdio_api api;
+    memset(&api, 0, sizeof(api));
+    api.api = UFFD_API;
+    api.features = features;
+    if (ioctl(fd, UFFDIO_API, &api) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    if (got)
+        *got = api.features;
+    return fd;
+}
+
+int sf__uffd_register_wp(int uffd, uintptr_t addr, size_t len)
+{
+    struct uffdio_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.range.start = addr;
+    reg.range.len = len;
+    reg.mode = UFFDIO_REGISTER_MODE_WP;
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+        return -errno;
+    if (!(reg.ioctls & ((uint64_t)1 << _UFFDIO_WRITEPROTECT)))
+        return -ENOTSUP;
+    return 0;
+}
+
+int sf__uffd_unregister(int uffd, uintptr_t addr, size_t len)
+{
+    struct uffdio_range r = {.start = addr, .len = len};
+    return ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+}
+
+/* EAGAIN means the address space is changing (fork, mremap): retry. */
+int sf__uffd_wp(int uffd, uintptr_t addr, size_t len, bool protect, bool wake)
+{
+    int saved = errno;
+    struct uffdio_writeprotect wp;
+    wp.range.start = addr;
+    wp.range.len = len;
+    /* DONTWAKE only means something when un-protecting; the kernel
+     * rejects it together with WP. */
+    wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP
+                      : (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
+    int rc = 0;
+    for (unsigned tries = 0;; tries++) {
+        if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
+            break;
+        if (errno != EAGAIN || tries > 100000) {
+            rc = -errno;
+            break;
+        }
+        if (tries > 16)
+            syscall(SYS_sched_yield);
+    }
+    errno = saved;
+    return rc;
+}
