@@ -308,11 +308,13 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
     }
 
     /* Publish the write before the page opens: with handler threads the
-     * unprotect wakes the faulting thread, whose next sf_collect must see
-     * this page (still BUSY, so a collector waits for it to finish). */
+     * unprotect wakes the faulting thread, whose next sf_collect, restore or
+     * take must see this page written (DIRTY, content generation C).  It is
+     * still BUSY, so collectors and readers wait for it to finish. */
+    uint64_t orig[64];
     for (size_t i = 0; i < n; i++) {
-        uint64_t wi = atomic_load(&r->ps[p + i]);
-        atomic_store(&r->ps[p + i], wi | PS_DIRTY);
+        orig[i] = atomic_load(&r->ps[p + i]);
+        atomic_store(&r->ps[p + i], PS_MAKE(PS_BUSY, 1, C));
     }
     for (size_t i = 0; i < n; i += SF_CHUNK_PAGES - ((p + i) & (SF_CHUNK_PAGES - 1))) {
         sf__chunk_mark(r, p + i, CH_DIRTY | CH_WRITABLE);
@@ -326,13 +328,10 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
     int rc = t->ops->unprotect(t, r, page_addr, n << sf_page_shift);
     if (SF_UNLIKELY(rc < 0)) {
         /* The backend could not unprotect even after degrading (see
-         * backend_mprotect.c): give the pages back armed (and dirty: the
-         * hints are conservative anyway) and let the fault go to the
-         * previous handler rather than loop on it. */
-        for (size_t i = 0; i < n; i++) {
-            uint64_t wi = atomic_load(&r->ps[p + i]);
-            atomic_store(&r->ps[p + i], PS_WITH_ST(wi, PS_ARMED));
-        }
+         * backend_mprotect.c): give the pages back armed as they were and
+         * let the fault go to the previous handler rather than loop. */
+        for (size_t i = 0; i < n; i++)
+            atomic_store(&r->ps[p + i], PS_WITH_ST(orig[i], PS_ARMED));
         return SF_NOT_OURS;
     }
     uint64_t nw = PS_MAKE(PS_WRITABLE, 1, C);

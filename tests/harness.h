@@ -77,7 +77,7 @@ static const struct variant variants[] = {
 #define NVARIANTS (sizeof(variants) / sizeof(variants[0]))
 
 /* Creates a tracker for v, or says why the machine cannot (skip). */
-static int make_tracker(const struct variant *v, unsigned extra, sf_tracker **t)
+__attribute__((unused)) static int make_tracker(const struct variant *v, unsigned extra, sf_tracker **t)
 {
     sf_options o = {.backend = v->backend, .flags = v->flags | extra};
     int rc = sf_tracker_create(t, &o);
@@ -94,7 +94,7 @@ static int make_tracker(const struct variant *v, unsigned extra, sf_tracker **t)
     return 0;
 }
 
-static void *map_region(size_t len)
+__attribute__((unused)) static void *map_region(size_t len)
 {
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -105,7 +105,7 @@ static void *map_region(size_t len)
 
 /* xorshift: reproducible random pages */
 static unsigned long long h_rng = 88172645463325252ull;
-static unsigned long long rnd(void)
+__attribute__((unused)) static unsigned long long rnd(void)
 {
     h_rng ^= h_rng << 13;
     h_rng ^= h_rng >> 7;
@@ -122,7 +122,7 @@ struct pageset {
     long stop_after;  /* stop after this many runs (-1: never) */
 };
 
-static int collect_into(void *addr, size_t len, void *arg)
+__attribute__((unused)) static int collect_into(void *addr, size_t len, void *arg)
 {
     struct pageset *s = arg;
     size_t ps = (size_t)sysconf(_SC_PAGESIZE);

@@ -1,0 +1,450 @@
+/* test_snapshot.c - COW snapshot semantics on every backend that supports
+ * them: point-in-time reads, shared copies, restore, images, exhaustion,
+ * kernel writes, fork and untrack. */
+#include "harness.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+static size_t PS;
+
+static const struct variant snap_variants[] = {
+    {"uffd-sync/in-thread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS, 1, 0},
+    {"uffd-sync/handler-threads", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS, 1, 1},
+    {"mprotect", SF_BACKEND_MPROTECT, 0, 1, 0},
+};
+#define NSNAP (sizeof(snap_variants) / sizeof(snap_variants[0]))
+
+static int make_snap_tracker(const struct variant *v, size_t store, sf_tracker **t)
+{
+    sf_options o = {.backend = v->backend, .flags = v->flags | SF_OPT_SNAPSHOTS, .store_limit = store};
+    int rc = sf_tracker_create(t, &o);
+    if (rc == -ENOTSUP) {
+        sf_caps c;
+        sf_probe(&c);
+        snprintf(h_msg, sizeof h_msg, "%s", c.why[v->backend]);
+        return 77;
+    }
+    if (rc) {
+        snprintf(h_msg, sizeof h_msg, "create: %s", sf_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+static void fill(char *mem, size_t npages, unsigned seed)
+{
+    for (size_t p = 0; p < npages; p++)
+        for (size_t i = 0; i < PS; i += 512)
+            mem[p * PS + i] = (char)(seed * 31 + p * 7 + i / 512);
+}
+
+/* Read-back of a whole region through sf_snapshot_read equals shadow. */
+static int same_as(const sf_snapshot *s, const char *mem, const char *shadow, size_t len)
+{
+    char *buf = malloc(len);
+    int rc = sf_snapshot_read(s, mem, buf, len);
+    int ok = rc == 0 && memcmp(buf, shadow, len) == 0;
+    free(buf);
+    return ok ? 0 : rc ? rc : -EILSEQ;
+}
+
+static int t_point_in_time(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    size_t n = 1024, len = n * PS;
+    char *mem = map_region(len), *shadow = malloc(len);
+    fill(mem, n / 2, 1); /* half never touched before tracking */
+    CHECK_RC(sf_track(t, mem, len), 0);
+    memcpy(shadow, mem, len);
+    sf_snapshot *s;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    fill(mem, n, 2);
+    CHECK_RC(same_as(s, mem, shadow, len), 0);
+    /* Unaligned reads across page boundaries. */
+    char small[100];
+    CHECK_RC(sf_snapshot_read(s, mem + PS - 50, small, 100), 0);
+    CHECK(memcmp(small, shadow + PS - 50, 100) == 0, "unaligned read");
+    CHECK_RC(sf_snapshot_read(s, mem + len, small, 1), -ENOENT);
+    CHECK_RC(sf_snapshot_read(s, mem + len - 1, small, 2), -ENOENT);
+    /* The tracker still tracks dirt. */
+    CHECK(sf_collect(t, SF_COLLECT_RESET, NULL, NULL) >= (int)n, "collect after writes");
+    sf_snapshot_release(s);
+    sf_stats st;
+    sf_tracker_stats(t, &st);
+    CHECK(st.store_bytes == 0, "store holds %llu bytes after release", (unsigned long long)st.store_bytes);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    free(shadow);
+    return 0;
+}
+
+/* 20 snapshots with writes between; a page written once after several
+ * takes is copied once; release in a shuffled order. */
+static int t_many(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    enum { K = 20 };
+    size_t n = 256, len = n * PS;
+    char *mem = map_region(len);
+    CHECK_RC(sf_track(t, mem, len), 0);
+    sf_snapshot *s[K];
+    char *shadow[K];
+    for (int k = 0; k < K; k++) {
+        for (int w = 0; w < 30; w++)
+            mem[(rnd() % n) * PS + rnd() % PS] = (char)rnd();
+        shadow[k] = malloc(len);
+        memcpy(shadow[k], mem, len);
+        CHECK_RC(sf_snapshot_take(t, &s[k]), 0);
+    }
+    sf_stats before;
+    sf_tracker_stats(t, &before);
+    mem[17 * PS] ^= 1; /* one write after many takes: one copy */
+    sf_stats after;
+    sf_tracker_stats(t, &after);
+    CHECK(after.copies - before.copies + after.copies_shared - before.copies_shared == 1,
+          "copies %llu", (unsigned long long)(after.copies - before.copies));
+    for (int k = 0; k < K; k++)
+        CHECK_RC(same_as(s[k], mem, shadow[k], len), 0);
+    int order[K];
+    for (int k = 0; k < K; k++)
+        order[k] = k;
+    for (int k = K - 1; k > 0; k--) {
+        int j = (int)(rnd() % (unsigned)(k + 1)), x = order[k];
+        order[k] = order[j];
+        order[j] = x;
+    }
+    for (int i = 0; i < K; i++) {
+        sf_snapshot_release(s[order[i]]);
+        free(shadow[order[i]]);
+        shadow[order[i]] = NULL;
+        for (int k = 0; k < K; k++)
+            if (shadow[k])
+                CHECK_RC(same_as(s[k], mem, shadow[k], len), 0);
+    }
+    sf_tracker_stats(t, &after);
+    CHECK(after.store_bytes == 0 && after.snapshots_live == 0, "store %llu live %llu",
+          (unsigned long long)after.store_bytes, (unsigned long long)after.snapshots_live);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    return 0;
+}
+
+static int t_restore(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    size_t n = 512, len = n * PS;
+    char *mem = map_region(len), *shadow = malloc(len);
+    fill(mem, n, 3);
+    CHECK_RC(sf_track(t, mem, len), 0);
+    memcpy(shadow, mem, len);
+    sf_snapshot *s, *later;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    for (int it = 0; it < 50; it++) {
+        for (int w = 0; w < 64; w++)
+            mem[(rnd() % n) * PS + rnd() % PS] = (char)rnd();
+        if (it == 10)
+            CHECK_RC(sf_snapshot_take(t, &later), 0);
+        rc = sf_snapshot_restore(s);
+        CHECK(rc > 0 && rc <= 64 + 64, "restore returned %d", rc);
+        CHECK(memcmp(mem, shadow, len) == 0, "memory differs after restore %d", it);
+        CHECK_RC(same_as(s, mem, shadow, len), 0);
+        if (it >= 10)
+            CHECK_RC(sf_snapshot_read(later, mem, shadow, 1), -ESTALE);
+    }
+    /* Nothing written: restoring is free. */
+    CHECK_RC(sf_snapshot_restore(s), 0);
+    sf_snapshot_release(later);
+    sf_snapshot_release(s);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    free(shadow);
+    return 0;
+}
+
+/* A store of 16 pages: writes go on, the snapshot fails cleanly. */
+static int t_exhaustion(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 16 * PS, &t);
+    if (rc)
+        return rc;
+    size_t n = 64, len = n * PS;
+    char *mem = map_region(len);
+    CHECK_RC(sf_track(t, mem, len), 0);
+    sf_snapshot *s;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    for (size_t p = 0; p < n; p++)
+        mem[p * PS] = (char)(p + 1);
+    for (size_t p = 0; p < n; p++)
+        CHECK(mem[p * PS] == (char)(p + 1), "memory corrupted at page %zu", p);
+    char c;
+    CHECK_RC(sf_snapshot_read(s, mem, &c, 1), -ENOSPC);
+    CHECK_RC(sf_snapshot_restore(s), -ENOSPC);
+    CHECK_RC(sf_snapshot_write(s, 1), -ENOSPC);
+    sf_snapshot_release(s);
+    /* The tracker recovers: a new snapshot works. */
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    mem[0] = 42;
+    CHECK_RC(sf_snapshot_read(s, mem, &c, 1), 0);
+    CHECK(c == 1, "read %d", c);
+    sf_snapshot_release(s);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    return 0;
+}
+
+static int image_equals(int fd, const char *mem, const char *shadow, size_t len)
+{
+    sf_image *img;
+    int rc = sf_image_open(&img, fd);
+    if (rc)
+        return rc;
+    char *buf = malloc(len);
+    rc = sf_image_read(img, (uint64_t)(uintptr_t)mem, buf, len);
+    if (!rc && memcmp(buf, shadow, len))
+        rc = -EILSEQ;
+    if (!rc)
+        rc = sf_image_verify(img);
+    free(buf);
+    sf_image_close(img);
+    return rc;
+}
+
+static int t_image(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    size_t n = 300, len = n * PS;
+    char *mem = map_region(len), *shadow = malloc(len), *shadow2 = malloc(len);
+    fill(mem, n / 3, 4); /* a third data, the rest zero pages */
+    CHECK_RC(sf_track(t, mem, len), 0);
+    memcpy(shadow, mem, len);
+    sf_snapshot *s, *s2;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    mem[5 * PS] = 1;
+    mem[200 * PS] = 2;
+    memcpy(shadow2, mem, len);
+    CHECK_RC(sf_snapshot_take(t, &s2), 0);
+    fill(mem, n, 5); /* everything changes after both takes */
+    int fd = memfd_create("img", 0), fd2 = memfd_create("img2", 0);
+    CHECK_RC(sf_snapshot_write(s, fd), 0);
+    CHECK_RC(image_equals(fd, mem, shadow, len), 0);
+    CHECK_RC(sf_snapshot_write_incremental(s2, s, fd2), 0);
+    sf_image *img;
+    CHECK_RC(sf_image_open(&img, fd2), 0);
+    sf_image_info info;
+    CHECK_RC(sf_image_get_info(img, &info), 0);
+    CHECK(info.parent_id == sf_snapshot_id(s) && info.id == sf_snapshot_id(s2), "ids");
+    CHECK(info.pages_stored + info.pages_zero == 2, "incremental holds %llu+%llu pages",
+          (unsigned long long)info.pages_stored, (unsigned long long)info.pages_zero);
+    char c;
+    CHECK_RC(sf_image_read(img, (uint64_t)(uintptr_t)(mem + 5 * PS), &c, 1), 0);
+    CHECK(c == 1, "incremental data");
+    CHECK_RC(sf_image_read(img, (uint64_t)(uintptr_t)(mem + 6 * PS), &c, 1), -ENODATA);
+    sf_image_close(img);
+    CHECK_RC(sf_snapshot_write_incremental(s, s2, fd2), -EINVAL);
+    close(fd);
+    close(fd2);
+    sf_snapshot_release(s);
+    sf_snapshot_release(s2);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    free(shadow);
+    free(shadow2);
+    return 0;
+}
+
+/* Release while another thread writes the image: the write completes. */
+struct wr {
+    sf_snapshot *s;
+    int fd, rc;
+};
+static void *writer_thread(void *arg)
+{
+    struct wr *w = arg;
+    w->rc = sf_snapshot_write(w->s, w->fd);
+    return NULL;
+}
+
+static int t_release_during_write(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    size_t n = 8192, len = n * PS;
+    char *mem = map_region(len), *shadow = malloc(len);
+    fill(mem, n, 6);
+    CHECK_RC(sf_track(t, mem, len), 0);
+    memcpy(shadow, mem, len);
+    struct wr w = {.fd = memfd_create("img", 0)};
+    CHECK_RC(sf_snapshot_take(t, &w.s), 0);
+    pthread_t th;
+    pthread_create(&th, NULL, writer_thread, &w);
+    fill(mem, n, 7); /* races the writer */
+    sf_snapshot_release(w.s);
+    pthread_join(th, NULL);
+    CHECK_RC(w.rc, 0);
+    CHECK_RC(image_equals(w.fd, mem, shadow, len), 0);
+    close(w.fd);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    free(shadow);
+    return 0;
+}
+
+/* read(2) into tracked memory while a snapshot is live. */
+static int t_kernel_write(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    if (!v->kernel_writes) {
+        sf_tracker_destroy(t);
+        /* A caller that needs kernel writes is told at create time. */
+        sf_options o = {.backend = v->backend, .flags = v->flags | SF_OPT_SNAPSHOTS | SF_OPT_KERNEL_WRITES};
+        CHECK_RC(sf_tracker_create(&t, &o), -ENOTSUP);
+        return 0;
+    }
+    size_t n = 16, len = n * PS;
+    char *mem = map_region(len);
+    memset(mem, 'o', len);
+    CHECK_RC(sf_track(t, mem, len), 0);
+    sf_snapshot *s;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    int fds[2];
+    CHECK(pipe(fds) == 0, "pipe");
+    char msg[2 * 4096];
+    memset(msg, 'n', sizeof msg);
+    CHECK(write(fds[1], msg, sizeof msg) == (ssize_t)sizeof msg, "write");
+    CHECK(read(fds[0], mem + 3 * PS, sizeof msg) == (ssize_t)sizeof msg, "read: %s", strerror(errno));
+    CHECK(memcmp(mem + 3 * PS, msg, sizeof msg) == 0, "live memory has the data");
+    char buf[2 * 4096];
+    CHECK_RC(sf_snapshot_read(s, mem + 3 * PS, buf, sizeof buf), 0);
+    for (size_t i = 0; i < sizeof buf; i++)
+        CHECK(buf[i] == 'o', "snapshot changed at %zu", i);
+    close(fds[0]);
+    close(fds[1]);
+    sf_snapshot_release(s);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    return 0;
+}
+
+/* fork() while a snapshot is live: the parent is unaffected; the child's
+ * memory is writable and its snapshot calls answer -ECHILD. */
+static int t_fork(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    size_t n = 32, len = n * PS;
+    char *mem = map_region(len);
+    memset(mem, 'a', len);
+    CHECK_RC(sf_track(t, mem, len), 0);
+    sf_snapshot *s;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    mem[0] = 'b';
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        memset(mem, 'c', len);
+        char c;
+        sf_snapshot *s2;
+        int ok = sf_snapshot_read(s, mem, &c, 1) == -ECHILD && sf_snapshot_take(t, &s2) == -ECHILD &&
+                 sf_snapshot_restore(s) == -ECHILD;
+        _exit(ok ? 0 : 3);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+    mem[PS] = 'd';
+    char c[2];
+    CHECK_RC(sf_snapshot_read(s, mem, c, 1), 0);
+    CHECK_RC(sf_snapshot_read(s, mem + PS, c + 1, 1), 0);
+    CHECK(c[0] == 'a' && c[1] == 'a' && mem[0] == 'b' && mem[PS] == 'd', "parent view");
+    CHECK_RC(sf_snapshot_restore(s), 2);
+    CHECK(mem[0] == 'a' && mem[PS] == 'a', "restore in parent");
+    sf_snapshot_release(s);
+    sf_tracker_destroy(t);
+    munmap(mem, len);
+    return 0;
+}
+
+/* Untracked ranges leave the snapshot; restore skips them; ranges tracked
+ * after the take are not part of it and restore leaves them alone. */
+static int t_untrack(const struct variant *v)
+{
+    sf_tracker *t;
+    int rc = make_snap_tracker(v, 0, &t);
+    if (rc)
+        return rc;
+    size_t n = 64, len = n * PS;
+    char *a = map_region(len), *b = map_region(len), *c = map_region(len);
+    memset(a, 1, len);
+    memset(b, 2, len);
+    CHECK_RC(sf_track(t, a, len), 0);
+    CHECK_RC(sf_track(t, b, len), 0);
+    sf_snapshot *s;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    CHECK_RC(sf_track(t, c, len), 0);
+    memset(a, 3, len);
+    memset(b, 4, len);
+    memset(c, 5, len);
+    CHECK_RC(sf_untrack(t, b, len), 0);
+    CHECK_RC(sf_untrack(t, a + 32 * PS, 8 * PS), 0);
+    char x;
+    CHECK_RC(sf_snapshot_read(s, b, &x, 1), -ENOENT);
+    CHECK_RC(sf_snapshot_read(s, c, &x, 1), -ENOENT);
+    CHECK_RC(sf_snapshot_read(s, a + 32 * PS, &x, 1), -ENOENT);
+    CHECK_RC(sf_snapshot_read(s, a, &x, 1), 0);
+    CHECK(x == 1, "a");
+    rc = sf_snapshot_restore(s);
+    CHECK(rc == (int)n - 8, "restored %d", rc);
+    CHECK(a[0] == 1 && a[32 * PS] == 3 && b[0] == 4 && c[0] == 5, "after restore");
+    sf_snapshot_release(s);
+    sf_tracker_destroy(t);
+    munmap(a, len);
+    munmap(b, len);
+    munmap(c, len);
+    return 0;
+}
+
+int main(void)
+{
+    PS = (size_t)sysconf(_SC_PAGESIZE);
+    static const struct {
+        const char *name;
+        int (*fn)(const struct variant *);
+    } cases[] = {
+        {"point-in-time reads", t_point_in_time},
+        {"20 live snapshots, shared copies, release in any order", t_many},
+        {"restore loop, later snapshots invalidated", t_restore},
+        {"page store exhaustion", t_exhaustion},
+        {"full and incremental images", t_image},
+        {"release during image write", t_release_during_write},
+        {"read(2) into memory of a live snapshot", t_kernel_write},
+        {"fork with a live snapshot", t_fork},
+        {"untrack and track after take", t_untrack},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+        for (size_t v = 0; v < NSNAP; v++)
+            h_report(cases[c].name, snap_variants[v].name, cases[c].fn(&snap_variants[v]));
+    return h_finish();
+}
