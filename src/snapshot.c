@@ -57,12 +57,16 @@ void sf__snapshot_save(struct sf_region *r, size_t page, uint64_t w, uint32_t C)
     _Atomic(struct sf_version *) *head = &r->vhead[page];
     struct sf_version *h = atomic_load(head);
     /* After a restore the page holds exactly the head version's content
-     * (same lo): extend its validity instead of copying again. */
+     * (same lo): extend its validity instead of copying again, unless a
+     * collector has just declared it dead (hi 0); the CAS decides. */
     if (h && h->lo == cg) {
-        if (atomic_load(&h->hi) < C - 1)
-            atomic_store(&h->hi, C - 1);
-        SF_STAT_INC(t, st_shared, 1);
-        return;
+        uint32_t hi = atomic_load(&h->hi);
+        while (hi && hi < C - 1 && !atomic_compare_exchange_weak(&h->hi, &hi, C - 1))
+            ;
+        if (hi) {
+            SF_STAT_INC(t, st_shared, 1);
+            return;
+        }
     }
     struct sf_version *v = sf__store_alloc(t->store);
     if (!v) {
@@ -74,10 +78,12 @@ void sf__snapshot_save(struct sf_region *r, size_t page, uint64_t w, uint32_t C)
     atomic_store_explicit(&v->hi, C - 1, memory_order_relaxed);
     v->region = r;
     v->page = page;
-    atomic_store_explicit(&v->inuse, 1, memory_order_relaxed);
     do
         atomic_store_explicit(&v->next, h, memory_order_relaxed);
     while (!atomic_compare_exchange_weak(head, &h, v));
+    /* Only a linked version is visible to the collector's GC: marking it
+     * before the push could let GC free a node that then gets linked. */
+    atomic_store(&v->inuse, 1);
     SF_STAT_INC(t, st_copies, 1);
 }
 
@@ -141,9 +147,8 @@ static void vlist_free(sf_tracker *t, struct vlist *l)
     l->n = l->cap = 0;
 }
 
-static bool covered(sf_tracker *t, const struct sf_version *v)
+static bool covered(sf_tracker *t, const struct sf_version *v, uint32_t hi)
 {
-    uint32_t hi = atomic_load(&v->hi);
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
         uint32_t g = atomic_load(&t->live_gen[i]);
         if (g && v->lo <= g && g <= hi)
@@ -160,7 +165,15 @@ static void gc(sf_tracker *t)
     size_t n = atomic_load(&st->bump);
     for (size_t i = 0; i < n; i++) {
         struct sf_version *v = &st->nodes[i];
-        if (atomic_load(&v->inuse) && !covered(t, v)) {
+        if (!atomic_load(&v->inuse))
+            continue;
+        /* Declare it dead by CAS on hi: a handler extending it at the same
+         * time either wins (and it stays) or sees 0 and copies anew. */
+        uint32_t hi = atomic_load(&v->hi);
+        bool is_dead = hi == 0;
+        while (!is_dead && !covered(t, v, hi))
+            is_dead = atomic_compare_exchange_weak(&v->hi, &hi, 0) || hi == 0;
+        if (is_dead) {
             unlink_version(v);
             vlist_add(&dead, v);
         }
@@ -378,6 +391,7 @@ static int restore_run(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1,
          * snapshots: drop them, so v is the head again. */
         for (struct sf_version *x = atomic_load(&r->vhead[p]); x && x != v; x = atomic_load(&x->next))
             if (x->lo > g) {
+                atomic_store(&x->hi, 0);
                 unlink_version(x);
                 vlist_add(dead, x);
             }

@@ -4,7 +4,8 @@
 #define SF_SNAPSHOT_H
 #include "internal.h"
 
-/* One saved content of one page, valid for snapshot generations [lo, hi].
+/* One saved content of one page, valid for snapshot generations [lo, hi];
+ * hi 0 marks a version a collector declared dead (generations start at 1).
  * Chained per page, newest first, from r->vhead[page]. */
 struct sf_version {
     _Atomic(struct sf_version *) next;
