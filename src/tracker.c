@@ -320,50 +320,91 @@ static void wait_not_busy(_Atomic uint64_t *ps, uint64_t *w)
     }
 }
 
-/* A run of pages [p0, p1) picked for re-arming: the COLLECTING ones among
- * them are protected (one call per contiguous stretch), then each page is
- * moved on by CAS.  A page a handler took over meanwhile stays dirty. */
-static int rearm_run(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1, enum sf_walk mode)
+/* Runs picked by a walk are re-armed in batches: one protect call over the
+ * span from the first run to the last.  Every protect call costs a TLB
+ * shootdown (an IPI when other threads of the process run), which for
+ * scattered pages costs far more than walking the page tables in between;
+ * pages between the runs are ARMED already (re-protecting is harmless) or
+ * were just opened by a fault (the heal path in fault.c re-opens them).
+ * A span never crosses a GONE stretch (unregistered for uffd). */
+#define BATCH_RUNS 128
+#define BATCH_GAP 512 /* pages: a walk costs ~60 ns/PTE, a call with an IPI ~30 us */
+struct batch {
+    size_t n;
+    size_t s[BATCH_RUNS], e[BATCH_RUNS];
+};
+
+static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *b, enum sf_walk mode)
 {
-    int err = 0;
-    for (size_t p = p0; p < p1;) {
-        if (PS_ST(atomic_load(&r->ps[p])) != PS_COLLECTING) {
-            p++;
-            continue;
-        }
-        size_t q = p + 1;
-        while (q < p1 && PS_ST(atomic_load(&r->ps[q])) == PS_COLLECTING)
-            q++;
-        int rc = t->ops->protect(t, r, r->start + (p << sf_page_shift), (q - p) << sf_page_shift);
-        if (rc < 0) {
-            /* Could not protect (VMA budget): those pages stay writable and
-             * dirty, reported now and again next time; a snapshot being
-             * taken cannot hold them. */
-            err = rc;
-            if (mode == SF_WALK_TAKE)
-                atomic_store(&t->take_failed, 1);
-            for (size_t i = p; i < q; i++) {
-                uint64_t w = atomic_load(&r->ps[i]);
-                if (PS_ST(w) == PS_COLLECTING)
-                    atomic_compare_exchange_strong(&r->ps[i], &w, PS_WITH_ST(w, PS_WRITABLE) | PS_DIRTY);
-                sf__chunk_mark(r, i, CH_DIRTY | CH_WRITABLE);
+    size_t p0 = b->s[0], p1 = b->e[b->n - 1];
+    int rc = t->ops->protect(t, r, r->start + (p0 << sf_page_shift), (p1 - p0) << sf_page_shift);
+    for (size_t k = 0; k < b->n; k++)
+        for (size_t p = b->s[k]; p < b->e[k]; p++) {
+            uint64_t w = atomic_load(&r->ps[p]);
+            unsigned st = PS_ST(w);
+            if (rc < 0) {
+                /* Could not protect (VMA budget): the pages stay writable
+                 * and dirty, reported now and again next time; a snapshot
+                 * being taken cannot hold them. */
+                if (st == PS_COLLECTING)
+                    atomic_compare_exchange_strong(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE) | PS_DIRTY);
+                sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
+                continue;
             }
+            if (w & PS_GONE)
+                continue;
+            if (st != PS_COLLECTING && !(mode == SF_WALK_RESET && st == PS_ARMED))
+                continue; /* taken over by a handler: it stays dirty */
+            uint64_t nw = PS_WITH_ST(w, PS_ARMED);
+            if (mode == SF_WALK_RESET)
+                nw &= ~PS_DIRTY;
+            atomic_compare_exchange_strong(&r->ps[p], &w, nw);
         }
-        p = q;
+    if (rc < 0 && mode == SF_WALK_TAKE)
+        atomic_store(&t->take_failed, 1);
+}
+
+/* Re-arms the batch (unless only getting) and reports its runs in order.
+ * Returns 0, 1 (emit said stop) or -errno. */
+static int flush_batch(sf_tracker *t, struct sf_region *r, struct batch *b, enum sf_walk mode,
+                       sf_emit_fn emit, void *ctx)
+{
+    if (!b->n)
+        return 0;
+    if (mode != SF_WALK_GET)
+        rearm_batch(t, r, b, mode);
+    int rc = 0;
+    size_t k = 0;
+    while (k < b->n && !rc) {
+        if (emit)
+            rc = emit(t, r->start + (b->s[k] << sf_page_shift), (b->e[k] - b->s[k]) << sf_page_shift, ctx);
+        k++;
     }
-    for (size_t p = p0; p < p1; p++) {
+    /* Stopped: runs of the batch not reported were re-armed already; they
+     * stay dirty (ARMED|DIRTY, as after a take) for the next collect. */
+    for (; k < b->n && mode == SF_WALK_RESET; k++)
+        for (size_t p = b->s[k]; p < b->e[k]; p++) {
+            uint64_t w = atomic_load(&r->ps[p]);
+            while (!(w & (PS_DIRTY | PS_GONE)) &&
+                   !atomic_compare_exchange_weak(&r->ps[p], &w, w | PS_DIRTY))
+                ;
+            sf__chunk_mark(r, p, CH_DIRTY);
+        }
+    b->n = 0;
+    return rc < 0 ? rc : rc ? 1 : 0;
+}
+
+/* Gives back pages picked for a run that will not be re-armed (the walk
+ * stopped): COLLECTING pages were never protected, so no fault can have
+ * taken them over; they return to WRITABLE, still dirty. */
+static void unpick(struct sf_region *r, size_t s, size_t e)
+{
+    for (size_t p = s; p < e; p++) {
         uint64_t w = atomic_load(&r->ps[p]);
-        if (w & PS_GONE)
-            continue;
-        unsigned st = PS_ST(w);
-        if (st != PS_COLLECTING && !(mode == SF_WALK_RESET && st == PS_ARMED))
-            continue; /* taken over by a handler, or left writable above */
-        uint64_t nw = PS_WITH_ST(w, PS_ARMED);
-        if (mode == SF_WALK_RESET)
-            nw &= ~PS_DIRTY;
-        atomic_compare_exchange_strong(&r->ps[p], &w, nw);
+        if (PS_ST(w) == PS_COLLECTING)
+            atomic_store(&r->ps[p], PS_WITH_ST(w, PS_WRITABLE));
+        sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
     }
-    return err;
 }
 
 /* Picks page p for the walk, moving it to COLLECTING if it must be
@@ -430,15 +471,6 @@ static int walk_degraded(sf_tracker *t, struct sf_region *r, enum sf_walk mode, 
     return mode == SF_WALK_RESET && emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
 }
 
-/* Re-arms (unless only getting) and reports the run [s, e). */
-static int finish_run(sf_tracker *t, struct sf_region *r, size_t s, size_t e, enum sf_walk mode,
-                      sf_emit_fn emit, void *ctx)
-{
-    if (mode != SF_WALK_GET)
-        rearm_run(t, r, s, e, mode); /* failures leave pages dirty: nothing lost */
-    return emit ? emit(t, r->start + (s << sf_page_shift), (e - s) << sf_page_shift, ctx) : 0;
-}
-
 /* Walks the chunks whose hints say they may hold what mode looks for: its
  * cost follows the pages written, not the tracked size.  Runs continue
  * across chunk boundaries. */
@@ -450,39 +482,58 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     uint32_t need = mode == SF_WALK_TAKE ? CH_WRITABLE : CH_DIRTY;
     uint32_t clear = mode == SF_WALK_TAKE ? CH_WRITABLE
                    : mode == SF_WALK_RESET ? (CH_DIRTY | CH_WRITABLE) : 0;
+    bool gone = atomic_load(&r->gone) != 0;
+    struct batch b;
+    b.n = 0;
     size_t run = SIZE_MAX;
-    for (size_t c = 0; c < r->nchunks; c++) {
+    int rc = 0;
+    for (size_t c = 0; c < r->nchunks && !rc; c++) {
         size_t p0 = c << SF_CHUNK_SHIFT, p1 = p0 + SF_CHUNK_PAGES;
         if (p1 > r->npages)
             p1 = r->npages;
         bool hinted = atomic_load(&r->chunk[c]) & need;
         if (hinted && clear)
             atomic_fetch_and(&r->chunk[c], ~clear);
-        for (size_t p = p0; p < p1; p++) {
+        for (size_t p = p0; p < p1 && !rc; p++) {
             if (hinted && pick(r, p, mode)) {
                 if (run == SIZE_MAX)
                     run = p;
                 continue;
             }
             if (run != SIZE_MAX) {
-                int rc = finish_run(t, r, run, p, mode, emit, ctx);
-                run = SIZE_MAX;
+                /* Far from the batch, or the batch is full: the batch is
+                 * re-armed and reported first. */
+                if (b.n && (run - b.e[b.n - 1] > BATCH_GAP || b.n == BATCH_RUNS))
+                    rc = flush_batch(t, r, &b, mode, emit, ctx);
                 if (rc) {
-                    if (clear) /* the rest of this chunk stays dirty */
-                        sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
-                    return rc < 0 ? rc : 1;
+                    unpick(r, run, p);
+                    break;
                 }
+                b.s[b.n] = run;
+                b.e[b.n++] = p;
+                run = SIZE_MAX;
             }
+            if (gone && (atomic_load(&r->ps[p]) & PS_GONE))
+                rc = flush_batch(t, r, &b, mode, emit, ctx);
             if (!hinted)
                 break; /* nothing to see in this chunk */
         }
+        if (rc && clear) /* what this chunk still holds stays dirty */
+            sf__chunk_mark(r, p0, CH_DIRTY | CH_WRITABLE);
     }
-    if (run != SIZE_MAX) {
-        int rc = finish_run(t, r, run, r->npages, mode, emit, ctx);
+    if (!rc && run != SIZE_MAX) {
+        if (b.n == BATCH_RUNS)
+            rc = flush_batch(t, r, &b, mode, emit, ctx);
         if (rc)
-            return rc < 0 ? rc : 1;
+            unpick(r, run, r->npages);
+        else {
+            b.s[b.n] = run;
+            b.e[b.n++] = r->npages;
+        }
     }
-    return 0;
+    if (!rc)
+        rc = flush_batch(t, r, &b, mode, emit, ctx);
+    return rc;
 }
 
 /* Delivery to the caller's fn: runs are coalesced, merged in address order
