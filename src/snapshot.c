@@ -359,15 +359,102 @@ SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, s
     return snap_state(s);
 }
 
-/* Restores the pages [p0, p1) of r, all written since s: own them
- * (COLLECTING), open them, copy the versions back, protect them again. */
-static int restore_run(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1, uint32_t g,
-                       struct vlist *dead)
+/* Pages of one region to restore, in address order, with their sources. */
+struct todo {
+    size_t *page;
+    struct sf_version **src;
+    uint8_t *armed;
+    size_t n, cap;
+};
+
+static int todo_add(struct todo *td, size_t p, struct sf_version *v)
 {
-    uint32_t newgen[SF_CHUNK_PAGES];
-    struct sf_version *src[SF_CHUNK_PAGES];
-    for (size_t p = p0; p < p1; p++) {
-        _Atomic uint64_t *ps = &r->ps[p];
+    if (td->n == td->cap) {
+        size_t cap = td->cap ? 2 * td->cap : 256;
+        size_t *np = realloc(td->page, cap * sizeof(*np));
+        if (np)
+            td->page = np;
+        struct sf_version **nv = realloc(td->src, cap * sizeof(*nv));
+        if (nv)
+            td->src = nv;
+        uint8_t *na = realloc(td->armed, cap);
+        if (na)
+            td->armed = na;
+        if (!np || !nv || !na)
+            return -ENOMEM;
+        td->cap = cap;
+    }
+    td->page[td->n] = p;
+    td->src[td->n++] = v;
+    return 0;
+}
+
+/* Protect or unprotect the pages todo[i] for which sel(i) holds, one call
+ * per span whose gaps are at most RESTORE_GAP pages and hold no GONE page
+ * (the collector's batching, see tracker.c). */
+#define RESTORE_GAP 512
+static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td, bool protect)
+{
+    int err = 0;
+    size_t i = 0;
+    while (i < td->n) {
+        if (!protect && !td->armed[i]) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        /* Unprotect only contiguous ARMED pages: opening a gap would open
+         * pages nobody restores.  Protecting across gaps is harmless. */
+        while (j < td->n && (protect ? td->page[j] - td->page[j - 1] <= RESTORE_GAP
+                                     : td->armed[j] && td->page[j] == td->page[j - 1] + 1)) {
+            bool gone = false;
+            if (protect && atomic_load(&r->gone))
+                for (size_t q = td->page[j - 1] + 1; q < td->page[j] && !gone; q++)
+                    gone = atomic_load(&r->ps[q]) & PS_GONE;
+            if (gone)
+                break;
+            j++;
+        }
+        uintptr_t a = r->start + (td->page[i] << sf_page_shift);
+        size_t len = (td->page[j - 1] + 1 - td->page[i]) << sf_page_shift;
+        int rc = protect ? t->ops->protect(t, r, a, len) : t->ops->unprotect(t, r, a, len);
+        if (rc && !err)
+            err = rc;
+        i = j;
+    }
+    return err;
+}
+
+/* Restores the pages of r written since g: own them (COLLECTING), open
+ * the ones still protected, copy their versions back, protect them again
+ * in spans, and leave them ARMED+DIRTY with CGEN = the version's lo. */
+static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struct vlist *dead,
+                           int *errp)
+{
+    struct todo td = {0};
+    int err = 0;
+    for (size_t c = 0; c < r->nchunks && !err; c++) {
+        if (atomic_load(&r->chunk_maxgen[c]) <= g)
+            continue;
+        size_t p0 = c << SF_CHUNK_SHIFT, p1 = p0 + SF_CHUNK_PAGES;
+        if (p1 > r->npages)
+            p1 = r->npages;
+        for (size_t p = p0; p < p1 && !err; p++) {
+            uint64_t w = atomic_load(&r->ps[p]);
+            if (PS_ST(w) == PS_BUSY) {
+                /* a handler finishing (writers should be stopped) */
+                while (PS_ST(w = atomic_load(&r->ps[p])) == PS_BUSY)
+                    sf__cpu_relax();
+            }
+            if (w & PS_GONE || eff_cgen(r, w) <= g)
+                continue;
+            struct sf_version *v = version_for(r, p, g);
+            if (v) /* no version: tracked again after s, left as it is */
+                err = todo_add(&td, p, v);
+        }
+    }
+    for (size_t i = 0; i < td.n && !err; i++) {
+        _Atomic uint64_t *ps = &r->ps[td.page[i]];
         uint64_t w = atomic_load(ps);
         for (;;) {
             if (PS_ST(w) == PS_BUSY) {
@@ -378,15 +465,14 @@ static int restore_run(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1,
             if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING)))
                 break;
         }
-        src[p - p0] = version_for(r, p, g);
+        td.armed[i] = PS_ST(w) != PS_WRITABLE;
     }
-    uintptr_t a = r->start + (p0 << sf_page_shift);
-    size_t len = (p1 - p0) << sf_page_shift;
-    int err = t->ops->unprotect(t, r, a, len);
-    for (size_t p = p0; p < p1 && !err; p++) {
-        struct sf_version *v = src[p - p0];
+    if (!err)
+        err = apply_spans(t, r, &td, false);
+    for (size_t i = 0; i < td.n && !err; i++) {
+        size_t p = td.page[i];
+        struct sf_version *v = td.src[i];
         memcpy((char *)r->start + (p << sf_page_shift), sf__store_data(t->store, v), sf_page_size);
-        newgen[p - p0] = v->lo;
         /* Versions of content newer than s belong to invalidated
          * snapshots: drop them, so v is the head again. */
         for (struct sf_version *x = atomic_load(&r->vhead[p]); x && x != v; x = atomic_load(&x->next))
@@ -396,19 +482,37 @@ static int restore_run(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1,
                 vlist_add(dead, x);
             }
     }
-    if (!err)
-        err = t->ops->protect(t, r, a, len);
-    for (size_t p = p0; p < p1; p++) {
+    int perr = err ? err : apply_spans(t, r, &td, true);
+    for (size_t i = 0; i < td.n; i++) {
+        size_t p = td.page[i];
         uint64_t w = atomic_load(&r->ps[p]);
         if (PS_ST(w) != PS_COLLECTING)
             continue; /* a writer took it over: it stays dirty */
-        uint64_t nw = err ? PS_MAKE(PS_WRITABLE, 1, atomic_load(&t->gen))
-                          : PS_MAKE(PS_ARMED, 1, newgen[p - p0]);
+        uint64_t nw = perr ? PS_MAKE(PS_WRITABLE, 1, atomic_load(&t->gen))
+                           : PS_MAKE(PS_ARMED, 1, td.src[i]->lo);
         atomic_compare_exchange_strong(&r->ps[p], &w, nw);
+        sf__chunk_mark(r, p, CH_DIRTY | (perr ? CH_WRITABLE : 0));
     }
-    sf__chunk_mark(r, p0, CH_DIRTY | (err ? CH_WRITABLE : 0));
-    sf__chunk_mark(r, p1 - 1, CH_DIRTY | (err ? CH_WRITABLE : 0));
-    return err;
+    /* Every restored chunk now holds content from <= g, except pages
+     * tracked again after s. */
+    for (size_t i = 0; i < td.n; i++) {
+        size_t c = td.page[i] >> SF_CHUNK_SHIFT;
+        if (i && (td.page[i - 1] >> SF_CHUNK_SHIFT) == c)
+            continue;
+        uint32_t mx = 0;
+        size_t q0 = c << SF_CHUNK_SHIFT, q1 = q0 + SF_CHUNK_PAGES < r->npages ? q0 + SF_CHUNK_PAGES : r->npages;
+        for (size_t q = q0; q < q1; q++) {
+            uint32_t cg = eff_cgen(r, atomic_load(&r->ps[q]));
+            mx = cg > mx ? cg : mx;
+        }
+        atomic_store(&r->chunk_maxgen[c], mx);
+    }
+    long n = (long)td.n;
+    free(td.page);
+    free(td.src);
+    free(td.armed);
+    *errp = err ? err : perr;
+    return n;
 }
 
 SF_API int sf_snapshot_restore(sf_snapshot *s)
@@ -431,44 +535,9 @@ SF_API int sf_snapshot_restore(sf_snapshot *s)
     uint32_t g = s->gen;
     struct vlist dead = {0};
     long restored = 0;
-    for (size_t i = 0; i < n && !err; i++) {
-        struct sf_region *r = rs[i];
-        if (r->track_gen > g)
-            continue; /* tracked after s: left as it is */
-        for (size_t c = 0; c < r->nchunks && !err; c++) {
-            if (atomic_load(&r->chunk_maxgen[c]) <= g)
-                continue;
-            size_t p0 = c << SF_CHUNK_SHIFT, p1 = p0 + SF_CHUNK_PAGES;
-            if (p1 > r->npages)
-                p1 = r->npages;
-            size_t run = SIZE_MAX;
-            for (size_t p = p0; p <= p1 && !err; p++) {
-                bool want = false;
-                if (p < p1) {
-                    uint64_t w = atomic_load(&r->ps[p]);
-                    want = !(w & PS_GONE) && eff_cgen(r, w) > g && version_for(r, p, g);
-                }
-                if (want) {
-                    if (run == SIZE_MAX)
-                        run = p;
-                    continue;
-                }
-                if (run != SIZE_MAX) {
-                    err = restore_run(t, r, run, p, g, &dead);
-                    restored += (long)(p - run);
-                    run = SIZE_MAX;
-                }
-            }
-            /* Every page of the chunk now holds content from <= g, except
-             * pages tracked again after s. */
-            uint32_t mx = 0;
-            for (size_t p = p0; p < p1; p++) {
-                uint32_t cg = eff_cgen(r, atomic_load(&r->ps[p]));
-                mx = cg > mx ? cg : mx;
-            }
-            atomic_store(&r->chunk_maxgen[c], mx);
-        }
-    }
+    for (size_t i = 0; i < n && !err; i++)
+        if (rs[i]->track_gen <= g) /* tracked after s: left as it is */
+            restored += restore_region(t, rs[i], g, &dead, &err);
     free(rs);
     /* Snapshots taken after s described memory that no longer exists. */
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
