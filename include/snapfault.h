@@ -62,7 +62,10 @@ typedef struct sf_tracker sf_tracker;
 
 typedef enum {
     SF_BACKEND_AUTO = 0,
-    SF_BACKEND_UFFD_ASYNC, /* kernel-resolved uffd-wp + PAGEMAP_SCAN; tracking only */
+    SF_BACKEND_UFFD_ASYNC, /* kernel-resolved uffd-wp + PAGEMAP_SCAN; tracking only
+                              (asked for explicitly with SF_OPT_SNAPSHOTS: full-copy
+                              snapshots whose restore copies back only the pages
+                              written since, for restore-heavy loops) */
     SF_BACKEND_UFFD_SYNC,  /* uffd-wp faults resolved by snapfault (in-thread or handler thread) */
     SF_BACKEND_MPROTECT,   /* mprotect + SIGSEGV, any kernel */
     SF_BACKEND_SOFTDIRTY,  /* /proc/self/clear_refs + pagemap bit 55 */

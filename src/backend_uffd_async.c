@@ -4,6 +4,7 @@
 #include "uffd.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -42,6 +43,8 @@ static void ua_close(sf_tracker *t)
 
 static int ua_attach(sf_tracker *t, struct sf_region *r)
 {
+    if (!r->abits && !(r->abits = calloc((r->npages + 63) >> 6, sizeof(uint64_t))))
+        return -ENOMEM;
     int err = sf__uffd_register_wp(t->uffd, r->start, r->end - r->start);
     if (err)
         return err;
@@ -57,12 +60,11 @@ static void ua_detach(sf_tracker *t, struct sf_region *r)
     sf__uffd_unregister(t->uffd, r->start, r->end - r->start);
 }
 
-/* Returns 0, 1 when emit said stop, or -errno.  One walk per batch: written runs come back and (with reset) are
- * re-protected atomically by the kernel; walk_end says where a full vector
- * stopped.  Runs of one batch the caller declines are handed back through
- * emit (the tracker carries them to the next collect). */
-static int scan(sf_tracker *t, uintptr_t start, uintptr_t end, unsigned flags,
-                int (*emit)(sf_tracker *, uintptr_t, size_t, void *), void *ctx)
+/* One walk per batch: written runs come back and are re-protected
+ * atomically by the kernel; walk_end says where a full vector stopped.
+ * Each run goes into the region's bitmaps, so nothing the kernel reported
+ * can be lost whatever the caller does next. */
+static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t end)
 {
     struct page_region vec[SCAN_VEC];
     uintptr_t pos = start;
@@ -70,7 +72,7 @@ static int scan(sf_tracker *t, uintptr_t start, uintptr_t end, unsigned flags,
         struct pm_scan_arg arg;
         memset(&arg, 0, sizeof(arg));
         arg.size = sizeof(arg);
-        arg.flags = (flags & SF_COLLECT_RESET) ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0;
+        arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
         arg.start = pos;
         arg.end = end;
         arg.vec = (uintptr_t)vec;
@@ -83,18 +85,14 @@ static int scan(sf_tracker *t, uintptr_t start, uintptr_t end, unsigned flags,
                 continue;
             return -errno;
         }
-        bool stop = false;
-        /* Every run of this batch is already re-armed: all go to emit, which
-         * carries them once the caller has said stop. */
         for (long i = 0; i < n; i++) {
-            size_t len = vec[i].end - vec[i].start;
-            int rc = emit(t, vec[i].start, len, ctx);
-            if (rc < 0)
-                return rc;
-            stop |= rc > 0;
+            size_t p0 = (vec[i].start - r->start) >> sf_page_shift;
+            size_t p1 = (vec[i].end - r->start) >> sf_page_shift;
+            sf__bits_set(r->abits, p0, p1);
+            for (int k = 0; k < SF_MAX_SNAPSHOTS; k++)
+                if (r->sbits[k])
+                    sf__bits_set(r->sbits[k], p0, p1);
         }
-        if (stop)
-            return 1;
         if (arg.walk_end <= pos)
             break; /* no progress: should not happen, never loop */
         pos = arg.walk_end;
@@ -104,11 +102,10 @@ static int scan(sf_tracker *t, uintptr_t start, uintptr_t end, unsigned flags,
 
 /* Stretches untracked by a partial sf_untrack are unregistered: the scan
  * (which checks WP_ASYNC) must skip them. */
-static int ua_collect(sf_tracker *t, struct sf_region *r, unsigned flags,
-                      int (*emit)(sf_tracker *, uintptr_t, size_t, void *), void *ctx)
+int sf__async_sync(sf_tracker *t, struct sf_region *r)
 {
     if (!atomic_load(&r->gone))
-        return scan(t, r->start, r->end, flags, emit, ctx);
+        return scan(t, r, r->start, r->end);
     for (size_t p = 0; p < r->npages;) {
         if (atomic_load(&r->ps[p]) & PS_GONE) {
             p++;
@@ -117,10 +114,47 @@ static int ua_collect(sf_tracker *t, struct sf_region *r, unsigned flags,
         size_t q = p + 1;
         while (q < r->npages && !(atomic_load(&r->ps[q]) & PS_GONE))
             q++;
-        int rc = scan(t, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift), flags, emit, ctx);
+        int rc = scan(t, r, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift));
         if (rc)
             return rc;
         p = q;
+    }
+    return 0;
+}
+
+/* Reports the runs of the region's bitmap in address order; with reset
+ * each reported run is cleared, and runs the caller declined stay set for
+ * the next collect.  Returns 0, 1 when emit said stop, or -errno. */
+static int ua_collect(sf_tracker *t, struct sf_region *r, unsigned flags,
+                      int (*emit)(sf_tracker *, uintptr_t, size_t, void *), void *ctx)
+{
+    int rc = sf__async_sync(t, r);
+    if (rc)
+        return rc;
+    uint64_t *b = r->abits;
+    size_t nw = (r->npages + 63) >> 6;
+    for (size_t wi = 0; wi < nw; wi++) {
+        if (!b[wi])
+            continue;
+        size_t p = wi << 6;
+        while (p < r->npages && p < (wi + 1) << 6) {
+            if (!(b[p >> 6] & (1ull << (p & 63)))) {
+                p++;
+                continue;
+            }
+            size_t q = p + 1;
+            while (q < r->npages && (b[q >> 6] & (1ull << (q & 63))))
+                q++;
+            /* Reported means reset, even when the caller then says stop. */
+            if (flags & SF_COLLECT_RESET)
+                for (size_t k = p; k < q; k++)
+                    b[k >> 6] &= ~(1ull << (k & 63));
+            rc = emit(t, r->start + (p << sf_page_shift), (q - p) << sf_page_shift, ctx);
+            if (rc)
+                return rc;
+            wi = (q - 1) >> 6;
+            p = q;
+        }
     }
     return 0;
 }

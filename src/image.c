@@ -314,7 +314,6 @@ struct sf_image {
     struct sf_image_range *ranges;
     size_t nblocks;
     struct img_block *blocks;
-    size_t max_payload; /* largest block payload, for sf_image_verify */
 };
 
 /* pread exactly n bytes.  End of file is corruption (the file was checked
@@ -362,28 +361,116 @@ static uint64_t payload_len(const struct sf_image *img, const struct img_block *
     return b->npages + ((uint64_t)b->present << img->shift);
 }
 
-/* Reads and checks one block payload into buf: checksum, then kind bytes
- * against the header's counts (a checksum proves integrity, not that a
- * hostile writer produced sane kinds). */
-static int load_block(const struct sf_image *img, const struct img_block *b, uint8_t *buf)
+/* Scratch for streaming a block: its kinds, then its data in chunks, so
+ * that reading never allocates in proportion to a block. */
+#define SCRATCH_CHUNK (64u << 10)
+struct scratch {
+    XXH3_state_t *st;
+    uint8_t *kinds; /* SF_IMG_MAX_BLOCK_PAGES */
+    uint8_t *chunk; /* SCRATCH_CHUNK */
+};
+
+static int scratch_init(struct scratch *s)
 {
-    size_t len = (size_t)payload_len(img, b);
-    int r = pread_all(img->fd, buf, len, b->off);
+    s->st = XXH3_createState();
+    s->kinds = malloc(SF_IMG_MAX_BLOCK_PAGES + SCRATCH_CHUNK);
+    s->chunk = s->kinds ? s->kinds + SF_IMG_MAX_BLOCK_PAGES : NULL;
+    return s->st && s->kinds ? 0 : -ENOMEM;
+}
+
+static void scratch_fini(struct scratch *s)
+{
+    XXH3_freeState(s->st);
+    free(s->kinds);
+}
+
+/* Streams one block payload: checksums all of it and, if dst is not NULL,
+ * copies the bytes of [addr, last] that fall in this block to dst (dst
+ * holds addr).  Kinds are checked against the header's counts before they
+ * steer any copy (a checksum proves integrity, not that a hostile writer
+ * produced sane kinds).  dst may be partly written when this fails; the
+ * caller then fails too, so no wrong byte is ever returned as success. */
+static int scan_block(const sf_image *img, const struct img_block *b, struct scratch *s,
+                      uint64_t addr, uint64_t last, uint8_t *dst)
+{
+    const uint64_t ps = img->page_size;
+    int r = pread_all(img->fd, s->kinds, b->npages, b->off);
     if (r)
         return r;
-    if (!SUM_OK(XXH3_64bits(buf, len), b->sum))
-        return -EBADMSG;
-    uint32_t n[4] = {0, 0, 0, 0};
+    if (XXH3_64bits_reset(s->st) != XXH_OK)
+        return -ENOMEM;
+    XXH3_64bits_update(s->st, s->kinds, b->npages);
+    uint32_t n[SF_IMG_PAGE_ABSENT + 1] = {0};
     for (uint32_t i = 0; i < b->npages; i++) {
-        uint8_t k = buf[i];
+        uint8_t k = s->kinds[i];
         if (k < SF_IMG_PAGE_PRESENT || k > SF_IMG_PAGE_ABSENT)
             return -EBADMSG;
         n[k]++;
     }
-    if (n[SF_IMG_PAGE_PRESENT] != b->present || n[SF_IMG_PAGE_ZERO] != b->zero ||
-        n[SF_IMG_PAGE_ABSENT] != b->absent)
+    /* the absent count follows: open checked that the three sum to npages */
+    if (n[SF_IMG_PAGE_PRESENT] != b->present || n[SF_IMG_PAGE_ZERO] != b->zero)
         return -EBADMSG;
-    return 0;
+
+    /* zero and absent pages need no data */
+    bool absent_hit = false;
+    uint64_t first_j = 0, end_j = 0; /* pages of this block inside the request */
+    if (dst) {
+        first_j = addr > b->addr ? (addr - b->addr) >> img->shift : 0;
+        end_j = ((last - b->addr) >> img->shift) + 1;
+        if (end_j > b->npages)
+            end_j = b->npages;
+        for (uint64_t j = first_j; j < end_j; j++) {
+            uint64_t pa = b->addr + (j << img->shift);
+            uint64_t from = pa > addr ? pa : addr;
+            uint64_t to = pa + (ps - 1) < last ? pa + (ps - 1) : last;
+            if (s->kinds[j] == SF_IMG_PAGE_ZERO)
+                memset(dst + (from - addr), 0, (size_t)(to - from + 1));
+            else if (s->kinds[j] == SF_IMG_PAGE_ABSENT)
+                absent_hit = true;
+        }
+    }
+
+    /* data: present pages in page order; (p, j) walks present page p,
+     * which is page j of the block, in step with the stream */
+    const uint64_t dlen = (uint64_t)b->present << img->shift;
+    uint64_t p = 0, j = 0;
+    while (j < b->npages && s->kinds[j] != SF_IMG_PAGE_PRESENT)
+        j++;
+    for (uint64_t d0 = 0; d0 < dlen;) {
+        size_t n_chunk = dlen - d0 < SCRATCH_CHUNK ? (size_t)(dlen - d0) : SCRATCH_CHUNK;
+        if ((r = pread_all(img->fd, s->chunk, n_chunk, b->off + b->npages + d0)))
+            return r;
+        XXH3_64bits_update(s->st, s->chunk, n_chunk);
+        const uint64_t d1 = d0 + n_chunk;
+        while (dst && p < b->present && (p << img->shift) < d1) {
+            if (j >= first_j && j < end_j) {
+                uint64_t pa = b->addr + (j << img->shift);
+                /* the bytes of page j wanted, intersected with this chunk */
+                uint64_t from = pa > addr ? pa : addr;
+                uint64_t to = pa + (ps - 1) < last ? pa + (ps - 1) : last;
+                uint64_t dfrom = (p << img->shift) + (from - pa);
+                uint64_t dto = (p << img->shift) + (to - pa);
+                if (dfrom < d0) {
+                    from += d0 - dfrom;
+                    dfrom = d0;
+                }
+                if (dto >= d1)
+                    dto = d1 - 1;
+                if (dfrom <= dto)
+                    memcpy(dst + (from - addr), s->chunk + (dfrom - d0), (size_t)(dto - dfrom + 1));
+            }
+            if (((p + 1) << img->shift) > d1)
+                break; /* page continues in the next chunk */
+            p++;
+            do
+                j++;
+            while (j < b->npages && s->kinds[j] != SF_IMG_PAGE_PRESENT);
+        }
+        d0 = d1;
+    }
+    if (!SUM_OK(XXH3_64bits_digest(s->st), b->sum))
+        return -EBADMSG;
+    return absent_hit ? -ENODATA : 0;
 }
 
 static int file_size(int fd, uint64_t *size)
@@ -434,11 +521,7 @@ static int read_ranges(struct sf_image *img, uint64_t hdr_sum, uint64_t off)
                 goto out;
             }
             prev_end = a + l;
-            pages += l >> img->shift;
-            if (pages > img->npages) {
-                r = -EBADMSG;
-                goto out;
-            }
+            pages += l >> img->shift; /* sorted, disjoint: cannot overflow */
             if ((r = grow((void **)&img->ranges, &cap, img->nranges, sizeof *img->ranges)))
                 goto out;
             img->ranges[img->nranges++] = (struct sf_image_range){a, l};
@@ -471,7 +554,7 @@ static int read_blocks(struct sf_image *img, uint64_t hdr_sum, uint64_t *offp, u
         int r = pread_all(img->fd, h, sizeof h, off);
         if (r)
             return r;
-        if (memcmp(h + SF_IMG_B_MAGIC, SF_IMG_BLOCK_MAGIC, 4) ||
+        if (memcmp(h + SF_IMG_B_MAGIC, SF_IMG_BLOCK_MAGIC, 4) != 0 ||
             !SUM_OK(XXH3_64bits_withSeed(h, SF_IMG_B_CHECKSUM, hdr_sum),
                     get64(h + SF_IMG_B_CHECKSUM)) ||
             get32(h + SF_IMG_B_RESERVED))
@@ -501,8 +584,6 @@ static int read_blocks(struct sf_image *img, uint64_t hdr_sum, uint64_t *offp, u
         if ((r = grow((void **)&img->blocks, &cap, img->nblocks, sizeof *img->blocks)))
             return r;
         img->blocks[img->nblocks++] = b;
-        if (plen > img->max_payload)
-            img->max_payload = (size_t)plen;
         img->present += b.present;
         img->zero += b.zero;
         img->absent += b.absent;
@@ -523,7 +604,7 @@ static int read_trailer(struct sf_image *img, uint64_t hdr_sum, uint64_t off, ui
     int r = pread_all(img->fd, t, sizeof t, off);
     if (r)
         return r;
-    if (memcmp(t + SF_IMG_T_MAGIC, SF_IMG_TRAILER_MAGIC, 8) ||
+    if (memcmp(t + SF_IMG_T_MAGIC, SF_IMG_TRAILER_MAGIC, 8) != 0 ||
         !SUM_OK(XXH3_64bits_withSeed(t, SF_IMG_T_CHECKSUM, hdr_sum),
                 get64(t + SF_IMG_T_CHECKSUM)) ||
         get64(t + SF_IMG_T_RESERVED) || get64(t + SF_IMG_T_NBLOCKS) != img->nblocks ||
@@ -560,7 +641,7 @@ SF_API int sf_image_open(sf_image **out, int fd)
         return -EBADMSG;
     if ((r = pread_all(fd, h, sizeof h, 0)))
         return r;
-    if (memcmp(h + SF_IMG_H_MAGIC, SF_IMG_MAGIC, 8))
+    if (memcmp(h + SF_IMG_H_MAGIC, SF_IMG_MAGIC, 8) != 0)
         return -EBADMSG;
     /* before the checksum: another version may lay the header out
      * differently */
@@ -672,19 +753,16 @@ SF_API int sf_image_read(const sf_image *img, uint64_t addr, void *buf, size_t l
     if (len - 1 > UINT64_MAX - addr)
         return -EINVAL;
     const uint64_t last = addr + (len - 1);
-    const uint64_t ps = img->page_size;
 
     /* Check the whole span is covered before any I/O, so that -ENOENT
      * never depends on checksums. */
     ptrdiff_t first = find_block(img, addr);
     if (first < 0)
         return -ENOENT;
-    size_t i = (size_t)first, maxp = 0;
+    size_t i = (size_t)first;
     for (;;) {
         const struct img_block *b = &img->blocks[i];
         uint64_t blast = b->addr + ((uint64_t)b->npages << img->shift) - 1;
-        if (payload_len(img, b) > maxp)
-            maxp = (size_t)payload_len(img, b);
         if (last <= blast)
             break;
         if (i + 1 == img->nblocks || img->blocks[i + 1].addr != blast + 1)
@@ -693,38 +771,11 @@ SF_API int sf_image_read(const sf_image *img, uint64_t addr, void *buf, size_t l
     }
     const size_t lastblk = i;
 
-    uint8_t *pl = malloc(maxp);
-    if (!pl)
-        return -ENOMEM;
-    int r = 0;
-    uint8_t *dst = buf;
-    for (i = (size_t)first; i <= lastblk && !r; i++) {
-        const struct img_block *b = &img->blocks[i];
-        if ((r = load_block(img, b, pl)))
-            break;
-        const uint8_t *data = pl + b->npages;
-        size_t present = 0;
-        for (uint32_t j = 0; j < b->npages; j++) {
-            uint8_t kind = pl[j];
-            uint64_t pa = b->addr + ((uint64_t)j << img->shift);
-            if (pa + (ps - 1) >= addr && pa <= last) {
-                uint64_t from = pa > addr ? pa : addr;
-                uint64_t to = pa + (ps - 1) < last ? pa + (ps - 1) : last;
-                size_t n = (size_t)(to - from + 1);
-                if (kind == SF_IMG_PAGE_PRESENT)
-                    memcpy(dst + (from - addr), data + present * ps + (from - pa), n);
-                else if (kind == SF_IMG_PAGE_ZERO)
-                    memset(dst + (from - addr), 0, n);
-                else {
-                    r = -ENODATA;
-                    break;
-                }
-            }
-            if (kind == SF_IMG_PAGE_PRESENT)
-                present++;
-        }
-    }
-    free(pl);
+    struct scratch s;
+    int r = scratch_init(&s);
+    for (i = (size_t)first; i <= lastblk && !r; i++)
+        r = scan_block(img, &img->blocks[i], &s, addr, last, buf);
+    scratch_fini(&s);
     return r;
 }
 
@@ -732,14 +783,10 @@ SF_API int sf_image_verify(const sf_image *img)
 {
     if (!img)
         return -EINVAL;
-    if (!img->nblocks)
-        return 0;
-    uint8_t *pl = malloc(img->max_payload);
-    if (!pl)
-        return -ENOMEM;
-    int r = 0;
+    struct scratch s;
+    int r = scratch_init(&s);
     for (size_t i = 0; i < img->nblocks && !r; i++)
-        r = load_block(img, &img->blocks[i], pl);
-    free(pl);
+        r = scan_block(img, &img->blocks[i], &s, 0, 0, NULL);
+    scratch_fini(&s);
     return r;
 }

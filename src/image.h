@@ -63,8 +63,9 @@
 #define SF_IMG_MAX_BLOCK_DATA (4u << 20)  /* bytes of page data in one block */
 
 /* What this writer puts in one block: at most this much page data (or one
- * page if pages are bigger), so its buffer stays near 1 MiB. */
-#define SF_IMG_WRITE_BLOCK_DATA (1u << 20)
+ * page if pages are bigger).  A read checksums the whole block holding the
+ * bytes it wants, so this is also the cost of a random one-page read. */
+#define SF_IMG_WRITE_BLOCK_DATA (256u << 10)
 
 /* Per-page kind bytes in a block payload.  0 is invalid so that a zeroed
  * (sparse, wiped) payload can never pass for a valid one. */

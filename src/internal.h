@@ -75,6 +75,11 @@ struct sf_region {
     _Atomic int degraded;           /* mprotect: whole region left writable */
     _Atomic size_t gone;            /* pages untracked by partial sf_untrack */
     _Atomic long vmas;              /* mprotect: estimated VMAs inside */
+    /* uffd-async: pages the kernel reported written, not yet collected
+     * (abits), and written since each copy snapshot's take (sbits[slot]).
+     * Collectors only (t->lock). */
+    uint64_t *abits;
+    uint64_t *sbits[SF_MAX_SNAPSHOTS];
     _Atomic size_t last_fault;      /* sequential-write detection */
     _Atomic unsigned streak;
     struct sf_region *next_free;    /* grace-period reclamation list */
@@ -134,13 +139,6 @@ extern const struct sf_backend_ops sf__backend_uffd_sync;
 extern const struct sf_backend_ops sf__backend_mprotect;
 extern const struct sf_backend_ops sf__backend_softdirty;
 
-/* A run of pages reported by a collect that the caller's fn declined; held
- * by the tracker and reported first by the next collect (still dirty). */
-struct sf_carry {
-    uintptr_t addr;
-    size_t len;
-};
-
 struct sf_snapshot_slot; /* snapshot.c */
 struct sf_store;         /* store.c */
 
@@ -160,10 +158,6 @@ struct sf_tracker {
     int wake_pipe[2];
     _Atomic int stopping;
 
-    /* collect carry-over (declined by fn) */
-    struct sf_carry *carry;
-    size_t ncarry, carry_cap;
-
     /* snapshots (snapshot.c) */
     _Atomic uint32_t gen;      /* current content generation C */
     struct sf_snapshot *snaps[SF_MAX_SNAPSHOTS];
@@ -172,6 +166,8 @@ struct sf_tracker {
     struct sf_store *store;
     size_t store_limit;
     bool exact;                /* no clustering of neighbour pages */
+    bool copy_snapshots;       /* uffd-async: snapshots are full copies */
+    size_t copy_bytes;         /* bytes held by copy snapshots */
     _Atomic int take_failed;   /* a take could not protect some page */
 
     /* statistics (relaxed atomics) */
@@ -210,6 +206,22 @@ void sf__versions_drop_range(struct sf_region *r, uintptr_t start, uintptr_t end
 int sf__store_create(sf_tracker *t, size_t limit);
 void sf__store_destroy(sf_tracker *t);
 void sf__store_stats(const sf_tracker *t, uint64_t *bytes);
+
+/* backend_uffd_async.c: moves what the kernel marked written into the
+ * region's bitmaps (and re-arms it).  Collector side. */
+int sf__async_sync(sf_tracker *t, struct sf_region *r);
+static inline void sf__bits_set(uint64_t *b, size_t p0, size_t p1)
+{
+    for (size_t p = p0; p < p1; p++)
+        b[p >> 6] |= 1ull << (p & 63);
+}
+
+/* snapshot_copy.c: snapshots of uffd-async trackers (full copies). */
+int sf__copysnap_take(sf_tracker *t, sf_snapshot *s);
+int sf__copysnap_read(const sf_snapshot *s, uintptr_t addr, void *buf, size_t len);
+int sf__copysnap_restore(sf_snapshot *s, long *restored);
+void sf__copysnap_free(sf_snapshot *s);
+int sf__copysnap_page(const sf_snapshot *s, const sf_snapshot *parent, uintptr_t addr, void *buf);
 
 /* probe.c */
 int sf__probe_cached(const sf_caps **out);

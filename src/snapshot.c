@@ -231,7 +231,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
     if (!t || !out)
         return -EINVAL;
     *out = NULL;
-    if (!t->store)
+    if (!t->store && !t->copy_snapshots)
         return -ENOTSUP;
     if (forked(t))
         return -ECHILD;
@@ -275,6 +275,20 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
      * walk below finds writable and protects. */
     atomic_store(&t->live_gen[slot], s->gen);
     atomic_store(&t->gen, s->gen + 1);
+    if (t->copy_snapshots) {
+        free(rs);
+        int err = sf__copysnap_take(t, s);
+        if (err) {
+            atomic_store(&t->live_gen[slot], 0);
+            pthread_mutex_unlock(&t->lock);
+            free(s);
+            return err;
+        }
+        t->snaps[slot] = s;
+        pthread_mutex_unlock(&t->lock);
+        *out = s;
+        return 0;
+    }
     sf__grace_wait();
     atomic_store(&t->take_failed, 0);
     for (size_t i = 0; i < n; i++)
@@ -341,6 +355,8 @@ SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, s
     int err = snap_state(s);
     if (err)
         return err;
+    if (s->t->copy_snapshots)
+        return sf__copysnap_read(s, a, buf, len);
     char *out = buf;
     while (len) {
         uintptr_t page = a & ~(uintptr_t)(sf_page_size - 1);
@@ -535,7 +551,9 @@ SF_API int sf_snapshot_restore(sf_snapshot *s)
     uint32_t g = s->gen;
     struct vlist dead = {0};
     long restored = 0;
-    for (size_t i = 0; i < n && !err; i++)
+    if (t->copy_snapshots)
+        err = sf__copysnap_restore(s, &restored);
+    for (size_t i = 0; i < n && !err && !t->copy_snapshots; i++)
         if (rs[i]->track_gen <= g) /* tracked after s: left as it is */
             restored += restore_region(t, rs[i], g, &dead, &err);
     free(rs);
@@ -565,7 +583,9 @@ static void snapshot_free(sf_snapshot *s)
     pthread_mutex_lock(&t->lock);
     atomic_store(&t->live_gen[s->slot], 0);
     t->snaps[s->slot] = NULL;
-    if (!forked(t)) {
+    if (t->copy_snapshots)
+        sf__copysnap_free(s);
+    else if (!forked(t)) {
         sf__grace_wait(); /* handlers that saw the slot live are done */
         gc(t);
     }
@@ -593,6 +613,8 @@ void sf__snapshots_destroy(sf_tracker *t)
 {
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
         atomic_store(&t->live_gen[i], 0);
+        if (t->snaps[i] && t->copy_snapshots)
+            sf__copysnap_free(t->snaps[i]);
         free(t->snaps[i]);
         t->snaps[i] = NULL;
     }
@@ -635,6 +657,8 @@ static uint32_t content_epoch(const sf_snapshot *s, uintptr_t page_addr, uint32_
 static int image_page(void *vctx, uint64_t addr, void *buf)
 {
     struct write_ctx *c = vctx;
+    if (c->s->t->copy_snapshots)
+        return sf__copysnap_page(c->s, c->parent, (uintptr_t)addr, buf);
     if (c->parent) {
         uint32_t mine = content_epoch(c->s, (uintptr_t)addr, c->s->gen);
         if (mine && mine == content_epoch(c->s, (uintptr_t)addr, c->parent->gen))

@@ -27,6 +27,12 @@ struct sf_store {
     _Atomic size_t used;
 };
 
+/* A copy snapshot's copy of one region (snapshot_copy.c). */
+struct sf_copy {
+    uintptr_t start, end;
+    char *buf;
+};
+
 struct sf_snapshot {
     sf_tracker *t;
     int slot;
@@ -35,6 +41,8 @@ struct sf_snapshot {
     int64_t taken_ns;
     _Atomic int stale;
     _Atomic int refs; /* the owner's 1 + writers in progress */
+    struct sf_copy *copies; /* copy snapshots (uffd-async trackers) */
+    size_t ncopies, copy_bytes;
 };
 
 struct sf_version *sf__store_alloc(struct sf_store *st);

@@ -47,8 +47,8 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
             !caps->backend_ok[SF_BACKEND_UFFD_SYNC])
             b = SF_BACKEND_UFFD_SYNC;
     }
-    if (snaps && (b == SF_BACKEND_UFFD_ASYNC || b == SF_BACKEND_SOFTDIRTY))
-        return -ENOTSUP; /* kernel-resolved faults leave no chance to copy */
+    if (snaps && b == SF_BACKEND_SOFTDIRTY)
+        return -ENOTSUP; /* its reset is whole-process and not atomic */
     if ((opt->flags & (SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS)) &&
         b != SF_BACKEND_UFFD_SYNC)
         return -EINVAL;
@@ -72,8 +72,12 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
     if (!err && (opt->flags & SF_OPT_KERNEL_WRITES) &&
         (t->fault_mode == SF_FAULTS_SIGNAL || t->fault_mode == SF_FAULTS_INTHREAD))
         err = -ENOTSUP;
-    if (!err && snaps)
-        err = sf__store_create(t, opt->store_limit ? opt->store_limit : SF_DEFAULT_STORE_LIMIT);
+    t->store_limit = opt->store_limit ? opt->store_limit : SF_DEFAULT_STORE_LIMIT;
+    /* Kernel-resolved faults leave no chance to copy before a write: the
+     * async backend's snapshots are full copies (snapshot_copy.c). */
+    t->copy_snapshots = snaps && b == SF_BACKEND_UFFD_ASYNC;
+    if (!err && snaps && !t->copy_snapshots)
+        err = sf__store_create(t, t->store_limit);
     if (err) {
         t->ops->close(t);
         sf__store_destroy(t);
@@ -269,6 +273,15 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
             }
         }
         atomic_fetch_add(&r->gone, (sub.end - sub.start) >> sf_page_shift);
+        /* What the kernel reported for these pages is no longer owed. */
+        for (uintptr_t a2 = sub.start; a2 < sub.end; a2 += sf_page_size) {
+            size_t p = (a2 - r->start) >> sf_page_shift;
+            if (r->abits)
+                r->abits[p >> 6] &= ~(1ull << (p & 63));
+            for (int k = 0; k < SF_MAX_SNAPSHOTS; k++)
+                if (r->sbits[k])
+                    r->sbits[k][p >> 6] &= ~(1ull << (p & 63));
+        }
         if (r->vhead)
             sf__versions_drop_range(r, sub.start, sub.end);
     }
@@ -300,7 +313,6 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
             close(t->pagemap_fd);
     }
     sf__store_destroy(t);
-    free(t->carry);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
@@ -536,81 +548,20 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     return rc;
 }
 
-/* Delivery to the caller's fn: runs are coalesced, merged in address order
- * with runs carried from a previous collect, and once fn has said stop,
- * runs that are already reset (kernel backends re-arm a whole batch) are
- * carried to the next collect instead of being lost. */
+/* Delivery to the caller's fn.  Every run handed to emit is reported at
+ * once: backends re-arm a run before emitting it, and keep what was not
+ * emitted dirty (sync: state words; async: the region's bitmap). */
 struct deliver {
     sf_range_fn fn;
     void *arg;
-    bool reset, stopped;
-    int err;
     long pages;
-    uintptr_t pa;        /* pending run */
-    size_t plen;
-    struct sf_carry *in; /* carried from last time, sorted */
-    size_t nin, iin;
 };
-
-static int carry_add(sf_tracker *t, uintptr_t a, size_t len)
-{
-    if (t->ncarry && t->carry[t->ncarry - 1].addr + t->carry[t->ncarry - 1].len == a) {
-        t->carry[t->ncarry - 1].len += len;
-        return 0;
-    }
-    if (t->ncarry == t->carry_cap) {
-        size_t cap = t->carry_cap ? 2 * t->carry_cap : 16;
-        struct sf_carry *c = realloc(t->carry, cap * sizeof(*c));
-        if (!c)
-            return -ENOMEM;
-        t->carry = c;
-        t->carry_cap = cap;
-    }
-    t->carry[t->ncarry++] = (struct sf_carry){a, len};
-    return 0;
-}
-
-static void flush_pending(sf_tracker *t, struct deliver *d)
-{
-    if (!d->plen)
-        return;
-    uintptr_t a = d->pa;
-    size_t len = d->plen;
-    d->plen = 0;
-    if (d->stopped) {
-        if (d->reset || d->in) {
-            int e = carry_add(t, a, len);
-            if (e && !d->err)
-                d->err = e;
-        }
-        return;
-    }
-    d->pages += (long)(len >> sf_page_shift);
-    if (d->fn && d->fn((void *)a, len, d->arg))
-        d->stopped = true;
-}
-
-static void push_run(sf_tracker *t, struct deliver *d, uintptr_t a, size_t len)
-{
-    if (d->plen && a <= d->pa + d->plen) {
-        uintptr_t end = a + len > d->pa + d->plen ? a + len : d->pa + d->plen;
-        d->plen = end - d->pa;
-        return;
-    }
-    flush_pending(t, d);
-    d->pa = a;
-    d->plen = len;
-}
 
 static int emit_run(sf_tracker *t, uintptr_t a, size_t len, void *ctx)
 {
     struct deliver *d = ctx;
-    while (d->iin < d->nin && d->in[d->iin].addr <= a) {
-        push_run(t, d, d->in[d->iin].addr, d->in[d->iin].len);
-        d->iin++;
-    }
-    push_run(t, d, a, len);
-    return d->stopped ? 1 : 0;
+    d->pages += (long)(len >> sf_page_shift);
+    return d->fn && d->fn((void *)a, len, d->arg) ? 1 : 0;
 }
 
 SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg)
@@ -626,57 +577,25 @@ SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg)
         pthread_mutex_unlock(&t->lock);
         return -ENOMEM;
     }
-    struct deliver d = {.fn = fn, .arg = arg, .reset = flags & SF_COLLECT_RESET};
-    /* Take the carried runs: with reset they are delivered (or carried
-     * again); without, they are delivered and kept. */
-    d.in = t->carry;
-    d.nin = t->ncarry;
-    struct sf_carry *keep = NULL;
-    size_t nkeep = 0;
-    if (d.reset) {
-        t->carry = NULL;
-        t->ncarry = t->carry_cap = 0;
-    } else {
-        keep = t->carry;
-        nkeep = t->ncarry;
-        t->carry = NULL;
-        t->ncarry = t->carry_cap = 0;
-    }
-    int err = 0;
-    for (size_t i = 0; i < n && !err; i++) {
-        int rc;
+    bool reset = flags & SF_COLLECT_RESET;
+    struct deliver d = {.fn = fn, .arg = arg};
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
         if (t->ops->collect)
             rc = t->ops->collect(t, rs[i], flags, emit_run, &d);
         else
-            rc = sf__collect_sync(t, rs[i], d.reset ? SF_WALK_RESET : SF_WALK_GET, emit_run, &d);
-        if (rc < 0)
-            err = rc;
-        if (d.stopped)
-            break; /* what was not visited stays dirty */
+            rc = sf__collect_sync(t, rs[i], reset ? SF_WALK_RESET : SF_WALK_GET, emit_run, &d);
     }
-    while (d.iin < d.nin) {
-        push_run(t, &d, d.in[d.iin].addr, d.in[d.iin].len);
-        d.iin++;
-    }
-    flush_pending(t, &d);
-    if (!err && d.reset && !d.stopped && t->ops->reset_all)
-        err = t->ops->reset_all(t);
-    if (!d.reset) {
-        /* Nothing was reset: the carried runs are still owed. */
-        free(t->carry);
-        t->carry = keep;
-        t->ncarry = t->carry_cap = nkeep;
-    } else {
-        free(d.in);
-    }
+    /* Soft-dirty resets the whole process at once: only when every page
+     * was reported. */
+    if (!rc && reset && t->ops->reset_all)
+        rc = t->ops->reset_all(t);
     free(rs);
     SF_STAT_INC(t, st_collects, 1);
     SF_STAT_INC(t, st_collected, (uint64_t)d.pages);
     pthread_mutex_unlock(&t->lock);
-    if (err)
-        return err;
-    if (d.err)
-        return d.err;
+    if (rc < 0)
+        return rc;
     return d.pages > INT32_MAX ? INT32_MAX : (int)d.pages;
 }
 

@@ -199,9 +199,10 @@ int main(int argc, char **argv)
         {"uffd-sync/in-thread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS, 1, 0},
         {"uffd-sync/handler-threads", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS, 1, 1},
         {"mprotect", SF_BACKEND_MPROTECT, 0, 1, 0},
+        {"uffd-async (copy snapshots)", SF_BACKEND_UFFD_ASYNC, 0, 1, 1},
     };
     char name[96];
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
         snprintf(name, sizeof name, "%s, %ld ops", vs[i].name, ops);
         h_report("model-based snapshot stress", name, run(&vs[i], ops, 0));
     }

@@ -1,0 +1,244 @@
+/* sf_mech.c - snapfault's side of every scenario: struct mech implemented
+ * with only the public API of include/snapfault.h (no internals). */
+#include "sfbench.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <snapfault.h>
+
+/* "sf-[snap-]<backend>": snap- adds SF_OPT_SNAPSHOTS and makes arm/disarm a
+ * take/release; the uffd-sync suffixes pin the fault delivery mode. */
+static const struct {
+    const char *name;
+    sf_backend backend;
+    unsigned flags;
+} sf_table[] = {
+    {"auto", SF_BACKEND_AUTO, 0},
+    {"uffd-async", SF_BACKEND_UFFD_ASYNC, 0},
+    {"uffd-sync", SF_BACKEND_UFFD_SYNC, 0},
+    {"uffd-sync-inthread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS},
+    {"uffd-sync-handler", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS},
+    {"mprotect", SF_BACKEND_MPROTECT, 0},
+    {"soft-dirty", SF_BACKEND_SOFTDIRTY, 0},
+};
+
+struct sf_priv {
+    sf_options opt;
+    int snap;
+    sf_tracker *t;
+    sf_snapshot *s;
+};
+
+const char *sf_side_status(void)
+{
+    return "linked";
+}
+
+void sf_side_probe(void)
+{
+    sf_caps c;
+    int rc = sf_probe(&c);
+    if (rc) {
+        result("scenario=sfprobe status=error err=%d", rc);
+        return;
+    }
+    char line[1024], mode[96];
+    int l = snprintf(line, sizeof line,
+                     "scenario=sfprobe status=ok auto_tracking=%s auto_snapshots=%s sync_mode=\"%s\"",
+                     sf_backend_name(c.auto_tracking), sf_backend_name(c.auto_snapshots),
+                     quote_safe(sf_fault_mode_name(c.sync_mode), mode, sizeof mode));
+    for (int b = 1; b < SF_BACKEND_COUNT && l > 0 && (size_t)l < sizeof line; b++)
+        l += snprintf(line + l, sizeof line - (size_t)l, " ok_%s=%d", sf_backend_name((sf_backend)b),
+                      c.backend_ok[b] == 0);
+    result("%s", line);
+}
+
+static void set_why(struct mech *m, const char *what, int rc)
+{
+    snprintf(m->why, sizeof m->why, "%s: %s", what, sf_strerror(rc));
+}
+
+static int sf_setup(struct mech *m)
+{
+    struct sf_priv *p = m->priv;
+    p->opt.store_limit = m->store_limit;
+    int rc = sf_tracker_create(&p->t, &p->opt);
+    if (rc) {
+        set_why(m, "sf_tracker_create", rc);
+        /* sf_probe says why a backend is unusable; append that to the row */
+        sf_caps caps;
+        if (rc == -ENOTSUP && sf_probe(&caps) == 0) {
+            size_t l = strlen(m->why);
+            if (p->opt.backend != SF_BACKEND_AUTO && caps.why[p->opt.backend][0])
+                snprintf(m->why + l, sizeof m->why - l, " (%s)", caps.why[p->opt.backend]);
+            else if (p->opt.backend == SF_BACKEND_UFFD_SYNC && caps.sync_mode_why[0])
+                snprintf(m->why + l, sizeof m->why - l, " (%s)", caps.sync_mode_why);
+        }
+        p->t = NULL;
+        return rc;
+    }
+    rc = sf_track(p->t, m->base, m->len);
+    if (rc)
+        set_why(m, "sf_track", rc);
+    return rc;
+}
+
+static int sf_arm(struct mech *m)
+{
+    struct sf_priv *p = m->priv;
+    int rc;
+    if (p->snap) {
+        rc = sf_snapshot_take(p->t, &p->s);
+        if (rc)
+            set_why(m, "sf_snapshot_take", rc);
+        return rc;
+    }
+    rc = sf_collect(p->t, SF_COLLECT_RESET, NULL, NULL);
+    if (rc < 0)
+        set_why(m, "sf_collect", rc);
+    return rc < 0 ? rc : 0;
+}
+
+static int sf_disarm(struct mech *m)
+{
+    struct sf_priv *p = m->priv;
+    if (p->snap && p->s) {
+        sf_snapshot_release(p->s);
+        p->s = NULL;
+    }
+    return 0;
+}
+
+/* A consumer that receives every run, as a real one would (the raw
+ * PAGEMAP_SCAN baseline also hands back its vector). */
+static int count_run(void *addr, size_t len, void *arg)
+{
+    (void)addr;
+    *(long *)arg += (long)(len >> PAGE_SHIFT_4K);
+    return 0;
+}
+
+static long sf_collect_reset(struct mech *m)
+{
+    struct sf_priv *p = m->priv;
+    long pages = 0;
+    int rc = sf_collect(p->t, SF_COLLECT_RESET, count_run, &pages);
+    if (rc < 0) {
+        set_why(m, "sf_collect", rc);
+        return rc;
+    }
+    return pages;
+}
+
+static int sf_restore(struct mech *m)
+{
+    struct sf_priv *p = m->priv;
+    int rc = sf_snapshot_restore(p->s);
+    if (rc < 0)
+        set_why(m, "sf_snapshot_restore", rc);
+    return rc;
+}
+
+static int sf_write_image(struct mech *m, int fd)
+{
+    struct sf_priv *p = m->priv;
+    int rc = sf_snapshot_write(p->s, fd);
+    if (rc < 0)
+        set_why(m, "sf_snapshot_write", rc);
+    return rc;
+}
+
+static void sf_extra(struct mech *m, char *buf, size_t n)
+{
+    struct sf_priv *p = m->priv;
+    sf_stats st;
+    if (!p->t || sf_tracker_stats(p->t, &st) != 0) {
+        if (n)
+            buf[0] = 0;
+        return;
+    }
+    char mode[96];
+    /* names may contain spaces ("handler threads"): quoted for the driver */
+    snprintf(buf, n,
+             " backend=%s fault_mode=\"%s\" sf_faults=%llu sf_spurious=%llu sf_unprotected=%llu"
+             " sf_copies=%llu sf_degraded=%llu sf_vma_estimate=%llu",
+             sf_backend_name(st.backend),
+             quote_safe(sf_fault_mode_name(st.fault_mode), mode, sizeof mode),
+             (unsigned long long)st.faults, (unsigned long long)st.spurious,
+             (unsigned long long)st.pages_unprotected, (unsigned long long)st.copies,
+             (unsigned long long)st.degraded, (unsigned long long)st.vma_estimate);
+}
+
+static int sf_memory(struct mech *m, uint64_t *metadata, uint64_t *store, uint64_t *copies)
+{
+    struct sf_priv *p = m->priv;
+    sf_stats st;
+    int rc = sf_tracker_stats(p->t, &st);
+    if (rc)
+        return rc;
+    *metadata = st.metadata_bytes;
+    *store = st.store_bytes;
+    *copies = st.copies;
+    return 0;
+}
+
+static void sf_teardown(struct mech *m)
+{
+    struct sf_priv *p = m->priv;
+    if (!p)
+        return;
+    sf_disarm(m);
+    sf_tracker_destroy(p->t);
+    free(p);
+    m->priv = NULL;
+}
+
+static const struct mech_ops sf_tracking_ops = {
+    .setup = sf_setup,
+    .arm = sf_arm,
+    .disarm = sf_disarm,
+    .collect = sf_collect_reset,
+    .extra = sf_extra,
+    .memory = sf_memory,
+    .teardown = sf_teardown,
+};
+
+static const struct mech_ops sf_snapshot_ops = {
+    .setup = sf_setup,
+    .arm = sf_arm,
+    .disarm = sf_disarm,
+    .collect = sf_collect_reset,
+    .restore = sf_restore,
+    .write_image = sf_write_image,
+    .extra = sf_extra,
+    .memory = sf_memory,
+    .teardown = sf_teardown,
+};
+
+int sf_mech_lookup(const char *name, struct mech *m)
+{
+    const char *spec = name + 3; /* after "sf-" */
+    int snap = 0;
+    if (strncmp(spec, "snap-", 5) == 0) {
+        snap = 1;
+        spec += 5;
+    }
+    for (size_t i = 0; i < sizeof sf_table / sizeof sf_table[0]; i++) {
+        if (strcmp(sf_table[i].name, spec) != 0)
+            continue;
+        struct sf_priv *p = calloc(1, sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        p->opt.backend = sf_table[i].backend;
+        p->opt.flags = sf_table[i].flags | (snap ? SF_OPT_SNAPSHOTS : 0);
+        p->snap = snap;
+        memset(m, 0, sizeof *m);
+        m->name = name;
+        m->ops = snap ? &sf_snapshot_ops : &sf_tracking_ops;
+        m->flags = MECH_SNAPFAULT | (snap ? MECH_SNAPSHOT : 0);
+        m->priv = p;
+        return 0;
+    }
+    return -ENOENT;
+}
