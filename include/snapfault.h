@@ -267,7 +267,8 @@ SF_API int sf_snapshot_restore(sf_snapshot *s);
 
 /* Streams a self-describing image of s to fd (from the current offset;
  * fd may be a pipe) while the program keeps running.  Returns 0 or
- * -errno (-ENOSPC if the snapshot failed, -EIO/-errno from write).
+ * -errno (-ENOSPC if the snapshot failed, -EPIPE if a pipe's reader went
+ * away: SIGPIPE is not raised, -EIO/-errno from write).
  * Thread-safe: may run concurrently with writers, reads and takes; not with
  * sf_snapshot_release(s).  Not async-signal-safe. */
 SF_API int sf_snapshot_write(sf_snapshot *s, int fd);

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -668,6 +669,27 @@ static int image_page(void *vctx, uint64_t addr, void *buf)
     return err ? err : 1;
 }
 
+/* A reader that went away must not kill the program: SIGPIPE is blocked
+ * in this thread while writing, and one we caused is consumed, so the
+ * caller sees -EPIPE instead. */
+static int write_no_sigpipe(int fd, const struct sf_image_src *src)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    int err = sf__image_write(fd, src);
+    if (err == -EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
+
 static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd)
 {
     if (!s || fd < 0)
@@ -728,7 +750,7 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd)
             .read_page = image_page,
             .ctx = &ctx,
         };
-        err = sf__image_write(fd, &src);
+        err = write_no_sigpipe(fd, &src);
     }
     free(ranges);
     if (!err)

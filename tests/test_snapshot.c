@@ -270,6 +270,12 @@ static int t_image(const struct variant *v)
     CHECK_RC(sf_image_read(img, (uint64_t)(uintptr_t)(mem + 6 * PS), &c, 1), -ENODATA);
     sf_image_close(img);
     CHECK_RC(sf_snapshot_write_incremental(s, s2, fd2), -EINVAL);
+    /* A pipe whose reader is gone: -EPIPE, and no SIGPIPE kills us. */
+    int pfd[2];
+    CHECK(pipe(pfd) == 0, "pipe");
+    close(pfd[0]);
+    CHECK_RC(sf_snapshot_write(s, pfd[1]), -EPIPE);
+    close(pfd[1]);
     close(fd);
     close(fd2);
     sf_snapshot_release(s);
