@@ -52,6 +52,7 @@ static void *handler_main(void *arg)
     struct uffd_msg msg[MSG_BATCH];
     struct pollfd pfd[2] = {{.fd = t->uffd, .events = POLLIN}, {.fd = t->wake_pipe[0], .events = POLLIN}};
     uint64_t idle_since = 0;
+    bool spinning = false; /* holds t->spinner */
     while (!atomic_load(&t->stopping)) {
         ssize_t n = read(t->uffd, msg, sizeof(msg));
         if (n > 0) {
@@ -63,16 +64,28 @@ static void *handler_main(void *arg)
         }
         if (n < 0 && errno != EAGAIN && errno != EINTR)
             break;
+        /* One spinner at a time: on a small machine a second spinning
+         * handler takes the CPU the woken program thread needs. */
         uint64_t now = now_ns();
-        if (!idle_since)
+        if (!idle_since) {
             idle_since = now;
-        if (now - idle_since < SPIN_NS) {
+            int expect = 0;
+            if (!spinning)
+                spinning = atomic_compare_exchange_strong(&t->spinner, &expect, 1);
+        }
+        if (spinning && now - idle_since < SPIN_NS) {
             sf__cpu_relax();
             continue;
+        }
+        if (spinning) {
+            atomic_store(&t->spinner, 0);
+            spinning = false;
         }
         poll(pfd, 2, -1);
         idle_since = 0;
     }
+    if (spinning)
+        atomic_store(&t->spinner, 0);
     return NULL;
 }
 

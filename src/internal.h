@@ -157,6 +157,7 @@ struct sf_tracker {
     pthread_t threads[8];
     int wake_pipe[2];
     _Atomic int stopping;
+    _Atomic int spinner;       /* a handler thread is spinning on the queue */
 
     /* snapshots (snapshot.c) */
     _Atomic uint32_t gen;      /* current content generation C */
