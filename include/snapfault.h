@@ -138,8 +138,11 @@ SF_API const char *sf_fault_mode_name(sf_fault_mode m);
  * anonymous memory (uffd backends) or any private writable mapping
  * (mprotect).  Every page, including pages never touched yet, counts as
  * clean from now on.  -EINVAL: NULL/unaligned/zero length/wrapping;
- * -EEXIST: overlaps a tracked range of any tracker; -ENOMEM; other -errno
- * from the kernel (for example -EINVAL from uffd on a file mapping).
+ * -EFAULT: some page of the range is not mapped; -EEXIST: overlaps a
+ * tracked range of any tracker (pages a partial sf_untrack gave back stay
+ * reserved to their tracker, which may track them again, until the rest of
+ * their range is untracked); -ENOMEM; other -errno from the kernel (for
+ * example -EINVAL from uffd on a file mapping).
  * Thread-safe (serialized per tracker).  Not async-signal-safe.
  *
  * Do not change the protection of tracked memory yourself (mprotect,

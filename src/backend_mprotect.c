@@ -35,8 +35,12 @@ static void mp_close(sf_tracker *t) {}
 /* Whole-region protection changes merge everything inside into one VMA. */
 static int mp_attach(sf_tracker *t, struct sf_region *r)
 {
-    if (mprotect((void *)r->start, r->end - r->start, PROT_READ) < 0)
-        return -errno;
+    if (mprotect((void *)r->start, r->end - r->start, PROT_READ) < 0) {
+        int e = -errno;
+        /* mprotect may have protected a part before failing: undo it. */
+        mprotect((void *)r->start, r->end - r->start, PROT_READ | PROT_WRITE);
+        return e;
+    }
     atomic_store(&r->vmas, 1);
     return 0;
 }

@@ -32,12 +32,12 @@ static void handle_fault(sf_tracker *t, uintptr_t addr)
     if (r && r->t == t)
         res = sf__resolve(r, addr);
     sf__grace_exit(g);
-    if (res != SF_RESOLVED) {
+    if (res != SF_RESOLVED) { /* RETRY, HEALED or NOT_OURS */
         /* Wake the faulting thread whatever happened: after RETRY its page
          * is writable or will fault again; a page no longer tracked must
          * not stay protected. */
         uintptr_t page = addr & ~(uintptr_t)(sf_page_size - 1);
-        if (res == SF_NOT_OURS)
+        if (res == SF_NOT_OURS || res == SF_HEALED)
             sf__uffd_wp(t->uffd, page, sf_page_size, false, true);
         else {
             struct uffdio_range rg = {.start = page, .len = sf_page_size};

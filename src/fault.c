@@ -112,11 +112,19 @@ static void forward(int sig, siginfo_t *si, void *uc)
 
     if (!(prev.sa_flags & SA_SIGINFO) &&
         (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN)) {
+        bool sent = si->si_code <= 0; /* kill(), raise(), sigqueue() */
+        if (sent && prev.sa_handler == SIG_IGN)
+            return; /* ignored, as without snapfault */
         struct sigaction dfl;
         memset(&dfl, 0, sizeof(dfl));
         dfl.sa_handler = SIG_DFL;
         sigaction(sig, &dfl, NULL);
-        return; /* the instruction faults again, now fatally */
+        /* A real fault repeats when we return, now fatally; a sent signal
+         * does not repeat: send it again (it stays pending until this
+         * handler returns, then the default action runs). */
+        if (sent)
+            syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), (pid_t)syscall(SYS_gettid), sig);
+        return;
     }
     if (prev.sa_flags & SA_RESETHAND) {
         /* One-shot handler: forward to the default from now on.  No lock in
@@ -166,7 +174,9 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
                 res = sf__resolve(r, addr);
         }
         sf__grace_exit(g);
-        if (res == SF_RETRY) {
+        /* Only heals count: a retry after another thread's BUSY page is
+         * the normal race for a hot page and must never be forwarded. */
+        if (res == SF_HEALED) {
             if (tls_spurious_addr == addr) {
                 if (++tls_spurious_count > 3)
                     res = SF_NOT_OURS;
@@ -255,10 +265,10 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
         w = atomic_load(ps);
         unsigned st = PS_ST(w);
         if (SF_UNLIKELY(w & PS_GONE)) {
-            /* Untracked by a partial sf_untrack that has not unprotected
-             * it yet, or a stale protection: untracked pages are writable. */
-            t->ops->unprotect(t, r, page_addr, sf_page_size);
-            return SF_RETRY;
+            /* Untracked: sf_untrack opened it before marking it GONE, so
+             * this is a fault that raced with that, or the program's own
+             * protection (forwarded once it repeats). */
+            return SF_HEALED;
         }
         if (st == PS_BUSY) {
             spin_while_busy(ps);
@@ -273,7 +283,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
             t->ops->unprotect(t, r, page_addr, sf_page_size);
             atomic_store(ps, w);
             SF_STAT_INC(t, st_spurious, 1);
-            return SF_RETRY;
+            return SF_HEALED;
         }
         /* ARMED, or COLLECTING (taken over: the collector's final CAS fails
          * and the page stays dirty for the next collect). */

@@ -180,7 +180,11 @@ struct sf_tracker {
 
 /* fault.c */
 int sf__signals_install(void);                   /* idempotent */
-enum { SF_RESOLVED = 0, SF_RETRY = 1, SF_NOT_OURS = 2 };
+/* RETRY: the instruction runs again (the page is being resolved by
+ * another thread); HEALED: snapfault re-opened a page its state says is
+ * writable, or found it untracked — repeated at one address, the
+ * protection is not snapfault's and the fault is forwarded. */
+enum { SF_RESOLVED = 0, SF_RETRY = 1, SF_NOT_OURS = 2, SF_HEALED = 3 };
 /* Resolves a write fault at addr in r (grace section held by caller). */
 int sf__resolve(struct sf_region *r, uintptr_t addr);
 

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -155,6 +156,10 @@ SF_API int sf_track(sf_tracker *t, void *addr, size_t len)
         return err;
     if (forked(t))
         return -ECHILD;
+    /* A range with a hole would be half protected when the backend fails
+     * on the hole (mprotect) or silently accepted (uffd). */
+    if (msync(addr, len, MS_ASYNC) < 0)
+        return errno == ENOMEM ? -EFAULT : -errno;
     uintptr_t a = (uintptr_t)addr, e = a + len;
     pthread_mutex_lock(&t->lock);
     pthread_mutex_lock(&sf__regions_lock);
@@ -272,7 +277,10 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
                     break;
             }
         }
-        atomic_fetch_add(&r->gone, (sub.end - sub.start) >> sf_page_shift);
+        /* A region untracked piece by piece goes away once all of it has. */
+        if (atomic_fetch_add(&r->gone, (sub.end - sub.start) >> sf_page_shift) +
+                ((sub.end - sub.start) >> sf_page_shift) == r->npages)
+            rs[ndrop++] = r;
         /* What the kernel reported for these pages is no longer owed. */
         for (uintptr_t a2 = sub.start; a2 < sub.end; a2 += sf_page_size) {
             size_t p = (a2 - r->start) >> sf_page_shift;
@@ -629,7 +637,8 @@ SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
     for (size_t i = 0; tb && i < tb->n; i++)
         if (tb->r[i]->t == t) {
             st->regions++;
-            st->tracked_bytes += tb->r[i]->end - tb->r[i]->start;
+            st->tracked_bytes += tb->r[i]->end - tb->r[i]->start -
+                                 (atomic_load(&tb->r[i]->gone) << sf_page_shift);
             st->metadata_bytes += tb->r[i]->meta_bytes + sizeof(struct sf_region);
         }
     sf__grace_exit(g);

@@ -125,10 +125,11 @@ SF_API const char *sf_fault_mode_name(sf_fault_mode m)
     return "unknown";
 }
 
-SF_API const char *sf_strerror(int err)
+SF_API const char *sf_strerror(int code)
 {
-    if (err < 0)
-        err = -err;
+    /* Negate in unsigned: -INT_MIN does not exist. */
+    unsigned u = code < 0 ? 0u - (unsigned)code : (unsigned)code;
+    int err = u > 4095 ? -1 : (int)u;
     switch (err) {
     case 0: return "success";
     case EINVAL: return "invalid argument (NULL, unaligned or zero-length range, bad flag)";
@@ -150,7 +151,7 @@ SF_API const char *sf_strerror(int err)
     case EIO: return "input/output error";
     case EBADF: return "bad file descriptor";
     default: {
-        const char *d = strerrordesc_np(err);
+        const char *d = err > 0 ? strerrordesc_np(err) : NULL;
         return d ? d : "unknown error";
     }
     }

@@ -516,9 +516,6 @@ static int run_isolated(int (*fn)(const struct variant *), const struct variant 
  * the count when a retried fault completes, so a thread that loses the
  * race for a hot page 4 times (not necessarily in a row) has its next
  * retry forwarded as "not ours" and dies under SIG_DFL. */
-static const char *const BUG_RETRY_COUNT =
-    "src/fault.c sf_entry: tls_spurious_count accumulates over retried faults that "
-    "completed; the 4th retry at a hot page is forwarded to SIG_DFL";
 
 /* The second, also intermittent, is seen by the lock-step case: with handler
  * threads, two threads faulting on one page queue two uffd messages; the
@@ -538,11 +535,7 @@ static const char *const BUG_STALE_MSG =
 
 static const char *known_bug(int (*fn)(const struct variant *), const struct variant *v, int rc)
 {
-    int signal_mode = v->backend == SF_BACKEND_MPROTECT ||
-                      (v->backend == SF_BACKEND_UFFD_SYNC && (v->flags & SF_OPT_INTHREAD_FAULTS));
     int handler_mode = v->backend == SF_BACKEND_UFFD_SYNC && (v->flags & SF_OPT_HANDLER_THREADS);
-    if (rc == KILLED && signal_mode)
-        return BUG_RETRY_COUNT;
     if (rc == 1 && handler_mode && fn == t_lockstep &&
         (strstr(h_msg, "nobody wrote") || strstr(h_msg, "resolved faults")))
         return BUG_STALE_MSG;
