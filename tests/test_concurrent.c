@@ -576,6 +576,7 @@ int main(void)
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
         for (size_t v = 0; v < NVARIANTS; v++)
+            if (h_want(variants[v].name))
             report(cases[c].name, cases[c].fn, &variants[v],
                    run_isolated(cases[c].fn, &variants[v]));
     munmap(g_shared_msg, sizeof h_msg);
