@@ -232,17 +232,6 @@ static size_t cluster_pages(struct sf_region *r, size_t p)
     return n;
 }
 
-static void spin_while_busy(_Atomic uint64_t *ps)
-{
-    unsigned spins = 0;
-    while (PS_ST(atomic_load(ps)) == PS_BUSY) {
-        if (++spins < 4096)
-            sf__cpu_relax();
-        else
-            syscall(SYS_sched_yield);
-    }
-}
-
 int sf__resolve(struct sf_region *r, uintptr_t addr)
 {
     sf_tracker *t = r->t;
@@ -271,7 +260,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
             return SF_HEALED;
         }
         if (st == PS_BUSY) {
-            spin_while_busy(ps);
+            sf__wait_not_busy(ps);
             return SF_RETRY;
         }
         if (st == PS_WRITABLE) {

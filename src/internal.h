@@ -13,7 +13,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #define SF_INTERNAL __attribute__((visibility("hidden")))
 #define SF_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -110,6 +112,7 @@ int sf__regions_overlap(uintptr_t start, uintptr_t end);
 struct sf_region *sf__region_new(sf_tracker *t, uintptr_t start, uintptr_t end, bool versions);
 void sf__region_free(struct sf_region *r);
 size_t sf__regions_of(sf_tracker *t, struct sf_region **out, size_t max); /* sorted */
+struct sf_region **sf__regions_list(sf_tracker *t, size_t *n); /* malloc'd; t->lock held */
 extern pthread_mutex_t sf__regions_lock; /* writers of the table */
 
 /* ------------------------------------------------------------------------
@@ -243,6 +246,28 @@ long sf__read_long_file(const char *path, long dflt);
 long sf__count_maps(void);
 void sf__debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline void sf__cpu_relax(void) { __builtin_ia32_pause(); }
+
+/* A forked child sees a different pid: trackers inherited from the parent
+ * answer -ECHILD there and never touch its uffd. */
+static inline bool sf__forked(const sf_tracker *t)
+{
+    return t->pid != (pid_t)syscall(SYS_getpid);
+}
+
+/* Lets one page finish: waits while a handler holds it BUSY (a few
+ * microseconds of copy and syscall), returns the word it left. */
+static inline uint64_t sf__wait_not_busy(_Atomic uint64_t *ps)
+{
+    uint64_t w;
+    unsigned spins = 0;
+    while (PS_ST(w = atomic_load(ps)) == PS_BUSY) {
+        if (++spins < 4096)
+            sf__cpu_relax();
+        else
+            syscall(SYS_sched_yield);
+    }
+    return w;
+}
 
 #define SF_STAT_INC(t, f, n) atomic_fetch_add_explicit(&(t)->f, (n), memory_order_relaxed)
 

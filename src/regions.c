@@ -119,6 +119,21 @@ size_t sf__regions_of(sf_tracker *t, struct sf_region **out, size_t max)
     return k;
 }
 
+/* A malloc'd array of t's regions in address order (*n of them), or NULL.
+ * Caller holds t->lock, so none of them can go away; the table itself is
+ * read under the regions lock. */
+struct sf_region **sf__regions_list(sf_tracker *t, size_t *n)
+{
+    pthread_mutex_lock(&sf__regions_lock);
+    size_t k = sf__regions_of(t, NULL, 0);
+    struct sf_region **v = malloc((k ? k : 1) * sizeof(*v));
+    if (v)
+        sf__regions_of(t, v, k);
+    pthread_mutex_unlock(&sf__regions_lock);
+    *n = v ? k : 0;
+    return v;
+}
+
 /* Metadata lives in one anonymous mapping (zero-filled lazily by the
  * kernel): state words, chunk hints, chunk max-generation, version heads. */
 struct sf_region *sf__region_new(sf_tracker *t, uintptr_t start, uintptr_t end, bool versions)

@@ -199,32 +199,15 @@ void sf__versions_drop_region(struct sf_region *r)
     sf__versions_drop_range(r, r->start, r->end);
 }
 
-static bool forked(const sf_tracker *t)
-{
-    return t->pid != (pid_t)syscall(SYS_getpid);
-}
-
 static int snap_state(const sf_snapshot *s)
 {
-    if (forked(s->t))
+    if (sf__forked(s->t))
         return -ECHILD;
     if (atomic_load(&s->stale))
         return -ESTALE;
     if (atomic_load(&s->t->failed_slot[s->slot]))
         return -ENOSPC;
     return 0;
-}
-
-static struct sf_region **our_regions(sf_tracker *t, size_t *n)
-{
-    pthread_mutex_lock(&sf__regions_lock);
-    size_t k = sf__regions_of(t, NULL, 0);
-    struct sf_region **v = malloc((k ? k : 1) * sizeof(*v));
-    if (v)
-        sf__regions_of(t, v, k);
-    pthread_mutex_unlock(&sf__regions_lock);
-    *n = v ? k : 0;
-    return v;
 }
 
 SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
@@ -234,7 +217,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
     *out = NULL;
     if (!t->store && !t->copy_snapshots)
         return -ENOTSUP;
-    if (forked(t))
+    if (sf__forked(t))
         return -ECHILD;
     sf_snapshot *s = calloc(1, sizeof(*s));
     if (!s)
@@ -259,7 +242,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
         return -EAGAIN;
     }
     size_t n;
-    struct sf_region **rs = our_regions(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     if (!rs) {
         pthread_mutex_unlock(&t->lock);
         free(s);
@@ -544,7 +527,7 @@ SF_API int sf_snapshot_restore(sf_snapshot *s)
         return err;
     }
     size_t n;
-    struct sf_region **rs = our_regions(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     if (!rs) {
         pthread_mutex_unlock(&t->lock);
         return -ENOMEM;
@@ -586,7 +569,7 @@ static void snapshot_free(sf_snapshot *s)
     t->snaps[s->slot] = NULL;
     if (t->copy_snapshots)
         sf__copysnap_free(s);
-    else if (!forked(t)) {
+    else if (!sf__forked(t)) {
         sf__grace_wait(); /* handlers that saw the slot live are done */
         gc(t);
     }
@@ -706,7 +689,7 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd)
      * (GONE stretches of a region are left out). */
     pthread_mutex_lock(&t->lock);
     size_t n;
-    struct sf_region **rs = our_regions(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     struct sf_image_range *ranges = NULL;
     size_t nr = 0, cap = 0;
     for (size_t i = 0; rs && i < n; i++) {

@@ -14,18 +14,6 @@
  * is captured at some instant during take: stop the writers for one
  * instant, as with copy-on-write snapshots. */
 
-static struct sf_region **regions(sf_tracker *t, size_t *n)
-{
-    pthread_mutex_lock(&sf__regions_lock);
-    size_t k = sf__regions_of(t, NULL, 0);
-    struct sf_region **v = malloc((k ? k : 1) * sizeof(*v));
-    if (v)
-        sf__regions_of(t, v, k);
-    pthread_mutex_unlock(&sf__regions_lock);
-    *n = v ? k : 0;
-    return v;
-}
-
 /* Copies [p, q) of r unless a partial untrack made pages of it GONE (they
  * may be unmapped now). */
 static void copy_tracked(struct sf_region *r, char *dst, bool to_live)
@@ -51,7 +39,7 @@ static void copy_tracked(struct sf_region *r, char *dst, bool to_live)
 int sf__copysnap_take(sf_tracker *t, sf_snapshot *s)
 {
     size_t n;
-    struct sf_region **rs = regions(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     if (!rs)
         return -ENOMEM;
     size_t total = 0;
@@ -140,7 +128,7 @@ int sf__copysnap_restore(sf_snapshot *s, long *restored)
 {
     sf_tracker *t = s->t;
     size_t n;
-    struct sf_region **rs = regions(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     if (!rs)
         return -ENOMEM;
     int err = 0;
@@ -210,7 +198,7 @@ void sf__copysnap_free(sf_snapshot *s)
 {
     sf_tracker *t = s->t;
     size_t n;
-    struct sf_region **rs = regions(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     for (size_t i = 0; rs && i < n; i++) {
         free(rs[i]->sbits[s->slot]);
         rs[i]->sbits[s->slot] = NULL;

@@ -19,11 +19,6 @@ static const struct sf_backend_ops *const backends[SF_BACKEND_COUNT] = {
                     SF_OPT_KERNEL_WRITES | SF_OPT_CLUSTER | SF_OPT_EXACT)
 
 
-static bool forked(const sf_tracker *t)
-{
-    return t->pid != (pid_t)syscall(SYS_getpid);
-}
-
 SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
 {
     if (!out)
@@ -109,20 +104,6 @@ static int check_range(const void *addr, size_t len)
     return 0;
 }
 
-/* Our regions, in address order.  Caller holds t->lock, so none of them can
- * go away; the table is read under the regions lock. */
-static struct sf_region **regions_list(sf_tracker *t, size_t *n)
-{
-    pthread_mutex_lock(&sf__regions_lock);
-    size_t k = sf__regions_of(t, NULL, 0);
-    struct sf_region **v = malloc((k ? k : 1) * sizeof(*v));
-    if (v)
-        sf__regions_of(t, v, k);
-    pthread_mutex_unlock(&sf__regions_lock);
-    *n = v ? k : 0;
-    return v;
-}
-
 /* Pages of an existing region of t that a partial untrack left GONE are
  * tracked again in place: regions in the table never overlap. */
 static int revive(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
@@ -154,7 +135,7 @@ SF_API int sf_track(sf_tracker *t, void *addr, size_t len)
     int err = check_range(addr, len);
     if (err)
         return err;
-    if (forked(t))
+    if (sf__forked(t))
         return -ECHILD;
     /* A range with a hole would be half protected when the backend fails
      * on the hole (mprotect) or silently accepted (uffd). */
@@ -200,7 +181,7 @@ static void drop_regions(sf_tracker *t, struct sf_region **rs, size_t n)
 {
     if (!n)
         return;
-    if (!forked(t))
+    if (!sf__forked(t))
         for (size_t i = 0; i < n; i++)
             t->ops->detach(t, rs[i]);
     pthread_mutex_lock(&sf__regions_lock);
@@ -220,12 +201,12 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
     int err = check_range(addr, len);
     if (err)
         return err;
-    if (forked(t))
+    if (sf__forked(t))
         return -ECHILD;
     uintptr_t a = (uintptr_t)addr, e = a + len;
     pthread_mutex_lock(&t->lock);
     size_t n;
-    struct sf_region **rs = regions_list(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     if (!rs) {
         pthread_mutex_unlock(&t->lock);
         return -ENOMEM;
@@ -262,7 +243,7 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
         struct sf_region sub = *r;
         sub.start = a > r->start ? a : r->start;
         sub.end = e < r->end ? e : r->end;
-        if (!forked(t))
+        if (!sf__forked(t))
             t->ops->detach(t, &sub);
         for (uintptr_t p = sub.start; p < sub.end; p += sf_page_size) {
             _Atomic uint64_t *ps = &r->ps[(p - r->start) >> sf_page_shift];
@@ -305,12 +286,12 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
         return;
     pthread_mutex_lock(&t->lock);
     size_t n;
-    struct sf_region **rs = regions_list(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     drop_regions(t, rs, rs ? n : 0);
     free(rs);
     sf__snapshots_destroy(t);
     pthread_mutex_unlock(&t->lock);
-    if (!forked(t))
+    if (!sf__forked(t))
         t->ops->close(t);
     else {
         /* The uffd belongs to the parent's address space: never ioctl it,
@@ -328,17 +309,6 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
 /* ------------------------------------------------------------------------
  * The collector.
  * ------------------------------------------------------------------------ */
-
-static void wait_not_busy(_Atomic uint64_t *ps, uint64_t *w)
-{
-    unsigned spins = 0;
-    while (PS_ST(*w = atomic_load(ps)) == PS_BUSY) {
-        if (++spins < 1000)
-            sf__cpu_relax();
-        else
-            sched_yield();
-    }
-}
 
 /* Runs picked by a walk are re-armed in batches: one protect call over the
  * span from the first run to the last.  Every protect call costs a TLB
@@ -438,7 +408,7 @@ static bool pick(struct sf_region *r, size_t p, enum sf_walk mode)
         if (w & PS_GONE)
             return false;
         if (PS_ST(w) == PS_BUSY) {
-            wait_not_busy(ps, &w); /* let one page finish */
+            w = sf__wait_not_busy(ps); /* let one page finish */
             continue;
         }
         bool writable = PS_ST(w) == PS_WRITABLE;
@@ -465,7 +435,7 @@ static int walk_degraded(sf_tracker *t, struct sf_region *r, enum sf_walk mode, 
             if (w & PS_GONE)
                 break;
             if (PS_ST(w) == PS_BUSY) {
-                wait_not_busy(ps, &w);
+                w = sf__wait_not_busy(ps);
                 continue;
             }
             if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING) | PS_DIRTY))
@@ -577,11 +547,11 @@ SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg)
 {
     if (!t || (flags & ~SF_COLLECT_RESET))
         return -EINVAL;
-    if (forked(t))
+    if (sf__forked(t))
         return -ECHILD;
     pthread_mutex_lock(&t->lock);
     size_t n;
-    struct sf_region **rs = regions_list(t, &n);
+    struct sf_region **rs = sf__regions_list(t, &n);
     if (!rs) {
         pthread_mutex_unlock(&t->lock);
         return -ENOMEM;
