@@ -12,6 +12,27 @@ static _Atomic unsigned long g_epoch;
 static _Atomic long g_readers[2];
 static pthread_mutex_t grace_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* In a fork child only the forking thread exists: readers counted at the
+ * fork (handlers in other threads) will never leave, and the lock may be
+ * held by a thread that is gone.  Start afresh. */
+static void grace_atfork_child(void)
+{
+    atomic_store(&g_readers[0], 0);
+    atomic_store(&g_readers[1], 0);
+    pthread_mutex_init(&grace_lock, NULL);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void grace_register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, grace_atfork_child);
+}
+
+void sf__grace_init(void)
+{
+    pthread_once(&atfork_once, grace_register_atfork);
+}
+
 unsigned sf__grace_enter(void)
 {
     for (;;) {

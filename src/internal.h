@@ -102,6 +102,7 @@ struct sf_rtable {
 unsigned sf__grace_enter(void);
 void sf__grace_exit(unsigned token);
 void sf__grace_wait(void); /* writer side; not from a signal handler */
+void sf__grace_init(void); /* registers the fork-child reset; idempotent */
 
 /* regions.c */
 struct sf_region *sf__region_find(uintptr_t addr); /* inside a grace section */

@@ -230,6 +230,7 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
         return -ENOENT;
     }
     size_t ndrop = 0;
+    bool partial = false;
     for (size_t i = 0; i < n; i++) {
         struct sf_region *r = rs[i];
         if (r->end <= a || r->start >= e)
@@ -238,6 +239,7 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
             rs[ndrop++] = r;
             continue;
         }
+        partial = true;
         /* Part of a region: unprotect it, then mark its pages GONE (a fault
          * racing with this finds them writable or GONE, never armed). */
         struct sf_region sub = *r;
@@ -274,6 +276,10 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
         if (r->vhead)
             sf__versions_drop_range(r, sub.start, sub.end);
     }
+    /* Readers (an image writer copying live pages) may still be inside
+     * pages given back here: the caller may unmap them once we return. */
+    if (partial)
+        sf__grace_wait();
     drop_regions(t, rs, ndrop);
     free(rs);
     pthread_mutex_unlock(&t->lock);

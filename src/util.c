@@ -32,6 +32,7 @@ static void do_init(void)
 void sf__init(void)
 {
     pthread_once(&init_once, do_init);
+    sf__grace_init();
 }
 
 void sf__debug(const char *fmt, ...)
