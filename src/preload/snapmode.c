@@ -1,0 +1,297 @@
+/* snapmode.c - snapshot mode: on a signal or a period, take a COW snapshot
+ * of everything tracked and stream an image of it while the program runs. */
+#include "runtime.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+_Atomic int sfp_snap_requests;
+int sfp_trigger_sig;
+
+static int g_dir_fd = -1;
+static char g_dir[512];
+static sf_snapshot *g_parent;        /* last snapshot written whole: the next parent */
+static uint64_t g_seq, g_takes, g_written, g_failed, g_bytes, g_pause_ns, g_pause_max_ns, g_write_ns;
+static int g_index_fd = -1;          /* the chain's index, one line per image */
+static pid_t g_pid_snap;
+static char g_tag[32];              /* names this process's index and images */
+
+/* What the program installed for the trigger signal, kept behind ours. */
+static struct sigaction g_prog_act;
+static _Atomic int g_prog_set;
+
+int sfp_snap_open(void)
+{
+    const char *tmpl = sfp_opt_explicit(SFP_OPT_OUTPUT) ? sfp_opt_str(SFP_OPT_OUTPUT) : "snapfault.%p.d";
+    g_pid_snap = (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
+    g_dir_fd = sfp_create_dir(tmpl, g_dir, sizeof(g_dir));
+    if (g_dir_fd < 0) {
+        sfp_warn_once(SFP_ONCE_OUTPUT, "cannot use %s as the image directory: %s; no images are written",
+                      g_dir[0] ? g_dir : tmpl, sfp_errstr(g_dir_fd));
+        return g_dir_fd;
+    }
+    /* The chain's tag: the pid, made unique among the programs one pid
+     * runs in turn (exec). */
+    char name[64];
+    g_index_fd = -EEXIST;
+    for (int i = 0; i < 1000 && g_index_fd == -EEXIST; i++) {
+        if (i)
+            sfp_fmt(g_tag, sizeof(g_tag), "%d.%d", (int)g_pid_snap, i);
+        else
+            sfp_fmt(g_tag, sizeof(g_tag), "%d", (int)g_pid_snap);
+        sfp_fmt(name, sizeof(name), "snap-%s.index", g_tag);
+        g_index_fd = (int)sfp_raw_syscall(SYS_openat, g_dir_fd, (long)name,
+                                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_APPEND,
+                                          0600, 0, 0);
+    }
+    if (g_index_fd < 0) {
+        sfp_warn_once(SFP_ONCE_OUTPUT, "cannot create %s/%s: %s; no images are written", g_dir, name,
+                      sfp_errstr(g_index_fd));
+        sfp_raw_syscall(SYS_close, g_dir_fd, 0, 0, 0, 0, 0);
+        g_dir_fd = -1;
+        return -1;
+    }
+    char line[256];
+    size_t n = sfp_fmt(line, sizeof(line), "#snapfault-snapshots 1\tpid=%d\tbackend=%s\n",
+                       (int)g_pid_snap, sf_backend_name(sf_tracker_backend(sfp_tracker)));
+    sfp_write_all(g_index_fd, line, n);
+    sfp_info("snapshot mode: images in %s", g_dir);
+    return 0;
+}
+
+/* The trigger: async-signal-safe, it only counts and wakes the thread,
+ * then gives the program its own handler if it installed one. */
+static void trigger_handler(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    atomic_fetch_add(&sfp_snap_requests, 1);
+    char c = 1;
+    sfp_raw_syscall(SYS_write, sfp_wake_fd[1], (long)&c, 1, 0, 0, 0);
+    errno = saved;
+    if (atomic_load(&g_prog_set)) {
+        struct sigaction a = g_prog_act;
+        if (a.sa_flags & SA_SIGINFO)
+            a.sa_sigaction(sig, si, uc);
+        else if (a.sa_handler != SIG_DFL && a.sa_handler != SIG_IGN)
+            a.sa_handler(sig);
+    }
+}
+
+void sfp_snap_trigger_install(void)
+{
+    int sig = (int)sfp_opt_val(SFP_OPT_SNAPSHOT_SIGNAL);
+    if (sig <= 0)
+        return;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = trigger_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sig, &sa, &old) != 0) {
+        sfp_warn_once(SFP_ONCE_SIGNAL, "cannot install the snapshot signal %d", sig);
+        return;
+    }
+    bool ours = (old.sa_flags & SA_SIGINFO) && old.sa_sigaction == trigger_handler; /* forked child */
+    if (!ours && ((old.sa_flags & SA_SIGINFO) || (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN))) {
+        g_prog_act = old;
+        atomic_store(&g_prog_set, 1);
+    }
+    sfp_trigger_sig = sig;
+}
+
+/* sigaction on the trigger signal, as the program sees it: its handler is
+ * recorded and run after the trigger; SIG_DFL/SIG_IGN stop forwarding (the
+ * signal stays snapfault's trigger while snapshot mode runs). */
+int sfp_trigger_sigaction(const struct sigaction *act, struct sigaction *old)
+{
+    if (old) {
+        if (atomic_load(&g_prog_set)) {
+            *old = g_prog_act;
+        } else {
+            memset(old, 0, sizeof(*old));
+            old->sa_handler = SIG_DFL;
+        }
+    }
+    if (act) {
+        atomic_store(&g_prog_set, 0);
+        g_prog_act = *act;
+        if ((act->sa_flags & SA_SIGINFO) || (act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN))
+            atomic_store(&g_prog_set, 1);
+    }
+    return 0;
+}
+
+static void index_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void index_line(const char *fmt, ...)
+{
+    if (g_index_fd < 0)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        sfp_write_all(g_index_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+/* Takes a snapshot and writes it as image number seq.  locked: hold the
+ * runtime lock through the write too, so that no mapping the image holds
+ * can be untracked (and dropped from the snapshot) while it is written. */
+static int take_and_write_once(uint64_t seq, const char *name, bool locked, const char *why)
+{
+    /* The take runs under the runtime lock, right after a scan, so that the
+     * tracked set matches the mappings. */
+    sfp_lock();
+    sfp_reconcile();
+    sf_snapshot *s = NULL;
+    sfp_kwrite_wait();
+    uint64_t t0 = sfp_now_ns();
+    int rc = sf_snapshot_take(sfp_tracker, &s);
+    uint64_t pause = sfp_now_ns() - t0;
+    /* A zero-length read only reports the snapshot's state. */
+    for (int retry = 0; rc == 0 && retry < 3 && sf_snapshot_read(s, (const void *)sf_page_size, NULL, 0) == -ENOSPC;
+         retry++) {
+        /* The take could not protect some page: most likely a range libc
+         * unmapped or replaced unseen.  Drop those, take again. */
+        sf_snapshot_release(s);
+        s = NULL;
+        if (!sfp_drop_unregistered()) {
+            rc = -ENOSPC;
+            break;
+        }
+        t0 = sfp_now_ns();
+        rc = sf_snapshot_take(sfp_tracker, &s);
+        pause += sfp_now_ns() - t0;
+    }
+    if (rc == 0 && sf_snapshot_read(s, (const void *)sf_page_size, NULL, 0) == -ENOSPC) {
+        sf_snapshot_release(s);
+        s = NULL;
+        rc = -ENOSPC;
+    }
+    if (!locked)
+        sfp_unlock();
+    if (rc < 0) {
+        if (locked)
+            sfp_unlock();
+        return rc;
+    }
+    g_pause_ns += pause;
+    g_takes++;
+    if (pause > g_pause_max_ns)
+        g_pause_max_ns = pause;
+    int fd = (int)sfp_raw_syscall(SYS_openat, g_dir_fd, (long)name,
+                                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600, 0, 0);
+    if (fd < 0) {
+        if (locked)
+            sfp_unlock();
+        sf_snapshot_release(s);
+        return fd;
+    }
+    uint64_t w0 = sfp_now_ns();
+    sfp_patch_begin();
+    rc = g_parent ? sf_snapshot_write_incremental(s, g_parent, fd) : sf_snapshot_write(s, fd);
+    unsigned patched = sfp_patch_end();
+    uint64_t wns = sfp_now_ns() - w0;
+    if (locked)
+        sfp_unlock();
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (sfp_raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0) < 0 && rc == 0)
+        rc = -EIO;
+    if (rc < 0) {
+        /* A partial image is ours to remove. */
+        sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)name, 0, 0, 0, 0);
+        sf_snapshot_release(s);
+        return rc;
+    }
+    index_line("S\t%llu\t%s\t%016llx\t%016llx\t%lld\t%llu\t%llu\t%s\t%u\n", (unsigned long long)seq, name,
+               (unsigned long long)sf_snapshot_id(s),
+               (unsigned long long)(g_parent ? sf_snapshot_id(g_parent) : 0), (long long)size,
+               (unsigned long long)(pause / 1000), (unsigned long long)(wns / 1000), why, patched);
+    g_written++;
+    g_bytes += size > 0 ? (uint64_t)size : 0;
+    g_write_ns += wns;
+    if (g_parent)
+        sf_snapshot_release(g_parent);
+    g_parent = s;
+    return 0;
+}
+
+void sfp_snap_take_and_write(const char *why)
+{
+    atomic_store(&sfp_snap_requests, 0);
+    if (g_dir_fd < 0 || !sfp_tracker)
+        return;
+    long max = (long)sfp_opt_val(SFP_OPT_MAX_IMAGES);
+    if (max && (long)g_written >= max)
+        return;
+    uint64_t seq = ++g_seq;
+    char name[64];
+    sfp_fmt(name, sizeof(name), "snap-%s-%06llu.sfimg", g_tag, (unsigned long long)seq);
+    /* Usually the program keeps running while the image is written.  If it
+     * unmapped part of the snapshot meanwhile (-ENOENT), the next try holds
+     * off mapping changes for the length of the write. */
+    int rc = take_and_write_once(seq, name, false, why);
+    if (rc == -ENOENT)
+        rc = take_and_write_once(seq, name, true, why);
+    if (rc < 0) {
+        g_failed++;
+        sfp_warn_once(SFP_ONCE_IMAGE, "writing image %s/%s failed: %s", g_dir, name,
+                      rc == -ENOSPC ? sf_strerror(rc) : sfp_errstr(rc));
+        index_line("F\t%llu\t%s\t%s\n", (unsigned long long)seq, name, sf_strerror(rc));
+    }
+}
+
+void sfp_snap_finish(void)
+{
+    if (g_parent)
+        sf_snapshot_release(g_parent);
+    g_parent = NULL;
+    if (g_index_fd >= 0)
+        sfp_raw_syscall(SYS_close, g_index_fd, 0, 0, 0, 0, 0);
+    g_index_fd = -1;
+}
+
+void sfp_snap_summary(void)
+{
+    if (!sfp_opt_val(SFP_OPT_SHOW_STATS))
+        return;
+    sf_stats st;
+    memset(&st, 0, sizeof(st));
+    if (sfp_tracker)
+        sf_tracker_stats(sfp_tracker, &st);
+    char buf[1024];
+    size_t n = sfp_fmt(buf, sizeof(buf),
+                       "snapfault: pid %d, snapshot mode, backend %s (%s), images in %s\n"
+                       "snapfault: %llu images (%.1f MiB), %llu failed; take pause mean %.0f us, max %.0f us; "
+                       "write mean %.1f ms\n"
+                       "snapfault: tracked %.1f MiB in %llu ranges; %llu faults, %llu page copies\n",
+                       (int)g_pid_snap, sf_backend_name(st.backend), sf_fault_mode_name(st.fault_mode),
+                       g_dir[0] ? g_dir : "(none)", (unsigned long long)g_written,
+                       (double)g_bytes / 1048576.0, (unsigned long long)g_failed,
+                       g_takes ? (double)g_pause_ns / (double)g_takes / 1000.0 : 0.0,
+                       (double)g_pause_max_ns / 1000.0,
+                       g_written ? (double)g_write_ns / (double)g_written / 1e6 : 0.0,
+                       (double)st.tracked_bytes / 1048576.0, (unsigned long long)st.regions,
+                       (unsigned long long)st.faults, (unsigned long long)st.copies);
+    sfp_write_all(2, buf, n);
+}
+
+void sfp_snap_child(void)
+{
+    /* The parent's snapshots belong to its tracker; its index is its own. */
+    g_parent = NULL;
+    if (g_index_fd >= 0)
+        sfp_raw_syscall(SYS_close, g_index_fd, 0, 0, 0, 0, 0);
+    if (g_dir_fd >= 0)
+        sfp_raw_syscall(SYS_close, g_dir_fd, 0, 0, 0, 0, 0);
+    g_index_fd = g_dir_fd = -1;
+    g_seq = g_takes = g_written = g_failed = g_bytes = g_pause_ns = g_pause_max_ns = g_write_ns = 0;
+    g_dir[0] = 0;
+}

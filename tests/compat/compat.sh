@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# compat.sh CASE - runs one real program without and with the snapfault
+# preload (track mode, then snapshot mode with periodic snapshots) and
+# compares stdout, stderr and exit status; checks the record or image chain.
+# Exit 0 pass, 1 fail, 77 skip (program missing and not installable).
+set -uo pipefail
+
+case_name=${1:?usage: compat.sh CASE}
+: "${SNAPFAULT_TOOL:?path of the snapfault command}"
+: "${SNAPFAULT_PRELOAD_LIB:?path of libsnapfault-preload.so}"
+: "${COMPAT_BIN:?directory of the compat test programs}"
+export SNAPFAULT_PRELOAD_LIB
+
+work=$(mktemp -d /tmp/snapfault-compat.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+fail=0
+
+skip() { echo "SKIP: $*"; exit 77; }
+need() { command -v "$1" >/dev/null 2>&1 || skip "$1 is not installed (tests/compat/setup.sh installs it)"; }
+# Debian's python3 rather than a version manager's shim script
+pybin() { if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi; }
+note() { echo "--- $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+
+# run_cmp NAME CMD...: plain run, then track and snapshot runs, compared.
+run_cmp() {
+    local name=$1; shift
+    "$@" >plain.out 2>plain.err; local plain_rc=$?
+    note "$name: plain exit $plain_rc"
+    local mode
+    for mode in track snapshot; do
+        local out=$work/$name.$mode
+        local opts=(--mode "$mode" --output "$out.%p")
+        if [ "$mode" = track ]; then opts+=(--interval 100ms); else opts+=(--snapshot-every "${SNAP_EVERY:-250ms}" --snapshot-signal 0); fi
+        [ -n "${COMPAT_BACKEND:-}" ] && opts+=(--backend "$COMPAT_BACKEND")
+        "$SNAPFAULT_TOOL" run "${opts[@]}" -- "$@" >pre.out 2>pre.err; local rc=$?
+        if [ "$rc" != "$plain_rc" ]; then bad "$name/$mode: exit $rc, expected $plain_rc"; sed 's/^/    /' pre.err | head -20; fi
+        if ! cmp -s plain.out pre.out; then bad "$name/$mode: stdout differs"; diff plain.out pre.out | head -10; fi
+        if ! cmp -s plain.err pre.err; then bad "$name/$mode: stderr differs"; diff plain.err pre.err | head -10; fi
+        check_output "$name" "$mode" "$out"
+    done
+}
+
+# The records or images the runs left must be readable and consistent.
+check_output() {
+    local name=$1 mode=$2 out=$3
+    shopt -s nullglob
+    local files=("$out".*)
+    shopt -u nullglob
+    if [ ${#files[@]} -eq 0 ]; then bad "$name/$mode: no output at $out.*"; return; fi
+    local f n=0
+    for f in "${files[@]}"; do
+        if [ "$mode" = track ]; then
+            "$SNAPFAULT_TOOL" report "$f" >report.txt 2>&1 || { bad "$name/$mode: report $f failed"; cat report.txt; continue; }
+            grep -q '^dirtied:' report.txt || bad "$name/$mode: report of $f has no summary"
+            [ "${REQUIRE_EXIT:-1}" = 1 ] && grep -q 'no exit record' report.txt && bad "$name/$mode: $f has no exit record"
+            local perm; perm=$(stat -c %a "$f")
+            [ "$perm" = 600 ] || bad "$name/$mode: $f has mode $perm, not 600"
+        else
+            if compgen -G "$f/*.sfimg" >/dev/null; then
+                "$SNAPFAULT_TOOL" image verify "$f" >verify.txt 2>&1 || { bad "$name/$mode: image verify $f failed"; tail -5 verify.txt; }
+                n=$((n + $(grep -c ': ok' verify.txt)))
+            fi
+        fi
+    done
+    if [ "$mode" = snapshot ]; then
+        note "$name/$mode: ${#files[@]} processes, $n images verified"
+        [ "${MIN_IMAGES:-1}" -le "$n" ] || bad "$name/$mode: expected at least ${MIN_IMAGES:-1} images, got $n"
+    else
+        note "$name/$mode: ${#files[@]} records"
+        head -6 report.txt | sed 's/^/    /'
+    fi
+}
+
+case "$case_name" in
+python3)
+    need python3
+    py=$(pybin)
+    head -c 3000000 /dev/urandom >data.bin
+    cat >work.py <<'PY'
+import hashlib, os, sys, threading, zlib
+path = sys.argv[1]
+size = os.path.getsize(path)
+buf = bytearray(size)
+with open(path, 'rb', buffering=0) as f:        # read(2) straight into a tracked buffer
+    n = f.readinto(buf)
+print("read", n, hashlib.sha256(buf).hexdigest()[:16])
+results = [None] * 4
+def worker(i):
+    d = {}
+    for k in range(60000):
+        d[k] = (k * (i + 7)) % 1000003
+    blob = bytes(buf[i::4])
+    results[i] = (sum(d.values()), zlib.crc32(zlib.compress(blob, 6)))
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("threads", results)
+chunks = [os.urandom(0) + bytes([i % 256]) * (i * 1000) for i in range(400)]
+print("chunks", sum(len(c) for c in chunks))
+with open(path, 'rb') as f:
+    parts = [f.read(65536) for _ in range(size // 65536 + 1)]
+print("parts", len(parts), hashlib.md5(b''.join(parts)).hexdigest()[:16])
+PY
+    MIN_IMAGES=1 run_cmp python3 "$py" work.py data.bin
+    ;;
+java)
+    need java; need javac
+    cat >Work.java <<'JAVA'
+import java.util.*;
+import java.util.concurrent.*;
+public class Work {
+    static int nulls(Object[] a) {
+        int n = 0;
+        for (Object o : a) { try { n += o.hashCode() & 1; } catch (NullPointerException e) { n += 2; } }
+        return n;
+    }
+    public static void main(String[] args) throws Exception {
+        ExecutorService ex = Executors.newFixedThreadPool(3);
+        List<Future<Long>> fs = new ArrayList<>();
+        for (int t = 0; t < 3; t++) {
+            final int seed = t;
+            fs.add(ex.submit(() -> {
+                long s = 0;
+                for (int r = 0; r < 30; r++) {
+                    long[] a = new long[200000];
+                    for (int i = 0; i < a.length; i++) a[i] = (i * 31L + seed) ^ r;
+                    Arrays.sort(a);
+                    s += a[a.length / 2];
+                    HashMap<Integer, String> m = new HashMap<>();
+                    for (int i = 0; i < 20000; i++) m.put(i, Integer.toString(i * seed));
+                    s += m.size();
+                }
+                return s;
+            }));
+        }
+        long total = 0;
+        for (Future<Long> f : fs) total += f.get();
+        ex.shutdown();
+        Object[] objs = new Object[1000];
+        for (int i = 0; i < objs.length; i += 3) objs[i] = Integer.valueOf(i);
+        int n = 0;
+        for (int r = 0; r < 3000; r++) n += nulls(objs);   // JIT-compiled: implicit null checks via SIGSEGV
+        System.out.println("total " + total + " nulls " + n);
+    }
+}
+JAVA
+    javac -d . Work.java 2>javac.err || { cat javac.err; exit 1; }
+    MIN_IMAGES=1 run_cmp java java -Xmx256m -cp . Work
+    ;;
+gawk)
+    need gawk
+    cat >deep.awk <<'AWK'
+function depth(n) { return n == 0 ? 0 : 1 + depth(n - 1) }
+function fib(n,   a, b, t, i) { a = 0; b = 1; for (i = 0; i < n; i++) { t = a + b; a = b; b = t % 1000000007 } return a }
+BEGIN {
+    print "depth", depth(200000)
+    for (i = 0; i < 300000; i++) h[i % 5003] += i
+    s = 0; for (k in h) s += h[k]
+    print "sum", s, "fib", fib(100000)
+    str = ""; for (i = 0; i < 20000; i++) str = str sprintf("%x", i)
+    print "len", length(str), substr(str, 5000, 20)
+}
+AWK
+    MIN_IMAGES=1 run_cmp gawk gawk -f deep.awk
+    ;;
+sqlite3)
+    need sqlite3
+    cat >script.sql <<'SQL'
+CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v TEXT);
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000)
+INSERT INTO t(k, v) SELECT (x * 7919) % 10007, printf('%08d', x) FROM c;
+CREATE INDEX tk ON t(k);
+SELECT count(*), sum(k), max(v) FROM t;
+SELECT k, count(*) FROM t GROUP BY k ORDER BY count(*) DESC, k LIMIT 5;
+UPDATE t SET v = upper(v) || 'x' WHERE k % 3 = 0;
+SELECT count(*), sum(length(v)) FROM t WHERE v LIKE '%x';
+DELETE FROM t WHERE id % 2 = 0;
+VACUUM;
+SELECT count(*), min(id), max(id) FROM t;
+SQL
+    rm -f db.sqlite
+    MIN_IMAGES=1 run_cmp sqlite3 sh -c 'rm -f db.sqlite; exec sqlite3 db.sqlite < script.sql'
+    ;;
+sortgzip)
+    need sort; need gzip
+    # tens of MiB of text, the same every time
+    awk 'BEGIN { srand(42); for (i = 0; i < 700000; i++) printf "%08d %s line %d\n", int(rand() * 1e8), substr("abcdefghijklmnop", i % 16 + 1), i }' >big.txt
+    note "input $(du -m big.txt | cut -f1) MiB"
+    # two snapshots a second: sort rewrites its whole buffer between two
+    SNAP_EVERY=500ms MIN_IMAGES=1 run_cmp sort sort -S 64M big.txt -o sorted.txt
+    cmp -s sorted.txt <(LC_ALL=${LC_ALL:-} sort -S 64M big.txt) || bad "sorted output differs"
+    MIN_IMAGES=1 run_cmp gzip sh -c 'gzip -c big.txt | gunzip -c | md5sum'
+    ;;
+pipeline)
+    need sh
+    MIN_IMAGES=0 run_cmp pipeline sh -c 'seq 1 200000 | awk "{ s += \$1 } END { print s }"; for i in 1 2 3; do echo "$i" | tr 123 abc; done; x=$(ls / | wc -l); echo "entries $x" | sed s/entries/n/; (cd /etc && cat os-release | wc -l) | sort -n; sh -c "exit 3" || echo "inner exit $?"'
+    ;;
+segv-handler)
+    MIN_IMAGES=1 run_cmp segv_handler "$COMPAT_BIN/segv_handler"
+    ;;
+crash)
+    for how in segv readonly bus abort; do
+        # a crashed process writes no exit record
+        REQUIRE_EXIT=0 MIN_IMAGES=0 run_cmp "crash-$how" "$COMPAT_BIN/crash" "$how"
+    done
+    ;;
+kwrite)
+    # the signal-delivered fault modes, where EFAULT is the danger
+    for backend in mprotect uffd-sync; do
+        COMPAT_BACKEND=$backend MIN_IMAGES=0 run_cmp "kwrite-$backend" "$COMPAT_BIN/kwrite"
+    done
+    MIN_IMAGES=0 COMPAT_BACKEND=mprotect run_cmp kwrite-python "$(pybin)" -c 'import hashlib; d = open("/proc/self/exe","rb").read(); print(len(d) > 0, hashlib.md5(d).hexdigest() == hashlib.md5(open("/proc/self/exe","rb").read()).hexdigest())'
+    ;;
+forks)
+    MIN_IMAGES=1 run_cmp forks "$COMPAT_BIN/forks"
+    ;;
+attribute)
+    # write attribution: the stacks that dirtied pages first, with symbols
+    "$COMPAT_BIN/crash" none >plain.out 2>&1 || bad "crash none failed"
+    "$SNAPFAULT_TOOL" run --attribute --output "$work/attr.sft" -- "$COMPAT_BIN/crash" none >pre.out 2>pre.err ||
+        bad "attribution run failed: $(cat pre.err)"
+    cmp -s plain.out pre.out || bad "attribution changed the output"
+    [ ! -s pre.err ] || bad "attribution printed: $(cat pre.err)"
+    "$SNAPFAULT_TOOL" report "$work/attr.sft" >report.txt || bad "report failed"
+    grep -q '^backend:   \(uffd-sync\|mprotect\)' report.txt || bad "attribution did not pick a sync backend: $(grep backend: report.txt)"
+    grep -q 'top writers' report.txt || bad "no top writers in the report"
+    # unwound from the signal frame through libc's memset into the program
+    sed -n '/top writers/,$p' report.txt | head -6 | grep -q 'main\|crash+' || bad "the program is not among the top writers' frames"
+    sed -n '/top writers/,$p' report.txt | head -8
+    # with the async backend chosen explicitly it says so and records nothing
+    "$SNAPFAULT_TOOL" run --attribute --backend uffd-async --output "$work/attr2.sft" -- "$COMPAT_BIN/crash" none >/dev/null 2>pre.err
+    grep -q 'needs a sync backend' pre.err || bad "no warning for attribution with uffd-async"
+    grep -q '^W' "$work/attr2.sft" || bad "no W record for attribution with uffd-async"
+    ;;
+options)
+    # bad values: a warning, the program still runs with the defaults
+    out=$(SNAPFAULT_INTERVAL=fast SNAPFAULT_OUTPUT=$work/opt.%p LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB sh -c 'echo ran' 2>err.txt); rc=$?
+    [ "$rc" = 0 ] && [ "$out" = ran ] || bad "bad interval: program did not run normally (rc $rc, out '$out')"
+    grep -q 'SNAPFAULT_INTERVAL="fast"' err.txt || bad "bad interval: no warning: $(cat err.txt)"
+    [ "$(grep -c INTERVAL err.txt)" = 1 ] || bad "bad interval: warned more than once"
+    out=$(SNAPFAULT_MODE=turbo SNAPFAULT_OUTPUT=$work/opt2.%p LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB sh -c 'echo ran' 2>err.txt); rc=$?
+    [ "$rc" = 0 ] && [ "$out" = ran ] || bad "unknown mode: program did not run (rc $rc)"
+    grep -q 'SNAPFAULT_MODE="turbo"' err.txt || bad "unknown mode: no warning"
+    # unwritable output: one warning, the program runs
+    mkdir ro && chmod 500 ro
+    out=$(SNAPFAULT_OUTPUT=/proc/no/such/dir/x LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB sh -c 'echo ran' 2>err.txt); rc=$?
+    [ "$rc" = 0 ] && [ "$out" = ran ] || bad "unwritable output: program did not run (rc $rc)"
+    grep -q 'cannot create' err.txt || bad "unwritable output: no warning: $(cat err.txt)"
+    # never clobber: an existing file is left alone, the record goes beside it
+    echo precious >keep.sft
+    out=$(SNAPFAULT_OUTPUT=$work/keep.sft LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB sh -c 'echo ran' 2>err.txt)
+    [ "$(cat keep.sft)" = precious ] || bad "an existing output file was overwritten"
+    compgen -G "keep.sft.*" >/dev/null || bad "no record beside the existing file"
+    ln -s keep.sft link.sft
+    SNAPFAULT_OUTPUT=$work/link.sft LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB sh -c 'true' 2>err.txt
+    [ "$(cat keep.sft)" = precious ] || bad "a symlinked output was followed"
+    # quiet by default: nothing on stderr when all is well
+    SNAPFAULT_OUTPUT=$work/q.%p LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB sh -c 'echo ran' >/dev/null 2>err.txt
+    [ ! -s err.txt ] || bad "the preload printed without being asked: $(cat err.txt)"
+    # setuid semantics: AT_SECURE ignores SNAPFAULT_* (checked via the mode off path)
+    # snapfault run refuses bad usage with exit 2 and one line
+    for args in "--mode turbo -- true" "--interval x -- true" "--bogus -- true" "--output /no/such/dir/f -- true" ""; do
+        # shellcheck disable=SC2086
+        "$SNAPFAULT_TOOL" run $args >/dev/null 2>err.txt; rc=$?
+        [ "$rc" = 2 ] || bad "snapfault run $args: exit $rc, expected 2"
+        [ "$(wc -l <err.txt)" = 1 ] || bad "snapfault run $args: not a one-line reason: $(cat err.txt)"
+    done
+    for cmd in "report" "image" "image verify" "report a b" "image frob" "probe extra" "nonsense"; do
+        # shellcheck disable=SC2086
+        "$SNAPFAULT_TOOL" $cmd >/dev/null 2>err.txt; rc=$?
+        [ "$rc" = 2 ] || bad "snapfault $cmd: exit $rc, expected 2"
+    done
+    for cmd in "" "run" "report" "probe" "image"; do
+        # shellcheck disable=SC2086
+        "$SNAPFAULT_TOOL" $cmd --help >help.txt 2>&1 || bad "snapfault $cmd --help failed"
+        grep -q usage help.txt || bad "snapfault $cmd --help prints no usage"
+    done
+    # a damaged image makes verify fail
+    "$SNAPFAULT_TOOL" run --mode snapshot --snapshot-every 200ms --output "$work/img" -- sh -c 'sleep 0.5' || bad "snapshot run failed"
+    img=$(ls "$work"/img/*.sfimg | head -1)
+    [ -n "$img" ] || bad "no image written"
+    if [ -n "$img" ]; then
+        "$SNAPFAULT_TOOL" image verify "$work/img" >/dev/null || bad "fresh images do not verify"
+        size=$(stat -c %s "$img")
+        printf '\xff\xff\xff\xff' | dd of="$img" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+        "$SNAPFAULT_TOOL" image verify "$img" >/dev/null && bad "a corrupted image verified"
+        # remove the full image at the root of the newest chain
+        last=$(ls "$work"/img/*.sfimg | tail -1)
+        root=${last%-*}-000001.sfimg
+        if [ "$last" != "$root" ]; then
+            rm -f "$root"
+            "$SNAPFAULT_TOOL" image verify "$last" >verify.txt && bad "a chain with a missing parent verified"
+            grep -q 'parent image missing' verify.txt || bad "missing parent not reported"
+        else
+            bad "expected a chain of at least two images"
+        fi
+    fi
+    ;;
+*)
+    echo "unknown case $case_name"; exit 2 ;;
+esac
+
+if [ $fail = 0 ]; then echo "PASS: $case_name"; else echo "FAILED: $case_name"; fi
+exit $fail

@@ -1,0 +1,465 @@
+/* image_cmd.c - `snapfault image info|verify|cat|diff`: inspects snapshot
+ * images and the chains incremental images form, with the public sf_image_*
+ * API only. */
+#include "tools.h"
+
+#include "snapfault.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct img {
+    char path[4096];
+    int fd;
+    sf_image *im;
+    sf_image_info info;
+    int open_err;
+};
+
+/* The images a command can see: those named, plus their directories'
+ * *.sfimg siblings (so that a chain's parents are found). */
+struct set {
+    struct img *v;
+    size_t n, cap;
+};
+
+static struct img *set_add(struct set *s, const char *path)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].path, path) == 0)
+            return &s->v[i];
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->v = realloc(s->v, s->cap * sizeof(*s->v));
+        if (!s->v) {
+            fprintf(stderr, "snapfault image: out of memory\n");
+            exit(1);
+        }
+    }
+    struct img *m = &s->v[s->n++];
+    memset(m, 0, sizeof(*m));
+    snprintf(m->path, sizeof(m->path), "%s", path);
+    m->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (m->fd < 0) {
+        m->open_err = -errno;
+        return m;
+    }
+    m->open_err = sf_image_open(&m->im, m->fd);
+    if (!m->open_err)
+        sf_image_get_info(m->im, &m->info);
+    return m;
+}
+
+static void add_dir(struct set *s, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char **names = NULL;
+    size_t n = 0;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l > 6 && strcmp(e->d_name + l - 6, ".sfimg") == 0) {
+            names = realloc(names, (n + 1) * sizeof(*names));
+            names[n++] = strdup(e->d_name);
+        }
+    }
+    closedir(d);
+    /* names sort in sequence order (snap-PID-NNNNNN) */
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char *t = names[j];
+            names[j] = names[j - 1];
+            names[j - 1] = t;
+        }
+    for (size_t i = 0; i < n; i++) {
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        set_add(s, p);
+        free(names[i]);
+    }
+    free(names);
+}
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static void dir_of(const char *path, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (slash)
+        *slash = 0;
+    else
+        snprintf(out, cap, ".");
+}
+
+static struct img *find_id(struct set *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->v[i].open_err && s->v[i].info.id == id)
+            return &s->v[i];
+    return NULL;
+}
+
+/* Reads len bytes at addr as of image m, following parents for pages an
+ * incremental image does not hold. */
+static int chain_read(struct set *s, struct img *m, uint64_t addr, void *buf, size_t len)
+{
+    for (int depth = 0; m && depth < 100000; depth++) {
+        int rc = sf_image_read(m->im, addr, buf, len);
+        if (rc != -ENODATA)
+            return rc;
+        if (!m->info.parent_id)
+            return -ENODATA;
+        m = find_id(s, m->info.parent_id);
+    }
+    return -ENODATA; /* parent missing */
+}
+
+static const char *errmsg(int err) { return sf_strerror(err); }
+
+/* ------------------------------------------------------------------------ */
+
+static int print_range(void *addr, size_t len, void *arg)
+{
+    printf("  range %#014" PRIxPTR "-%#014" PRIxPTR "  %zu KiB\n", (uintptr_t)addr, (uintptr_t)addr + len,
+           len >> 10);
+    return 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    bool ranges = false;
+    int nfiles = 0, status = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--ranges") == 0) {
+            ranges = true;
+            continue;
+        }
+        if (argv[i][0] == '-')
+            usage_error("image info", "unknown option '%s'", argv[i]);
+        nfiles++;
+    }
+    if (!nfiles)
+        usage_error("image info", "missing IMAGE");
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-')
+            continue;
+        struct set s = {0};
+        struct img *m = set_add(&s, argv[i]);
+        if (m->open_err) {
+            printf("%s: cannot open: %s\n", argv[i], m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+            status = 1;
+            continue;
+        }
+        sf_image_info *f = &m->info;
+        char when[64] = "?";
+        time_t t = (time_t)(f->taken_ns / 1000000000);
+        struct tm tm;
+        if (localtime_r(&t, &tm))
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+        printf("%s:\n", argv[i]);
+        printf("  format version %u, page size %u\n", f->version, f->page_size);
+        printf("  id      %016" PRIx64 "\n", f->id);
+        if (f->parent_id)
+            printf("  parent  %016" PRIx64 " (incremental)\n", f->parent_id);
+        else
+            printf("  parent  none (full image)\n");
+        printf("  taken   %s.%03d\n", when, (int)((f->taken_ns / 1000000) % 1000));
+        printf("  memory  %" PRIu64 " ranges, %.1f MiB\n", f->ranges, (double)f->bytes / 1048576.0);
+        printf("  pages   %" PRIu64 " stored, %" PRIu64 " zero, %" PRIu64 " in the parent chain\n", f->pages_stored,
+               f->pages_zero, f->pages_absent);
+        if (ranges)
+            sf_image_ranges(m->im, print_range, NULL);
+    }
+    return status;
+}
+
+/* verify: every image's checksums, and for incremental ones a parent that is
+ * present, verifies, and was taken earlier. */
+static int cmd_verify(int argc, char **argv)
+{
+    struct set s = {0};
+    size_t named = 0;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-')
+            usage_error("image verify", "unknown option '%s'", argv[i]);
+        if (is_dir(argv[i]))
+            add_dir(&s, argv[i]);
+        else
+            set_add(&s, argv[i]);
+        named++;
+    }
+    if (!named)
+        usage_error("image verify", "missing IMAGE or DIR");
+    size_t nnamed = s.n;
+    /* parents may sit beside the named images */
+    for (size_t i = 0; i < nnamed; i++) {
+        char d[4096];
+        dir_of(s.v[i].path, d, sizeof(d));
+        add_dir(&s, d);
+    }
+    int bad = 0, ok = 0;
+    int *state = calloc(s.n, sizeof(int)); /* 0 unknown, 1 good, -1 bad */
+    for (size_t i = 0; i < s.n; i++) {
+        struct img *m = &s.v[i];
+        if (m->open_err) {
+            state[i] = -1;
+            continue;
+        }
+        state[i] = sf_image_verify(m->im) == 0 ? 1 : -1;
+    }
+    for (size_t i = 0; i < nnamed; i++) {
+        struct img *m = &s.v[i];
+        if (m->open_err) {
+            printf("%s: DAMAGED: %s\n", m->path, m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+            bad++;
+            continue;
+        }
+        if (state[i] < 0) {
+            printf("%s: DAMAGED: checksum mismatch\n", m->path);
+            bad++;
+            continue;
+        }
+        /* walk the parent chain */
+        struct img *c = m;
+        int depth = 0;
+        const char *problem = NULL;
+        while (c->info.parent_id && depth++ < 100000) {
+            struct img *p = find_id(&s, c->info.parent_id);
+            if (!p) {
+                problem = "parent image missing";
+                break;
+            }
+            if (state[p - s.v] < 0) {
+                problem = "parent image damaged";
+                break;
+            }
+            if (p->info.taken_ns > c->info.taken_ns) {
+                problem = "parent taken after its child";
+                break;
+            }
+            c = p;
+        }
+        if (problem) {
+            printf("%s: BROKEN CHAIN: %s (%016" PRIx64 ")\n", m->path, problem, c->info.parent_id);
+            bad++;
+        } else {
+            printf("%s: ok (%s, chain of %d)\n", m->path, m->info.parent_id ? "incremental" : "full", depth + 1);
+            ok++;
+        }
+    }
+    free(state);
+    printf("%d ok, %d damaged\n", ok, bad);
+    return bad ? 1 : 0;
+}
+
+static bool parse_u64(const char *s, uint64_t *v)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 0);
+    if (errno || end == s || *end)
+        return false;
+    *v = x;
+    return true;
+}
+
+static int cmd_cat(int argc, char **argv)
+{
+    bool raw = false;
+    const char *args[3];
+    int na = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--raw") == 0)
+            raw = true;
+        else if (argv[i][0] == '-' && argv[i][1] && !(argv[i][1] >= '0' && argv[i][1] <= '9'))
+            usage_error("image cat", "unknown option '%s'", argv[i]);
+        else if (na < 3)
+            args[na++] = argv[i];
+        else
+            usage_error("image cat", "too many arguments");
+    }
+    uint64_t addr, len;
+    if (na != 3)
+        usage_error("image cat", "expected IMAGE ADDR LEN");
+    if (!parse_u64(args[1], &addr) || !parse_u64(args[2], &len) || len == 0 || len > (1ull << 30))
+        usage_error("image cat", "ADDR and LEN are numbers (0x... for hex), LEN up to 1 GiB");
+    struct set s = {0};
+    struct img *m = set_add(&s, args[0]);
+    if (m->open_err) {
+        fprintf(stderr, "snapfault image cat: %s: %s\n", args[0], m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+        return 1;
+    }
+    char d[4096];
+    dir_of(args[0], d, sizeof(d));
+    add_dir(&s, d);
+    m = set_add(&s, args[0]);
+    unsigned char *buf = malloc(len);
+    if (!buf)
+        return 1;
+    int rc = chain_read(&s, m, addr, buf, len);
+    if (rc < 0) {
+        fprintf(stderr, "snapfault image cat: %#" PRIx64 "+%" PRIu64 ": %s\n", addr, len, errmsg(rc));
+        free(buf);
+        return 1;
+    }
+    if (raw) {
+        fwrite(buf, 1, len, stdout);
+    } else {
+        for (uint64_t o = 0; o < len; o += 16) {
+            printf("%016" PRIx64 "  ", addr + o);
+            for (uint64_t j = 0; j < 16; j++)
+                o + j < len ? printf("%02x ", buf[o + j]) : printf("   ");
+            printf(" |");
+            for (uint64_t j = 0; j < 16 && o + j < len; j++)
+                putchar(buf[o + j] >= 32 && buf[o + j] < 127 ? buf[o + j] : '.');
+            printf("|\n");
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* diff: which pages differ between two images (each read through its chain). */
+struct rng {
+    uint64_t a, e;
+};
+struct rngs {
+    struct rng *v;
+    size_t n;
+};
+
+static int collect_range(void *addr, size_t len, void *arg)
+{
+    struct rngs *r = arg;
+    r->v = realloc(r->v, (r->n + 1) * sizeof(*r->v));
+    if (!r->v)
+        return 1;
+    r->v[r->n++] = (struct rng){(uintptr_t)addr, (uintptr_t)addr + len};
+    return 0;
+}
+
+static int cmd_diff(int argc, char **argv)
+{
+    const char *a = NULL, *b = NULL;
+    int show = 20;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--max") == 0) {
+            if (++i >= argc || (show = atoi(argv[i])) < 0)
+                usage_error("image diff", "--max needs a number");
+        } else if (argv[i][0] == '-') {
+            usage_error("image diff", "unknown option '%s'", argv[i]);
+        } else if (!a) {
+            a = argv[i];
+        } else if (!b) {
+            b = argv[i];
+        } else {
+            usage_error("image diff", "expected two images");
+        }
+    }
+    if (!a || !b)
+        usage_error("image diff", "expected two images");
+    struct set s = {0};
+    struct img *ia = set_add(&s, a), *ib = set_add(&s, b);
+    if (ia->open_err || ib->open_err) {
+        struct img *m = ia->open_err ? ia : ib;
+        fprintf(stderr, "snapfault image diff: %s: %s\n", m->path, m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+        return 2;
+    }
+    char d[4096];
+    dir_of(a, d, sizeof(d));
+    add_dir(&s, d);
+    dir_of(b, d, sizeof(d));
+    add_dir(&s, d);
+    ia = set_add(&s, a);
+    ib = set_add(&s, b);
+    struct rngs ra = {0}, rb = {0};
+    sf_image_ranges(ia->im, collect_range, &ra);
+    sf_image_ranges(ib->im, collect_range, &rb);
+    size_t page = ia->info.page_size;
+    unsigned char *pa = malloc(page), *pb = malloc(page);
+    uint64_t same = 0, differ = 0, only_a = 0, only_b = 0, unreadable = 0;
+    int shown = 0;
+    /* pages of a: in b too? equal? */
+    for (size_t i = 0; i < ra.n; i++)
+        for (uint64_t p = ra.v[i].a; p < ra.v[i].e; p += page) {
+            int x = chain_read(&s, ia, p, pa, page), y = chain_read(&s, ib, p, pb, page);
+            if (x < 0 || y == -ENODATA || (y < 0 && y != -ENOENT)) {
+                unreadable++;
+            } else if (y == -ENOENT) {
+                only_a++;
+            } else if (memcmp(pa, pb, page) == 0) {
+                same++;
+            } else {
+                differ++;
+                if (shown++ < show)
+                    printf("page %#014" PRIx64 " differs\n", p);
+            }
+        }
+    for (size_t i = 0; i < rb.n; i++)
+        for (uint64_t p = rb.v[i].a; p < rb.v[i].e; p += page)
+            if (sf_image_read(ib->im, p, pb, 1) != -ENOENT && sf_image_read(ia->im, p, pa, 1) == -ENOENT)
+                only_b++;
+    if (shown > show)
+        printf("... %d more\n", shown - show);
+    printf("%" PRIu64 " pages same, %" PRIu64 " differ, %" PRIu64 " only in %s, %" PRIu64 " only in %s",
+           same, differ, only_a, a, only_b, b);
+    if (unreadable)
+        printf(", %" PRIu64 " unreadable (damaged or parent missing)", unreadable);
+    printf("\n");
+    free(pa);
+    free(pb);
+    return unreadable ? 2 : (differ || only_a || only_b) ? 1 : 0;
+}
+
+int cmd_image(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: snapfault image info [--ranges] IMAGE...\n"
+        "       snapfault image verify IMAGE...|DIR...\n"
+        "       snapfault image cat [--raw] IMAGE ADDR LEN\n"
+        "       snapfault image diff [--max N] IMAGE1 IMAGE2\n"
+        "\n"
+        "info    prints each image's id, parent, time and contents.\n"
+        "verify  checks every block checksum and that each incremental image's parent\n"
+        "        chain is complete (parents are looked up beside the image); exits 1 if\n"
+        "        anything is damaged or missing.\n"
+        "cat     dumps LEN bytes at address ADDR of the imaged process (hex, or --raw),\n"
+        "        reading an incremental image's missing pages from its parents.\n"
+        "diff    compares two images page by page; exits 0 if equal, 1 if they differ,\n"
+        "        2 on trouble (like cmp).\n";
+    if (argc < 2)
+        usage_error("image", "missing subcommand (info, verify, cat, diff)");
+    if (is_help(argv[1])) {
+        fputs(help, stdout);
+        return 0;
+    }
+    for (int i = 2; i < argc; i++)
+        if (is_help(argv[i])) {
+            fputs(help, stdout);
+            return 0;
+        }
+    if (strcmp(argv[1], "info") == 0)
+        return cmd_info(argc - 1, argv + 1);
+    if (strcmp(argv[1], "verify") == 0)
+        return cmd_verify(argc - 1, argv + 1);
+    if (strcmp(argv[1], "cat") == 0)
+        return cmd_cat(argc - 1, argv + 1);
+    if (strcmp(argv[1], "diff") == 0)
+        return cmd_diff(argc - 1, argv + 1);
+    usage_error("image", "unknown subcommand '%s'", argv[1]);
+}

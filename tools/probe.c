@@ -1,0 +1,61 @@
+/* probe.c - `snapfault probe`: what the kernel and this process support,
+ * which backend each mode of the preload would use, and why not the others. */
+#include "tools.h"
+
+#include "snapfault.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *yesno(int v) { return v ? "yes" : "no"; }
+
+int cmd_probe(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) {
+            printf("usage: snapfault probe\n\n"
+                   "Tries each tracking mechanism on a scratch page and prints what works here,\n"
+                   "which backend each preload mode would pick, and why the others cannot be used.\n"
+                   "Run it as the user (and with the privileges) the program will have.\n");
+            return 0;
+        }
+        usage_error("probe", "unexpected argument '%s'", argv[i]);
+    }
+    sf_caps c;
+    int rc = sf_probe(&c);
+    if (rc < 0) {
+        fprintf(stderr, "snapfault probe: %s\n", sf_strerror(rc));
+        return 1;
+    }
+    printf("kernel and process (uid %d):\n", (int)geteuid());
+    printf("  userfaultfd:                 %s (features %#llx)\n", yesno(c.uffd), (unsigned long long)c.uffd_features);
+    printf("  uffd kernel-mode faults:     %s%s\n", yesno(c.uffd_kernel_faults),
+           c.uffd_kernel_faults ? "" : " (needs root, CAP_SYS_PTRACE, /dev/userfaultfd access or "
+                                       "vm.unprivileged_userfaultfd=1)");
+    printf("  uffd write-protect:          %s\n", yesno(c.uffd_wp));
+    printf("  WP of unpopulated pages:     %s\n", yesno(c.uffd_wp_unpopulated));
+    printf("  WP async (6.7+):             %s\n", yesno(c.uffd_wp_async));
+    printf("  uffd SIGBUS mode:            %s\n", yesno(c.uffd_sigbus));
+    printf("  PAGEMAP_SCAN:                %s\n", yesno(c.pagemap_scan));
+    printf("  soft-dirty bits:             %s\n", yesno(c.soft_dirty));
+    printf("  transparent huge pages:      %s\n", c.thp_enabled ? "enabled (snapfault sets MADV_NOHUGEPAGE)" : "never");
+    printf("  VMAs: %ld of vm.max_map_count %ld\n", c.map_count, c.max_map_count);
+    printf("\nbackends:\n");
+    for (int b = 1; b < SF_BACKEND_COUNT; b++)
+        printf("  %-11s %s%s%s\n", sf_backend_name((sf_backend)b), c.backend_ok[b] ? "unusable" : "usable",
+               c.backend_ok[b] ? ": " : "", c.backend_ok[b] ? c.why[b] : "");
+    printf("  uffd-sync faults: %s\n", c.sync_mode_why[0] ? c.sync_mode_why : sf_fault_mode_name(c.sync_mode));
+    printf("\npreload modes (SNAPFAULT_BACKEND=auto):\n");
+    printf("  track:              %s\n", sf_backend_name(c.auto_tracking));
+    printf("  snapshot:           %s\n", sf_backend_name(c.auto_snapshots));
+    bool inthread = !c.backend_ok[SF_BACKEND_UFFD_SYNC] && c.uffd_sigbus;
+    printf("  track --attribute:  %s (faults must arrive in the writing thread)\n",
+           inthread ? "uffd-sync, in-thread faults" : "mprotect");
+    bool kw = c.auto_tracking == SF_BACKEND_UFFD_ASYNC || c.auto_tracking == SF_BACKEND_SOFTDIRTY;
+    bool kws = c.auto_snapshots == SF_BACKEND_UFFD_SYNC && c.sync_mode == SF_FAULTS_HANDLER_THREAD;
+    printf("\nkernel writes (read(2) into tracked memory): track mode %s, snapshot mode %s\n",
+           kw ? "resolved by the kernel" : "pre-faulted by the preload's interposers",
+           kws ? "resolved by handler threads" : "pre-faulted by the preload's interposers");
+    return 0;
+}
