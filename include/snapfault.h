@@ -286,7 +286,10 @@ SF_API int sf_snapshot_write_incremental(sf_snapshot *s, const sf_snapshot *pare
 SF_API uint64_t sf_snapshot_id(const sf_snapshot *s);
 
 /* Releases s; its page copies are freed once no other snapshot shares
- * them.  NULL is a no-op.  Not async-signal-safe. */
+ * them.  NULL is a no-op.  Thread-safe (serialized per tracker); may run
+ * while another thread writes s's image (the writer holds a reference and
+ * the last of the two frees it); s must not be used afterwards.  Not
+ * async-signal-safe. */
 SF_API void sf_snapshot_release(sf_snapshot *s);
 
 /* ------------------------------------------------------------------------ */
@@ -313,6 +316,9 @@ typedef struct {
  * -EBADMSG (or -EPROTO for an unknown version, -EFBIG for absurd sizes)
  * and never an over-read or an unbounded allocation.  Thread-safe. */
 SF_API int sf_image_open(sf_image **out, int fd);
+
+/* Fills *info from the validated header.  Thread-safe; async-signal-safe
+ * (reads what sf_image_open already checked). */
 SF_API int sf_image_get_info(const sf_image *img, sf_image_info *info);
 
 /* Calls fn(addr, len, arg) for each tracked range the image holds, in
@@ -328,6 +334,9 @@ SF_API int sf_image_read(const sf_image *img, uint64_t addr, void *buf, size_t l
 /* Verifies every block checksum.  Returns 0 or -EBADMSG.  Thread-safe. */
 SF_API int sf_image_verify(const sf_image *img);
 
+/* Frees img (not its fd).  NULL is a no-op.  Must not run concurrently
+ * with other calls on img.  Not async-signal-safe.  None of the sf_image_*
+ * functions is async-signal-safe except sf_image_get_info. */
 SF_API void sf_image_close(sf_image *img);
 
 #ifdef __cplusplus
