@@ -37,7 +37,10 @@ static void handle_fault(sf_tracker *t, uintptr_t addr)
          * is writable or will fault again; a page no longer tracked must
          * not stay protected. */
         uintptr_t page = addr & ~(uintptr_t)(sf_page_size - 1);
-        if (res == SF_NOT_OURS || res == SF_HEALED)
+        /* Only an untracked page may be opened here: a heal already opened
+         * (and woke) its page while owning it, and opening it again now,
+         * unowned, could undo a collector's re-arm and lose writes. */
+        if (res == SF_NOT_OURS)
             sf__uffd_wp(t->uffd, page, sf_page_size, false, true);
         else {
             struct uffdio_range rg = {.start = page, .len = sf_page_size};

@@ -156,6 +156,7 @@ static void forward(int sig, siginfo_t *si, void *uc)
  * protected by someone else (the program's own mprotect): not ours. */
 static __thread uintptr_t tls_spurious_addr __attribute__((tls_model("initial-exec")));
 static __thread unsigned tls_spurious_count __attribute__((tls_model("initial-exec")));
+static __thread uint64_t tls_spurious_seq __attribute__((tls_model("initial-exec")));
 
 static void sf_entry(int sig, siginfo_t *si, void *uc)
 {
@@ -167,8 +168,10 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
         uintptr_t addr = (uintptr_t)si->si_addr;
         unsigned g = sf__grace_enter();
         struct sf_region *r = sf__region_find(addr);
+        uint64_t seq = 0;
         if (r) {
             sf_fault_mode m = r->t->fault_mode;
+            seq = atomic_load_explicit(&r->t->rearm_seq, memory_order_relaxed);
             if ((sig == SIGSEGV && m == SF_FAULTS_SIGNAL) ||
                 (sig == SIGBUS && m == SF_FAULTS_INTHREAD))
                 res = sf__resolve(r, addr);
@@ -176,12 +179,16 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
         sf__grace_exit(g);
         /* Only heals count: a retry after another thread's BUSY page is
          * the normal race for a hot page and must never be forwarded. */
+        /* ... and only heals with no re-arm in between: a thread that
+         * loses the race for a page re-armed every round heals once per
+         * round, while someone else's protection heals in a tight loop. */
         if (res == SF_HEALED) {
-            if (tls_spurious_addr == addr) {
+            if (tls_spurious_addr == addr && tls_spurious_seq == seq) {
                 if (++tls_spurious_count > 3)
                     res = SF_NOT_OURS;
             } else {
                 tls_spurious_addr = addr;
+                tls_spurious_seq = seq;
                 tls_spurious_count = 1;
             }
         } else if (res == SF_RESOLVED) {

@@ -174,6 +174,7 @@ struct sf_tracker {
     bool copy_snapshots;       /* uffd-async: snapshots are full copies */
     size_t copy_bytes;         /* bytes held by copy snapshots */
     _Atomic int take_failed;   /* a take could not protect some page */
+    _Atomic uint64_t rearm_seq; /* bumped by every walk that protects pages */
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,

@@ -333,6 +333,7 @@ struct batch {
 
 static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *b, enum sf_walk mode)
 {
+    atomic_fetch_add(&t->rearm_seq, 1); /* heals after this are a new round */
     size_t p0 = b->s[0], p1 = b->e[b->n - 1];
     int rc = t->ops->protect(t, r, r->start + (p0 << sf_page_shift), (p1 - p0) << sf_page_shift);
     for (size_t k = 0; k < b->n; k++)
