@@ -278,7 +278,8 @@ SF_API int sf_snapshot_write(sf_snapshot *s, int fd);
 
 /* Like sf_snapshot_write but only pages that differ from parent (a snapshot
  * taken earlier on the same tracker), naming parent's id in the image.
- * -EINVAL if parent is not older.  Same safety as sf_snapshot_write. */
+ * -EINVAL if parent is not older.  Same safety as sf_snapshot_write (not
+ * async-signal-safe). */
 SF_API int sf_snapshot_write_incremental(sf_snapshot *s, const sf_snapshot *parent, int fd);
 
 /* A 64-bit id unique to this snapshot (random per process and take);
@@ -314,7 +315,8 @@ typedef struct {
 /* Opens and validates an image from fd (read with pread; fd must stay open
  * until sf_image_close).  Truncated, corrupted or hostile input gives
  * -EBADMSG (or -EPROTO for an unknown version, -EFBIG for absurd sizes)
- * and never an over-read or an unbounded allocation.  Thread-safe. */
+ * and never an over-read or an unbounded allocation.  Thread-safe.  Not
+ * async-signal-safe. */
 SF_API int sf_image_open(sf_image **out, int fd);
 
 /* Fills *info from the validated header.  Thread-safe; async-signal-safe
@@ -323,15 +325,17 @@ SF_API int sf_image_get_info(const sf_image *img, sf_image_info *info);
 
 /* Calls fn(addr, len, arg) for each tracked range the image holds, in
  * address order; stops early if fn returns non-zero.  Returns the number of
- * ranges visited.  Thread-safe. */
+ * ranges visited.  Thread-safe.  Not async-signal-safe. */
 SF_API int sf_image_ranges(const sf_image *img, sf_range_fn fn, void *arg);
 
 /* Copies len bytes at addr (an address of the imaged process).  -ENOENT:
  * outside the image's ranges; -ENODATA: incremental image without this page
- * (read the parent); -EBADMSG: checksum mismatch.  Thread-safe. */
+ * (read the parent); -EBADMSG: checksum mismatch.  Thread-safe.  Not
+ * async-signal-safe. */
 SF_API int sf_image_read(const sf_image *img, uint64_t addr, void *buf, size_t len);
 
-/* Verifies every block checksum.  Returns 0 or -EBADMSG.  Thread-safe. */
+/* Verifies every block checksum.  Returns 0 or -EBADMSG.  Thread-safe.
+ * Not async-signal-safe. */
 SF_API int sf_image_verify(const sf_image *img);
 
 /* Frees img (not its fd).  NULL is a no-op.  Must not run concurrently
