@@ -390,9 +390,8 @@ static int todo_add(struct todo *td, size_t p, struct sf_version *v)
 }
 
 /* Protect or unprotect the pages todo[i] for which sel(i) holds, one call
- * per span whose gaps are at most RESTORE_GAP pages and hold no GONE page
+ * per span whose gaps are at most SF_SPAN_GAP pages and hold no GONE page
  * (the collector's batching, see tracker.c). */
-#define RESTORE_GAP 512
 static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td, bool protect)
 {
     int err = 0;
@@ -405,13 +404,9 @@ static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td
         size_t j = i + 1;
         /* Unprotect only contiguous ARMED pages: opening a gap would open
          * pages nobody restores.  Protecting across gaps is harmless. */
-        while (j < td->n && (protect ? td->page[j] - td->page[j - 1] <= RESTORE_GAP
+        while (j < td->n && (protect ? td->page[j] - td->page[j - 1] <= SF_SPAN_GAP
                                      : td->armed[j] && td->page[j] == td->page[j - 1] + 1)) {
-            bool gone = false;
-            if (protect && atomic_load(&r->gone))
-                for (size_t q = td->page[j - 1] + 1; q < td->page[j] && !gone; q++)
-                    gone = atomic_load(&r->ps[q]) & PS_GONE;
-            if (gone)
+            if (protect && sf__gone_between(r, td->page[j - 1] + 1, td->page[j]))
                 break;
             j++;
         }

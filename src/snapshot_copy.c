@@ -123,7 +123,6 @@ int sf__copysnap_read(const sf_snapshot *s, uintptr_t a, void *buf, size_t len)
  * scan, they are re-protected in spans (one call per span, as the
  * collector does) and recorded by hand: dirty for collect and for the
  * other snapshots, clean for s.  Caller holds t->lock, writers stopped. */
-#define RESTORE_GAP 512
 int sf__copysnap_restore(sf_snapshot *s, long *restored)
 {
     sf_tracker *t = s->t;
@@ -155,11 +154,7 @@ int sf__copysnap_restore(sf_snapshot *s, long *restored)
                     if (r->sbits[k] && k != s->slot)
                         sf__bits_set(r->sbits[k], p, p + 1);
                 /* Spans never cross GONE pages (unregistered). */
-                bool gone_between = false;
-                if (span0 != SIZE_MAX && atomic_load(&r->gone))
-                    for (size_t q = span1; q < p && !gone_between; q++)
-                        gone_between = atomic_load(&r->ps[q]) & PS_GONE;
-                if (span0 != SIZE_MAX && (p - span1 > RESTORE_GAP || gone_between)) {
+                if (span0 != SIZE_MAX && (p - span1 > SF_SPAN_GAP || sf__gone_between(r, span1, p))) {
                     err = sf__uffd_wp(t->uffd, r->start + (span0 << sf_page_shift),
                                       (span1 - span0) << sf_page_shift, true, false);
                     span0 = SIZE_MAX;

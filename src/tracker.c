@@ -324,8 +324,6 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
  * were just opened by a fault (the heal path in fault.c re-opens them).
  * A span never crosses a GONE stretch (unregistered for uffd). */
 #define BATCH_RUNS 128
-#define BATCH_GAP 512 /* pages: measured on the 2-core pvm VM, a call costs ~40 us,
-                          * each PTE in a span ~0.17 us (gap 16: 2x slower) */
 struct batch {
     size_t n;
     size_t s[BATCH_RUNS], e[BATCH_RUNS];
@@ -464,8 +462,9 @@ static int walk_degraded(sf_tracker *t, struct sf_region *r, enum sf_walk mode, 
             atomic_compare_exchange_strong(&r->ps[p], &w,
                 PS_WITH_ST(w, PS_ARMED) & ~(mode == SF_WALK_RESET ? PS_DIRTY : 0));
     }
-    for (size_t c = 0; c < r->nchunks; c++)
-        sf__chunk_mark(r, c << SF_CHUNK_SHIFT, mode == SF_WALK_TAKE ? CH_DIRTY : 0);
+    if (mode == SF_WALK_TAKE) /* every page stays dirty for the next collect */
+        for (size_t c = 0; c < r->nchunks; c++)
+            sf__chunk_mark(r, c << SF_CHUNK_SHIFT, CH_DIRTY);
     return mode == SF_WALK_RESET && emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
 }
 
@@ -501,7 +500,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
             if (run != SIZE_MAX) {
                 /* Far from the batch, or the batch is full: the batch is
                  * re-armed and reported first. */
-                if (b.n && (run - b.e[b.n - 1] > BATCH_GAP || b.n == BATCH_RUNS))
+                if (b.n && (run - b.e[b.n - 1] > SF_SPAN_GAP || b.n == BATCH_RUNS))
                     rc = flush_batch(t, r, &b, mode, emit, ctx);
                 if (rc) {
                     unpick(r, run, p);
