@@ -54,12 +54,12 @@ static void sd_close(sf_tracker *t)
     }
 }
 
-static int sd_attach(sf_tracker *t, struct sf_region *r)
+static int sd_attach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
     return clear_refs();
 }
 
-static void sd_detach(sf_tracker *t, struct sf_region *r) {}
+static void sd_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e) {}
 
 static int sd_collect(sf_tracker *t, struct sf_region *r, unsigned flags,
                       int (*emit)(sf_tracker *, uintptr_t, size_t, void *), void *ctx)

@@ -41,23 +41,23 @@ static void ua_close(sf_tracker *t)
     t->pagemap_fd = t->uffd = -1;
 }
 
-static int ua_attach(sf_tracker *t, struct sf_region *r)
+static int ua_attach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
     if (!r->abits && !(r->abits = calloc((r->npages + 63) >> 6, sizeof(uint64_t))))
         return -ENOMEM;
-    int err = sf__uffd_register_wp(t->uffd, r->start, r->end - r->start);
+    int err = sf__uffd_register_wp(t->uffd, a, e - a);
     if (err)
         return err;
-    err = sf__uffd_wp(t->uffd, r->start, r->end - r->start, true, false);
+    err = sf__uffd_wp(t->uffd, a, e - a, true, false);
     if (err)
-        sf__uffd_unregister(t->uffd, r->start, r->end - r->start);
+        sf__uffd_unregister(t->uffd, a, e - a);
     return err;
 }
 
-static void ua_detach(sf_tracker *t, struct sf_region *r)
+static void ua_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
-    sf__uffd_wp(t->uffd, r->start, r->end - r->start, false, false);
-    sf__uffd_unregister(t->uffd, r->start, r->end - r->start);
+    sf__uffd_wp(t->uffd, a, e - a, false, false);
+    sf__uffd_unregister(t->uffd, a, e - a);
 }
 
 /* One walk per batch: written runs come back and are re-protected

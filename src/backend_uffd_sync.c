@@ -24,13 +24,14 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void handle_fault(sf_tracker *t, uintptr_t addr)
+/* since: t->res_seq before the read that returned the message. */
+static void handle_fault(sf_tracker *t, uintptr_t addr, uint32_t since)
 {
     unsigned g = sf__grace_enter();
     struct sf_region *r = sf__region_find(addr);
     int res = SF_NOT_OURS;
     if (r && r->t == t)
-        res = sf__resolve(r, addr);
+        res = sf__resolve(r, addr, &since);
     sf__grace_exit(g);
     if (res != SF_RESOLVED) { /* RETRY, HEALED or NOT_OURS */
         /* Wake the faulting thread whatever happened: after RETRY its page
@@ -57,11 +58,14 @@ static void *handler_main(void *arg)
     uint64_t idle_since = 0;
     bool spinning = false; /* holds t->spinner */
     while (!atomic_load(&t->stopping)) {
+        /* Before the read: a page opened after this (by any thread) has
+         * woken the threads whose messages this read returns. */
+        uint32_t since = atomic_load(&t->res_seq);
         ssize_t n = read(t->uffd, msg, sizeof(msg));
         if (n > 0) {
             for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++)
                 if (msg[i].event == UFFD_EVENT_PAGEFAULT)
-                    handle_fault(t, (uintptr_t)msg[i].arg.pagefault.address);
+                    handle_fault(t, (uintptr_t)msg[i].arg.pagefault.address, since);
             idle_since = 0;
             continue;
         }
@@ -135,6 +139,8 @@ static int us_open(sf_tracker *t)
     t->fault_mode = inthread ? SF_FAULTS_INTHREAD : SF_FAULTS_HANDLER_THREAD;
     if (inthread)
         return sf__signals_install();
+    /* Tells a stale message on a page a collector picked (sf__resolve). */
+    t->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     unsigned n = t->nthreads ? t->nthreads : 2;
     if (n > sizeof(t->threads) / sizeof(t->threads[0]))
         n = sizeof(t->threads) / sizeof(t->threads[0]);
@@ -162,24 +168,27 @@ static void us_close(sf_tracker *t)
     if (t->uffd >= 0)
         close(t->uffd);
     t->uffd = -1;
+    if (t->pagemap_fd >= 0)
+        close(t->pagemap_fd);
+    t->pagemap_fd = -1;
 }
 
-static int us_attach(sf_tracker *t, struct sf_region *r)
+static int us_attach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
-    int err = sf__uffd_register_wp(t->uffd, r->start, r->end - r->start);
+    int err = sf__uffd_register_wp(t->uffd, a, e - a);
     if (err)
-        return err == -EBUSY ? -EBUSY : err;
-    err = sf__uffd_wp(t->uffd, r->start, r->end - r->start, true, false);
+        return err;
+    err = sf__uffd_wp(t->uffd, a, e - a, true, false);
     if (err)
-        sf__uffd_unregister(t->uffd, r->start, r->end - r->start);
+        sf__uffd_unregister(t->uffd, a, e - a);
     return err;
 }
 
 /* Unregistering drops the WP bits and wakes any thread still waiting. */
-static void us_detach(sf_tracker *t, struct sf_region *r)
+static void us_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
-    sf__uffd_wp(t->uffd, r->start, r->end - r->start, false, true);
-    sf__uffd_unregister(t->uffd, r->start, r->end - r->start);
+    sf__uffd_wp(t->uffd, a, e - a, false, true);
+    sf__uffd_unregister(t->uffd, a, e - a);
 }
 
 static int us_protect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len)

@@ -174,7 +174,7 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
             seq = atomic_load_explicit(&r->t->rearm_seq, memory_order_relaxed);
             if ((sig == SIGSEGV && m == SF_FAULTS_SIGNAL) ||
                 (sig == SIGBUS && m == SF_FAULTS_INTHREAD))
-                res = sf__resolve(r, addr);
+                res = sf__resolve(r, addr, NULL);
         }
         sf__grace_exit(g);
         /* Only heals count: a retry after another thread's BUSY page is
@@ -239,12 +239,26 @@ static size_t cluster_pages(struct sf_region *r, size_t p)
     return n;
 }
 
-int sf__resolve(struct sf_region *r, uintptr_t addr)
+/* Handler threads: whether the kernel has page write-protected now
+ * (pagemap bit 57).  A page nobody protected cannot be the page of a
+ * pending fault: its message is stale. */
+static bool page_wp(sf_tracker *t, uintptr_t page_addr)
+{
+    uint64_t ent = 0;
+    if (t->pagemap_fd < 0 ||
+        pread(t->pagemap_fd, &ent, sizeof(ent), (off_t)((page_addr >> sf_page_shift) * sizeof(ent))) !=
+            (ssize_t)sizeof(ent))
+        return true; /* cannot tell: resolve it (over-reports at worst) */
+    return (ent >> 57) & 1;
+}
+
+int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
 {
     sf_tracker *t = r->t;
     size_t p = (addr - r->start) >> sf_page_shift;
     _Atomic uint64_t *ps = &r->ps[p];
     uintptr_t page_addr = r->start + (p << sf_page_shift);
+    bool threads = t->fault_mode == SF_FAULTS_HANDLER_THREAD;
 
     if (SF_UNLIKELY(t->pid != atomic_load_explicit(&g_pid, memory_order_relaxed))) {
         /* A forked child: tracking is off there; make the page writable in
@@ -270,17 +284,31 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
             sf__wait_not_busy(ps);
             return SF_RETRY;
         }
+        /* A uffd message read before the page was last opened: the wake of
+         * that opening released its thread (the kernel drops a waiter's
+         * message once woken, so it was read before).  Resolving it now
+         * would report a write nobody made, and copy a page a take picked
+         * while others write it.  The caller wakes the page instead. */
+        if (since && ps_rseq_after(PS_RSEQ(w), *since))
+            return SF_RETRY;
         if (st == PS_WRITABLE) {
             /* Protected although WRITABLE: a collector's protect landed
              * after a handler's unprotect (see DESIGN.md, "heal").  Own the
              * page so no collector moves it meanwhile, unprotect again. */
             if (!atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_BUSY)))
                 continue;
+            uint64_t rs = threads ? sf__rseq_next(t) : (w & PS_RSEQ_MASK);
             t->ops->unprotect(t, r, page_addr, sf_page_size);
-            atomic_store(ps, w);
+            atomic_store(ps, (w & ~PS_RSEQ_MASK) | rs);
             SF_STAT_INC(t, st_spurious, 1);
             return SF_HEALED;
         }
+        /* COLLECTING from a message: the collector may not have protected
+         * it yet.  A fault delivered now proves the protect landed; a
+         * message may be older than it (two threads on one page): only a
+         * page the kernel protects now is safe to copy and take over. */
+        if (st == PS_COLLECTING && since && !page_wp(t, page_addr))
+            return SF_RETRY;
         /* ARMED, or COLLECTING (taken over: the collector's final CAS fails
          * and the page stays dirty for the next collect). */
         if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_BUSY)))
@@ -318,9 +346,10 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
      * take must see this page written (DIRTY, content generation C).  It is
      * still BUSY, so collectors and readers wait for it to finish. */
     uint64_t orig[64];
+    uint64_t rs = threads ? sf__rseq_next(t) : 0;
     for (size_t i = 0; i < n; i++) {
         orig[i] = atomic_load(&r->ps[p + i]);
-        atomic_store(&r->ps[p + i], PS_MAKE(PS_BUSY, 1, C));
+        atomic_store(&r->ps[p + i], PS_MAKE(PS_BUSY, 1, C) | rs);
     }
     for (size_t i = 0; i < n; i += SF_CHUNK_PAGES - ((p + i) & (SF_CHUNK_PAGES - 1))) {
         sf__chunk_mark(r, p + i, CH_DIRTY | CH_WRITABLE);
@@ -331,16 +360,31 @@ int sf__resolve(struct sf_region *r, uintptr_t addr)
         chunk_maxgen(r, p + n - 1, C);
     }
 
+    uint64_t nw = PS_MAKE(PS_WRITABLE, 1, C) | rs;
     int rc = t->ops->unprotect(t, r, page_addr, n << sf_page_shift);
+    if (SF_UNLIKELY(rc < 0) && n > 1) {
+        /* Part of the cluster may have been unregistered meanwhile (a
+         * partial sf_untrack: ENOENT), after the kernel opened the pages
+         * before it.  Page by page: what opens is written, what cannot is
+         * given back armed as it was (its untrack marks it GONE). */
+        for (size_t i = 1; i < n; i++)
+            atomic_store(&r->ps[p + i],
+                         t->ops->unprotect(t, r, page_addr + (i << sf_page_shift), sf_page_size) < 0
+                             ? PS_WITH_ST(orig[i], PS_ARMED) : nw);
+        n = 1;
+        rc = t->ops->unprotect(t, r, page_addr, sf_page_size);
+    }
     if (SF_UNLIKELY(rc < 0)) {
+        atomic_store(ps, PS_WITH_ST(orig[0], PS_ARMED));
+        /* Unregistered under us: an untrack gives the page back writable;
+         * the instruction runs again and finds it so. */
+        if (rc == -ENOENT)
+            return SF_RETRY;
         /* The backend could not unprotect even after degrading (see
-         * backend_mprotect.c): give the pages back armed as they were and
-         * let the fault go to the previous handler rather than loop. */
-        for (size_t i = 0; i < n; i++)
-            atomic_store(&r->ps[p + i], PS_WITH_ST(orig[i], PS_ARMED));
+         * backend_mprotect.c): give the page back armed as it was and let
+         * the fault go to the previous handler rather than loop. */
         return SF_NOT_OURS;
     }
-    uint64_t nw = PS_MAKE(PS_WRITABLE, 1, C);
     for (size_t i = 0; i < n; i++)
         atomic_store(&r->ps[p + i], nw);
     SF_STAT_INC(t, st_faults, 1);

@@ -20,6 +20,7 @@ static void grace_atfork_child(void)
     atomic_store(&g_readers[0], 0);
     atomic_store(&g_readers[1], 0);
     pthread_mutex_init(&grace_lock, NULL);
+    sf__regions_atfork_child();
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

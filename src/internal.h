@@ -35,6 +35,10 @@ extern unsigned sf_page_shift;
  *                             final CAS then fails, leaving the page dirty
  *   bit  2    DIRTY written since the last reset (reported by sf_collect)
  *   bit  3    GONE  untracked by a partial sf_untrack; revived by sf_track
+ *   bits 4-31 RSEQ handler threads only: the tracker's resolution sequence
+ *                  (low 28 bits) when the page was last opened and its
+ *                  faulting threads woken; a uffd message read before that
+ *                  is stale (see sf__resolve)
  *   bits 32-63 CGEN the snapshot generation in which the current content
  *                  began (see snapshot.c); never below the region's
  *                  track_gen
@@ -51,6 +55,16 @@ enum { PS_ARMED = 0, PS_WRITABLE = 1, PS_BUSY = 2, PS_COLLECTING = 3 };
 #define PS_MAKE(st, dirty, cgen) \
     ((uint64_t)(st) | ((dirty) ? PS_DIRTY : 0) | ((uint64_t)(cgen) << PS_CGEN_SHIFT))
 #define PS_WITH_ST(w, st) (((w) & ~PS_ST_MASK) | (uint64_t)(st))
+#define PS_RSEQ_SHIFT 4
+#define PS_RSEQ_BITS 28
+#define PS_RSEQ_MASK ((((uint64_t)1 << PS_RSEQ_BITS) - 1) << PS_RSEQ_SHIFT)
+#define PS_RSEQ(w) ((uint32_t)(((w) & PS_RSEQ_MASK) >> PS_RSEQ_SHIFT))
+/* Whether sequence x was taken after the reader's mark `since` (mod 2^28). */
+static inline bool ps_rseq_after(uint32_t x, uint32_t since)
+{
+    uint32_t d = (x - since) & ((1u << PS_RSEQ_BITS) - 1);
+    return d != 0 && d < (1u << (PS_RSEQ_BITS - 1));
+}
 
 /* Chunks summarize 64 pages so that collect, take and restore visit only
  * chunks that changed: their cost follows the pages written, not the size. */
@@ -115,6 +129,7 @@ void sf__region_free(struct sf_region *r);
 size_t sf__regions_of(sf_tracker *t, struct sf_region **out, size_t max); /* sorted */
 struct sf_region **sf__regions_list(sf_tracker *t, size_t *n); /* malloc'd; t->lock held */
 extern pthread_mutex_t sf__regions_lock; /* writers of the table */
+void sf__regions_atfork_child(void);     /* registered by sf__grace_init */
 
 /* ------------------------------------------------------------------------
  * Backends: one file each, one contract.  protect/unprotect work on whole
@@ -125,9 +140,11 @@ struct sf_backend_ops {
     /* per tracker set-up and tear-down */
     int (*open)(sf_tracker *t);
     void (*close)(sf_tracker *t);
-    /* start/stop tracking a region: after attach every page is armed */
-    int (*attach)(sf_tracker *t, struct sf_region *r);
-    void (*detach)(sf_tracker *t, struct sf_region *r);
+    /* start/stop tracking [a, e) of region r (all of it, or the part a
+     * partial untrack gives back / sf_track revives): after attach every
+     * page of [a, e) is armed, after detach plain writable memory */
+    int (*attach)(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e);
+    void (*detach)(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e);
     /* sync backends (state machine in fault.c / tracker.c) */
     int (*protect)(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len);
     int (*unprotect)(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len);
@@ -175,6 +192,7 @@ struct sf_tracker {
     size_t copy_bytes;         /* bytes held by copy snapshots */
     _Atomic int take_failed;   /* a take could not protect some page */
     _Atomic uint64_t rearm_seq; /* bumped by every walk that protects pages */
+    _Atomic uint32_t res_seq;   /* handler threads: pages opened and woken */
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
@@ -190,8 +208,17 @@ int sf__signals_install(void);                   /* idempotent */
  * writable, or found it untracked — repeated at one address, the
  * protection is not snapfault's and the fault is forwarded. */
 enum { SF_RESOLVED = 0, SF_RETRY = 1, SF_NOT_OURS = 2, SF_HEALED = 3 };
-/* Resolves a write fault at addr in r (grace section held by caller). */
-int sf__resolve(struct sf_region *r, uintptr_t addr);
+/* Resolves a write fault at addr in r (grace section held by caller).
+ * since: NULL for a fault delivered now (a signal in the faulting thread);
+ * for a uffd message, t->res_seq as it was before the read that returned
+ * it, so that a message made stale by a resolution since is recognised. */
+int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since);
+/* Handler threads: the next resolution sequence, taken before the wake. */
+static inline uint64_t sf__rseq_next(sf_tracker *t)
+{
+    uint32_t n = atomic_fetch_add(&t->res_seq, 1) + 1;
+    return ((uint64_t)n << PS_RSEQ_SHIFT) & PS_RSEQ_MASK;
+}
 
 /* tracker.c */
 /* What a sync collect does to the pages it visits. */
@@ -229,7 +256,7 @@ static inline void sf__bits_set(uint64_t *b, size_t p0, size_t p1)
 /* snapshot_copy.c: snapshots of uffd-async trackers (full copies). */
 int sf__copysnap_take(sf_tracker *t, sf_snapshot *s);
 int sf__copysnap_read(const sf_snapshot *s, uintptr_t addr, void *buf, size_t len);
-int sf__copysnap_restore(sf_snapshot *s, long *restored);
+int sf__copysnap_restore(sf_snapshot *s, long *restored, bool *changed);
 void sf__copysnap_free(sf_snapshot *s);
 int sf__copysnap_page(const sf_snapshot *s, const sf_snapshot *parent, uintptr_t addr, void *buf);
 

@@ -9,6 +9,15 @@
 static _Atomic(struct sf_rtable *) g_table;
 pthread_mutex_t sf__regions_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A fork child inherits the lock as it was: held, if another thread was
+ * tracking or untracking at the fork.  Only the forking thread exists
+ * there and the table behind the atomic pointer is whole either way (old
+ * tables are freed after their replacement is published): start afresh. */
+void sf__regions_atfork_child(void)
+{
+    pthread_mutex_init(&sf__regions_lock, NULL);
+}
+
 /* Binary search in the published table.  Caller holds a grace section. */
 struct sf_region *sf__region_find(uintptr_t addr)
 {

@@ -164,6 +164,8 @@ static void gc(sf_tracker *t)
     struct sf_store *st = t->store;
     struct vlist dead = {0};
     size_t n = atomic_load(&st->bump);
+    if (n > st->nslots) /* never, since allocation stops there: be sure */
+        n = st->nslots;
     for (size_t i = 0; i < n; i++) {
         struct sf_version *v = &st->nodes[i];
         if (!atomic_load(&v->inuse))
@@ -359,11 +361,12 @@ SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, s
     return snap_state(s);
 }
 
-/* Pages of one region to restore, in address order, with their sources. */
+/* Pages of one region to restore, in address order, with their sources
+ * and the state words they had before restore owned them. */
 struct todo {
     size_t *page;
     struct sf_version **src;
-    uint8_t *armed;
+    uint64_t *orig;
     size_t n, cap;
 };
 
@@ -377,10 +380,10 @@ static int todo_add(struct todo *td, size_t p, struct sf_version *v)
         struct sf_version **nv = realloc(td->src, cap * sizeof(*nv));
         if (nv)
             td->src = nv;
-        uint8_t *na = realloc(td->armed, cap);
-        if (na)
-            td->armed = na;
-        if (!np || !nv || !na)
+        uint64_t *no = realloc(td->orig, cap * sizeof(*no));
+        if (no)
+            td->orig = no;
+        if (!np || !nv || !no)
             return -ENOMEM;
         td->cap = cap;
     }
@@ -389,24 +392,31 @@ static int todo_add(struct todo *td, size_t p, struct sf_version *v)
     return 0;
 }
 
-/* Protect or unprotect the pages todo[i] for which sel(i) holds, one call
- * per span whose gaps are at most SF_SPAN_GAP pages and hold no GONE page
- * (the collector's batching, see tracker.c). */
-static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td, bool protect)
+static bool todo_armed(const struct todo *td, size_t i)
 {
+    return PS_ST(td->orig[i]) != PS_WRITABLE;
+}
+
+/* Protect or unprotect pages of td, one call per span whose gaps are at
+ * most SF_SPAN_GAP pages and hold no GONE page (the collector's batching,
+ * see tracker.c).  Unprotect, and protect with only_armed, touch only the
+ * pages that were armed, in contiguous runs: opening a gap would open
+ * pages nobody restores.  Protecting across other gaps is harmless. */
+static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td, bool protect,
+                       bool only_armed)
+{
+    bool sel = !protect || only_armed;
     int err = 0;
     size_t i = 0;
     while (i < td->n) {
-        if (!protect && !td->armed[i]) {
+        if (sel && !todo_armed(td, i)) {
             i++;
             continue;
         }
         size_t j = i + 1;
-        /* Unprotect only contiguous ARMED pages: opening a gap would open
-         * pages nobody restores.  Protecting across gaps is harmless. */
-        while (j < td->n && (protect ? td->page[j] - td->page[j - 1] <= SF_SPAN_GAP
-                                     : td->armed[j] && td->page[j] == td->page[j - 1] + 1)) {
-            if (protect && sf__gone_between(r, td->page[j - 1] + 1, td->page[j]))
+        while (j < td->n && (!sel ? td->page[j] - td->page[j - 1] <= SF_SPAN_GAP
+                                  : todo_armed(td, j) && td->page[j] == td->page[j - 1] + 1)) {
+            if (!sel && sf__gone_between(r, td->page[j - 1] + 1, td->page[j]))
                 break;
             j++;
         }
@@ -420,11 +430,33 @@ static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td
     return err;
 }
 
+/* Gives the pages of td back as they were, after a failure before any was
+ * copied: what was opened is protected again; if even that fails, the
+ * pages stay open and dirty, and no live snapshot can rely on them. */
+static void restore_undo(sf_tracker *t, struct sf_region *r, const struct todo *td)
+{
+    bool open = apply_spans(t, r, td, true, true) != 0;
+    for (size_t i = 0; i < td->n; i++) {
+        _Atomic uint64_t *ps = &r->ps[td->page[i]];
+        uint64_t w = atomic_load(ps);
+        if (PS_ST(w) != PS_COLLECTING)
+            continue; /* a writer took it over */
+        uint64_t nw = open ? PS_WITH_ST(td->orig[i], PS_WRITABLE) | PS_DIRTY : td->orig[i];
+        atomic_compare_exchange_strong(ps, &w, nw);
+        if (open)
+            sf__chunk_mark(r, td->page[i], CH_DIRTY | CH_WRITABLE);
+    }
+    if (open)
+        fail_range(t, 0, UINT32_MAX);
+}
+
 /* Restores the pages of r written since g: own them (COLLECTING), open
  * the ones still protected, copy their versions back, protect them again
- * in spans, and leave them ARMED+DIRTY with CGEN = the version's lo. */
+ * in spans, and leave them ARMED+DIRTY with CGEN = the version's lo.
+ * *changed says whether memory was written (then snapshots newer than g
+ * no longer describe it). */
 static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struct vlist *dead,
-                           int *errp)
+                           int *errp, bool *changed)
 {
     struct todo td = {0};
     int err = 0;
@@ -435,12 +467,8 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
         if (p1 > r->npages)
             p1 = r->npages;
         for (size_t p = p0; p < p1 && !err; p++) {
-            uint64_t w = atomic_load(&r->ps[p]);
-            if (PS_ST(w) == PS_BUSY) {
-                /* a handler finishing (writers should be stopped) */
-                while (PS_ST(w = atomic_load(&r->ps[p])) == PS_BUSY)
-                    sf__cpu_relax();
-            }
+            /* a handler finishing (writers should be stopped) */
+            uint64_t w = sf__wait_not_busy(&r->ps[p]);
             if (w & PS_GONE || eff_cgen(r, w) <= g)
                 continue;
             struct sf_version *v = version_for(r, p, g);
@@ -453,17 +481,17 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
         uint64_t w = atomic_load(ps);
         for (;;) {
             if (PS_ST(w) == PS_BUSY) {
-                sf__cpu_relax();
-                w = atomic_load(ps);
+                w = sf__wait_not_busy(ps);
                 continue;
             }
             if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING)))
                 break;
         }
-        td.armed[i] = PS_ST(w) != PS_WRITABLE;
+        td.orig[i] = w;
     }
-    if (!err)
-        err = apply_spans(t, r, &td, false);
+    if (!err && (err = apply_spans(t, r, &td, false, false)) != 0)
+        restore_undo(t, r, &td);
+    *changed |= !err && td.n;
     for (size_t i = 0; i < td.n && !err; i++) {
         size_t p = td.page[i];
         struct sf_version *v = td.src[i];
@@ -477,20 +505,23 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
                 vlist_add(dead, x);
             }
     }
-    int perr = err ? err : apply_spans(t, r, &td, true);
-    for (size_t i = 0; i < td.n; i++) {
+    int perr = err ? 0 : apply_spans(t, r, &td, true, false);
+    /* Handler threads: messages read before these pages were opened are
+     * stale (see sf__resolve). */
+    uint64_t rs = t->fault_mode == SF_FAULTS_HANDLER_THREAD ? sf__rseq_next(t) : 0;
+    for (size_t i = 0; i < td.n && !err; i++) {
         size_t p = td.page[i];
         uint64_t w = atomic_load(&r->ps[p]);
         if (PS_ST(w) != PS_COLLECTING)
             continue; /* a writer took it over: it stays dirty */
         uint64_t nw = perr ? PS_MAKE(PS_WRITABLE, 1, atomic_load(&t->gen))
                            : PS_MAKE(PS_ARMED, 1, td.src[i]->lo);
-        atomic_compare_exchange_strong(&r->ps[p], &w, nw);
+        atomic_compare_exchange_strong(&r->ps[p], &w, nw | rs);
         sf__chunk_mark(r, p, CH_DIRTY | (perr ? CH_WRITABLE : 0));
     }
     /* Every restored chunk now holds content from <= g, except pages
      * tracked again after s. */
-    for (size_t i = 0; i < td.n; i++) {
+    for (size_t i = 0; i < td.n && !err; i++) {
         size_t c = td.page[i] >> SF_CHUNK_SHIFT;
         if (i && (td.page[i - 1] >> SF_CHUNK_SHIFT) == c)
             continue;
@@ -502,10 +533,10 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
         }
         atomic_store(&r->chunk_maxgen[c], mx);
     }
-    long n = (long)td.n;
+    long n = err ? 0 : (long)td.n;
     free(td.page);
     free(td.src);
-    free(td.armed);
+    free(td.orig);
     *errp = err ? err : perr;
     return n;
 }
@@ -515,6 +546,8 @@ SF_API int sf_snapshot_restore(sf_snapshot *s)
     if (!s)
         return -EINVAL;
     sf_tracker *t = s->t;
+    if (sf__forked(t)) /* before the lock: a child may inherit it held */
+        return -ECHILD;
     pthread_mutex_lock(&t->lock);
     int err = snap_state(s);
     if (err) {
@@ -530,20 +563,24 @@ SF_API int sf_snapshot_restore(sf_snapshot *s)
     uint32_t g = s->gen;
     struct vlist dead = {0};
     long restored = 0;
+    bool changed = false;
     if (t->copy_snapshots)
-        err = sf__copysnap_restore(s, &restored);
+        err = sf__copysnap_restore(s, &restored, &changed);
     for (size_t i = 0; i < n && !err && !t->copy_snapshots; i++)
         if (rs[i]->track_gen <= g) /* tracked after s: left as it is */
-            restored += restore_region(t, rs[i], g, &dead, &err);
+            restored += restore_region(t, rs[i], g, &dead, &err, &changed);
     free(rs);
-    /* Snapshots taken after s described memory that no longer exists. */
-    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
+    /* Snapshots taken after s described memory that no longer exists,
+     * once any of it was written back (a restore that failed before that
+     * leaves them as they were). */
+    for (int i = 0; i < SF_MAX_SNAPSHOTS && changed; i++)
         if (t->snaps[i] && t->snaps[i]->gen > g) {
             atomic_store(&t->snaps[i]->stale, 1);
             atomic_store(&t->live_gen[i], 0);
         }
     /* A fresh generation: no version numbering is ever reused. */
-    atomic_store(&t->gen, atomic_load(&t->gen) + 1);
+    if (changed)
+        atomic_store(&t->gen, atomic_load(&t->gen) + 1);
     vlist_free(t, &dead);
     pthread_mutex_unlock(&t->lock);
     if (err)
@@ -559,6 +596,16 @@ SF_API uint64_t sf_snapshot_id(const sf_snapshot *s)
 static void snapshot_free(sf_snapshot *s)
 {
     sf_tracker *t = s->t;
+    if (sf__forked(t)) {
+        /* A fork child: the parent's lock may have been inherited held,
+         * and no handler of this process uses the parent's snapshots. */
+        t->snaps[s->slot] = NULL;
+        atomic_store(&t->live_gen[s->slot], 0);
+        if (t->copy_snapshots)
+            sf__copysnap_free(s);
+        free(s);
+        return;
+    }
     pthread_mutex_lock(&t->lock);
     atomic_store(&t->live_gen[s->slot], 0);
     t->snaps[s->slot] = NULL;

@@ -123,7 +123,7 @@ int sf__copysnap_read(const sf_snapshot *s, uintptr_t a, void *buf, size_t len)
  * scan, they are re-protected in spans (one call per span, as the
  * collector does) and recorded by hand: dirty for collect and for the
  * other snapshots, clean for s.  Caller holds t->lock, writers stopped. */
-int sf__copysnap_restore(sf_snapshot *s, long *restored)
+int sf__copysnap_restore(sf_snapshot *s, long *restored, bool *changed)
 {
     sf_tracker *t = s->t;
     size_t n;
@@ -140,14 +140,15 @@ int sf__copysnap_restore(sf_snapshot *s, long *restored)
         err = sf__async_sync(t, r);
         size_t span0 = SIZE_MAX, span1 = 0;
         for (size_t wi = 0; !err && wi < (r->npages + 63) >> 6; wi++) {
-            uint64_t w = bits[wi];
-            bits[wi] = 0;
-            while (w) {
-                size_t p = (wi << 6) + (size_t)__builtin_ctzll(w);
-                w &= w - 1;
+            /* Each bit is cleared once its page is back: on a failure the
+             * pages not yet restored stay owed to the next restore. */
+            while (!err && bits[wi]) {
+                size_t p = (wi << 6) + (size_t)__builtin_ctzll(bits[wi]);
+                bits[wi] &= bits[wi] - 1;
                 if (atomic_load(&r->ps[p]) & PS_GONE)
                     continue;
                 memcpy((char *)r->start + (p << sf_page_shift), c->buf + (p << sf_page_shift), sf_page_size);
+                *changed = true;
                 (*restored)++;
                 sf__bits_set(r->abits, p, p + 1);
                 for (int k = 0; k < SF_MAX_SNAPSHOTS; k++)

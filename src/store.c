@@ -62,15 +62,18 @@ struct sf_version *sf__store_alloc(struct sf_store *st)
             return &st->nodes[slot];
         }
     }
-    size_t slot = atomic_fetch_add(&st->bump, 1);
-    if (slot >= st->nslots) {
-        atomic_fetch_sub(&st->bump, 1);
-        /* A slot may have been freed meanwhile: one more look. */
-        h = atomic_load(&st->free_head);
-        if ((uint32_t)h)
-            return sf__store_alloc(st);
-        return NULL;
-    }
+    /* The bump pointer never passes the slot count, so that GC, which
+     * scans [0, bump), never reads a node past the array. */
+    size_t slot = atomic_load(&st->bump);
+    do {
+        if (slot >= st->nslots) {
+            /* A slot may have been freed meanwhile: one more look. */
+            h = atomic_load(&st->free_head);
+            if ((uint32_t)h)
+                return sf__store_alloc(st);
+            return NULL;
+        }
+    } while (!atomic_compare_exchange_weak(&st->bump, &slot, slot + 1));
     st->nodes[slot].slot = (uint32_t)slot;
     atomic_fetch_add_explicit(&st->used, 1, memory_order_relaxed);
     return &st->nodes[slot];

@@ -112,14 +112,11 @@ static int revive(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
     for (size_t p = p0; p < p1; p++)
         if (!(atomic_load(&r->ps[p]) & PS_GONE))
             return -EEXIST;
-    struct sf_region sub = *r;
-    sub.start = a;
-    sub.end = e;
     uint32_t C = atomic_load(&t->gen);
     for (size_t p = p0; p < p1; p++)
         atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C));
     atomic_fetch_sub(&r->gone, p1 - p0);
-    int err = t->ops->attach(t, &sub);
+    int err = t->ops->attach(t, r, a, e);
     if (err) {
         for (size_t p = p0; p < p1; p++)
             atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C) | PS_GONE);
@@ -164,7 +161,7 @@ SF_API int sf_track(sf_tracker *t, void *addr, size_t len)
     /* Publish before protecting: a fault must always find its region. */
     err = sf__regions_insert(r);
     if (!err) {
-        err = t->ops->attach(t, r);
+        err = t->ops->attach(t, r, r->start, r->end);
         if (err) {
             sf__regions_remove(&r, 1);
         }
@@ -183,7 +180,7 @@ static void drop_regions(sf_tracker *t, struct sf_region **rs, size_t n)
         return;
     if (!sf__forked(t))
         for (size_t i = 0; i < n; i++)
-            t->ops->detach(t, rs[i]);
+            t->ops->detach(t, rs[i], rs[i]->start, rs[i]->end);
     pthread_mutex_lock(&sf__regions_lock);
     sf__regions_remove(rs, n);
     pthread_mutex_unlock(&sf__regions_lock);
@@ -242,18 +239,15 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
         partial = true;
         /* Part of a region: unprotect it, then mark its pages GONE (a fault
          * racing with this finds them writable or GONE, never armed). */
-        struct sf_region sub = *r;
-        sub.start = a > r->start ? a : r->start;
-        sub.end = e < r->end ? e : r->end;
+        uintptr_t sa = a > r->start ? a : r->start, se = e < r->end ? e : r->end;
         if (!sf__forked(t))
-            t->ops->detach(t, &sub);
-        for (uintptr_t p = sub.start; p < sub.end; p += sf_page_size) {
+            t->ops->detach(t, r, sa, se);
+        for (uintptr_t p = sa; p < se; p += sf_page_size) {
             _Atomic uint64_t *ps = &r->ps[(p - r->start) >> sf_page_shift];
             uint64_t w = atomic_load(ps);
             for (;;) {
                 if (PS_ST(w) == PS_BUSY) {
-                    sf__cpu_relax();
-                    w = atomic_load(ps);
+                    w = sf__wait_not_busy(ps);
                     continue;
                 }
                 if (atomic_compare_exchange_weak(ps, &w, PS_MAKE(PS_ARMED, 0, PS_CGEN(w)) | PS_GONE))
@@ -261,11 +255,11 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
             }
         }
         /* A region untracked piece by piece goes away once all of it has. */
-        if (atomic_fetch_add(&r->gone, (sub.end - sub.start) >> sf_page_shift) +
-                ((sub.end - sub.start) >> sf_page_shift) == r->npages)
+        if (atomic_fetch_add(&r->gone, (se - sa) >> sf_page_shift) + ((se - sa) >> sf_page_shift) ==
+            r->npages)
             rs[ndrop++] = r;
         /* What the kernel reported for these pages is no longer owed. */
-        for (uintptr_t a2 = sub.start; a2 < sub.end; a2 += sf_page_size) {
+        for (uintptr_t a2 = sa; a2 < se; a2 += sf_page_size) {
             size_t p = (a2 - r->start) >> sf_page_shift;
             if (r->abits)
                 r->abits[p >> 6] &= ~(1ull << (p & 63));
@@ -274,7 +268,7 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
                     r->sbits[k][p >> 6] &= ~(1ull << (p & 63));
         }
         if (r->vhead)
-            sf__versions_drop_range(r, sub.start, sub.end);
+            sf__versions_drop_range(r, sa, se);
     }
     /* Readers (an image writer copying live pages) may still be inside
      * pages given back here: the caller may unmap them once we return. */
@@ -290,16 +284,22 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
 {
     if (!t)
         return;
-    pthread_mutex_lock(&t->lock);
+    /* In a fork child the parent's lock may have been inherited held (a
+     * collect running in another thread at the fork): the child's path
+     * never takes it.  Only the forking thread runs there. */
+    bool forked = sf__forked(t);
+    if (!forked)
+        pthread_mutex_lock(&t->lock);
     size_t n;
     struct sf_region **rs = sf__regions_list(t, &n);
     drop_regions(t, rs, rs ? n : 0);
     free(rs);
     sf__snapshots_destroy(t);
-    pthread_mutex_unlock(&t->lock);
-    if (!sf__forked(t))
+    if (!forked) {
+        pthread_mutex_unlock(&t->lock);
         t->ops->close(t);
-    else {
+        pthread_mutex_destroy(&t->lock);
+    } else {
         /* The uffd belongs to the parent's address space: never ioctl it,
          * just drop our descriptor. */
         if (t->uffd >= 0)
@@ -308,7 +308,6 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
             close(t->pagemap_fd);
     }
     sf__store_destroy(t);
-    pthread_mutex_destroy(&t->lock);
     free(t);
 }
 
@@ -397,8 +396,11 @@ static void unpick(struct sf_region *r, size_t s, size_t e)
 {
     for (size_t p = s; p < e; p++) {
         uint64_t w = atomic_load(&r->ps[p]);
-        if (PS_ST(w) == PS_COLLECTING)
-            atomic_store(&r->ps[p], PS_WITH_ST(w, PS_WRITABLE));
+        /* A CAS, not a store: a handler may own the page meanwhile (the
+         * heal path), and its word must not be overwritten. */
+        while (PS_ST(w) == PS_COLLECTING &&
+               !atomic_compare_exchange_weak(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE)))
+            ;
         sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
     }
 }
@@ -427,12 +429,19 @@ static bool pick(struct sf_region *r, size_t p, enum sf_walk mode)
 }
 
 /* A degraded region (mprotect over its VMA budget) was writable as a whole:
- * every page counts as written; re-arming it protects it as a whole. */
+ * every page counts as written, and its content may have changed without a
+ * fault in the generation in force now (the walk of a take runs after C
+ * moved: C - 1).  Re-arming it protects it as a whole: the flag is cleared
+ * once every page is owned (COLLECTING) and before the protect, so a
+ * degrade that races with this walk sets it again and the next collect
+ * reports the whole region again (see degrade() in backend_mprotect.c). */
 static int walk_degraded(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_emit_fn emit,
                          void *ctx)
 {
     if (mode == SF_WALK_GET)
         return emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
+    uint32_t C = atomic_load(&t->gen);
+    uint32_t cgen = mode == SF_WALK_TAKE ? C - 1 : C;
     for (size_t p = 0; p < r->npages; p++) {
         _Atomic uint64_t *ps = &r->ps[p];
         uint64_t w = atomic_load(ps);
@@ -443,17 +452,29 @@ static int walk_degraded(sf_tracker *t, struct sf_region *r, enum sf_walk mode, 
                 w = sf__wait_not_busy(ps);
                 continue;
             }
-            if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING) | PS_DIRTY))
+            /* Keep a later content generation a fault gave the page. */
+            uint32_t cg = PS_CGEN(w) > cgen ? PS_CGEN(w) : cgen;
+            uint64_t nw = (w & ~((uint64_t)UINT32_MAX << PS_CGEN_SHIFT)) | ((uint64_t)cg << PS_CGEN_SHIFT);
+            if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(nw, PS_COLLECTING) | PS_DIRTY))
                 break;
         }
     }
+    for (size_t c = 0; c < r->nchunks; c++) {
+        uint32_t m = atomic_load(&r->chunk_maxgen[c]);
+        while (m < cgen && !atomic_compare_exchange_weak(&r->chunk_maxgen[c], &m, cgen))
+            ;
+    }
+    atomic_store(&r->degraded, 0);
     int err = t->ops->protect(t, r, r->start, r->end - r->start);
     if (err) {
+        atomic_store(&r->degraded, 1);
         for (size_t p = 0; p < r->npages; p++) {
             uint64_t w = atomic_load(&r->ps[p]);
             if (PS_ST(w) == PS_COLLECTING)
                 atomic_compare_exchange_strong(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE));
         }
+        if (mode == SF_WALK_TAKE) /* the snapshot cannot hold this region */
+            atomic_store(&t->take_failed, 1);
         return mode == SF_WALK_RESET && emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
     }
     for (size_t p = 0; p < r->npages; p++) {
