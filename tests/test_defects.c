@@ -1,0 +1,485 @@
+/* test_defects.c - regression tests for defects found in review of the
+ * core, one case each (kernel-selftest style table).  Every case runs in a
+ * child process of its own (fresh address space, fresh mprotect VMA budget,
+ * fresh signal state): set-up and teardown around every case.  Loops are
+ * bounded by counts; the alarm in the child is only a safety net that fails
+ * loudly, never a verdict. */
+#include "harness.h"
+#include "internal.h"
+#include "snapshot.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+
+#define PS 4096
+
+static long count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    long n = 0;
+    int c;
+    if (!f)
+        return -1;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static long vmas_in(const void *a, size_t len)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    long n = 0;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s < (uintptr_t)a + len && e > (uintptr_t)a)
+            n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Creates an mprotect tracker while the process holds many extra VMAs, so
+ * that its VMA budget is about `left`, as for a program that had many
+ * mappings when it created its first tracker.  The flood is unmapped
+ * after (the budget is fixed at the first open). */
+static int budget_tracker(long left, unsigned flags, sf_tracker **t)
+{
+    long max = sf__read_long_file("/proc/sys/vm/max_map_count", 65530);
+    long reserve = max / 4 > 4096 ? max / 4 : 4096;
+    long want = max - reserve - left - count_maps();
+    size_t fl = want > 0 ? 2 * (size_t)want + 2 : 2;
+    char *flood = mmap(NULL, fl * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+    if (flood == MAP_FAILED)
+        return -ENOMEM;
+    for (long k = 0; k < want / 2 + 1; k++)
+        mprotect(flood + (2 * k + 1) * PS, PS, PROT_READ);
+    sf_options o = {.backend = SF_BACKEND_MPROTECT, .flags = flags};
+    int rc = sf_tracker_create(t, &o);
+    munmap(flood, fl * PS);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * mprotect: after a degrade, pages written without a fault must not keep
+ * an old content generation: a page restored earlier would have its stale
+ * version extended to a new snapshot, which would then read and restore
+ * old bytes while reporting success.
+ * --------------------------------------------------------------------- */
+static int case_degrade_extend(void)
+{
+    sf_tracker *t;
+    int rc = budget_tracker(48, SF_OPT_SNAPSHOTS, &t);
+    CHECK(rc == 0, "create: %s", sf_strerror(rc));
+    size_t np = 8192;
+    char *m = map_region(np * PS);
+    CHECK(m, "mmap");
+    memset(m, 'A', np * PS);
+    char *q = m + 3 * PS;
+    CHECK_RC(sf_track(t, m, np * PS), 0);
+    sf_snapshot *s0, *s1;
+    CHECK_RC(sf_snapshot_take(t, &s0), 0);
+    q[0] = 'B';
+    CHECK_RC(sf_snapshot_restore(s0), 1);
+    CHECK(q[0] == 'A', "restore did not bring back A");
+    /* Scattered writes pass the small budget: the region degrades. */
+    for (size_t p = 100; p < np; p += 70)
+        m[p * PS] = 'S';
+    sf_stats st;
+    sf_tracker_stats(t, &st);
+    CHECK(st.degraded >= 1, "the region did not degrade (estimate %llu)", (unsigned long long)st.vma_estimate);
+    q[0] = 'X'; /* no fault: degraded */
+    CHECK_RC(sf_snapshot_take(t, &s1), 0);
+    char c = 0;
+    CHECK_RC(sf_snapshot_read(s1, q, &c, 1), 0);
+    CHECK(c == 'X', "s1 reads %c before the next write", c);
+    q[0] = 'Y'; /* the first fault after s1 must save X */
+    CHECK_RC(sf_snapshot_read(s1, q, &c, 1), 0);
+    CHECK(c == 'X', "s1 reads %c after a write (stale version extended)", c);
+    CHECK_RC(sf_snapshot_restore(s1), 1);
+    CHECK(q[0] == 'X', "restore of s1 gave %c", q[0]);
+    sf_snapshot_release(s1);
+    sf_snapshot_release(s0);
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * mprotect: the VMA estimate must follow the real VMAs.  A protect span
+ * over k writable runs removes 2k boundaries; the estimate used to drift
+ * upward by thousands and spurious degrades failed live snapshots.
+ * --------------------------------------------------------------------- */
+#define DRIFT_NP 2048
+static char *g_mem;
+static _Atomic int g_stop;
+static _Atomic unsigned long g_writes;
+
+static void *random_writer(void *arg)
+{
+    unsigned long long x = 88172645463325252ull;
+    while (!atomic_load(&g_stop)) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        g_mem[(x >> 3) % DRIFT_NP * PS] = 1;
+        atomic_fetch_add_explicit(&g_writes, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+static int case_vma_drift(void)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_MPROTECT};
+    CHECK_RC(sf_tracker_create(&t, &o), 0);
+    g_mem = map_region(DRIFT_NP * PS);
+    CHECK(g_mem, "mmap");
+    memset(g_mem, 0, DRIFT_NP * PS);
+    CHECK_RC(sf_track(t, g_mem, DRIFT_NP * PS), 0);
+    atomic_store(&g_stop, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, random_writer, NULL);
+    long worst = 0;
+    for (int round = 0; round < 10; round++) {
+        /* Collects race with the writer's faults; each round waits for
+         * writes to happen, so the count of races does not depend on the
+         * machine's speed. */
+        for (int k = 0; k < 1000; k++) {
+            unsigned long w0 = atomic_load(&g_writes);
+            sf_collect(t, SF_COLLECT_RESET, NULL, NULL);
+            while (atomic_load(&g_writes) == w0)
+                sched_yield();
+        }
+        sf_stats st;
+        sf_tracker_stats(t, &st);
+        long real = vmas_in(g_mem, DRIFT_NP * PS) - 1;
+        long est = (long)st.vma_estimate;
+        CHECK(st.degraded == 0, "%llu spurious degrades (estimate %ld, real extra VMAs %ld)",
+              (unsigned long long)st.degraded, est, real);
+        /* VMAs of pages first written in a split VMA may not merge back
+         * (own anon_vma), so the real count can exceed what the states
+         * imply; the estimate must never run away above it. */
+        CHECK(est >= 0 && est <= 2 * real + 512, "estimate %ld, real extra VMAs %ld (round %d)", est, real,
+              round);
+        if (est - real > worst)
+            worst = est - real;
+    }
+    atomic_store(&g_stop, 1);
+    pthread_join(th, NULL);
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * mprotect: a degrade that happens while a collect re-arms the region must
+ * not be undone by the collector (whole-region protect storing degraded =
+ * 0, or a handler re-opening the region after the collector cleared the
+ * flag): writes to pages the degrade opened were never reported.
+ * Checker: before each collect the collector notes the last value written
+ * to every page; after the collect, every page written since the previous
+ * collect must have been reported by this one or the previous one.
+ * --------------------------------------------------------------------- */
+#define DC_NP 2048
+static _Atomic uint64_t *dc_last;  /* per page: sequence number of its last completed write */
+static uint64_t *dc_seen;          /* per page: largest sequence a report observed */
+static char *dc_mem;
+
+static void *seq_writer(void *arg)
+{
+    unsigned long long x = 0x9E3779B97F4A7C15ull;
+    uint64_t v = 0;
+    while (!atomic_load(&g_stop)) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        size_t p = (x >> 3) % DC_NP;
+        /* The first and the last page often: collects then re-arm the
+         * region with one whole-region span, the race's other side. */
+        if ((x & 15) == 0)
+            p = 0;
+        if ((x & 15) == 1)
+            p = DC_NP - 1;
+        v++;
+        memcpy(dc_mem + p * PS, &v, sizeof v);
+        atomic_store(&dc_last[p], v);
+        atomic_fetch_add_explicit(&g_writes, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+static int dc_on_run(void *addr, size_t len, void *arg)
+{
+    for (char *p = addr; p < (char *)addr + len; p += PS) {
+        size_t i = (size_t)(p - dc_mem) / PS;
+        uint64_t v;
+        memcpy(&v, p, sizeof v);
+        if (i < DC_NP && v > dc_seen[i])
+            dc_seen[i] = v;
+    }
+    return 0;
+}
+
+static int case_degrade_collect(void)
+{
+    sf_tracker *t;
+    int rc = budget_tracker(200, 0, &t);
+    CHECK(rc == 0, "create: %s", sf_strerror(rc));
+    dc_mem = map_region(DC_NP * PS);
+    dc_last = calloc(DC_NP, sizeof(*dc_last));
+    dc_seen = calloc(DC_NP, sizeof(*dc_seen));
+    uint64_t *before = calloc(DC_NP, sizeof(*before));
+    CHECK(dc_mem && dc_last && dc_seen && before, "alloc");
+    memset(dc_mem, 0, DC_NP * PS);
+    CHECK_RC(sf_track(t, dc_mem, DC_NP * PS), 0);
+    sf_collect(t, SF_COLLECT_RESET, NULL, NULL);
+    atomic_store(&g_stop, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, seq_writer, NULL);
+    long lost = 0;
+    for (int k = 0; k < 4000 && !lost; k++) {
+        unsigned long w0 = atomic_load(&g_writes);
+        while (atomic_load(&g_writes) < w0 + 8)
+            sched_yield();
+        for (size_t p = 0; p < DC_NP; p++)
+            before[p] = atomic_load(&dc_last[p]);
+        sf_collect(t, SF_COLLECT_RESET, dc_on_run, NULL);
+        /* A write completed before this collect started is reported by it
+         * at the latest (its report read the value or a later one). */
+        for (size_t p = 0; p < DC_NP; p++)
+            lost += before[p] > dc_seen[p];
+    }
+    atomic_store(&g_stop, 1);
+    pthread_join(th, NULL);
+    sf_stats st;
+    sf_tracker_stats(t, &st);
+    CHECK(lost == 0, "%ld pages with a write no collect reported (%llu degrades)", lost,
+          (unsigned long long)st.degraded);
+    CHECK(st.degraded > 0, "no degrade happened: the case did not test its race");
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * uffd-sync with clustering: a fault's cluster crosses into a range being
+ * untracked; the unprotect fails with ENOENT on the unregistered part
+ * after the kernel opened the part before it, and the fault path must not
+ * mark the opened pages ARMED (their writes would never be reported).
+ * --------------------------------------------------------------------- */
+#define PU_NP 1024
+#define PU_MID 512
+
+/* The race made deterministic: the upper half is unregistered from the
+ * tracker's uffd the way sf_untrack's detach does it (before it marks the
+ * pages GONE), then sequential writes below it build a cluster that
+ * reaches across. */
+static int partial_untrack(unsigned flags)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_UFFD_SYNC, .flags = flags | SF_OPT_CLUSTER};
+    int rc = sf_tracker_create(&t, &o);
+    if (rc == -ENOTSUP)
+        SKIP("uffd-sync not available in this mode");
+    CHECK(rc == 0, "create: %s", sf_strerror(rc));
+    int pm = open("/proc/self/pagemap", O_RDONLY);
+    CHECK(pm >= 0, "pagemap");
+    char *m = map_region(PU_NP * PS);
+    memset(m, 1, PU_NP * PS);
+    for (int round = 0; round < 64; round++) {
+        CHECK_RC(sf_track(t, m, PU_NP * PS), 0);
+        CHECK_RC(sf__uffd_unregister(t->uffd, (uintptr_t)m + PU_MID * PS, (PU_NP - PU_MID) * PS), 0);
+        /* Sequential faults: clusters of 2, 4, 8, ... pages; start so
+         * that one of them crosses PU_MID. */
+        for (long p = PU_MID - 40 - round % 24; p < PU_MID; p++)
+            m[p * PS] = (char)p;
+        uint64_t ent[PU_MID];
+        CHECK(pread(pm, ent, sizeof ent, (off_t)((uintptr_t)m / PS * 8)) == (ssize_t)sizeof ent, "pread");
+        long bad = 0, first = -1;
+        unsigned g = sf__grace_enter();
+        struct sf_region *r = sf__region_find((uintptr_t)m);
+        for (size_t p = 0; r && p < PU_MID; p++) {
+            uint64_t w = atomic_load(&r->ps[p]);
+            /* ARMED in the state word but writable in the kernel: no
+             * handler owns it (that would be BUSY), so its writes are
+             * never reported. */
+            if (PS_ST(w) == PS_ARMED && !(w & PS_GONE) && !(ent[p] & (1ull << 57))) {
+                if (first < 0)
+                    first = (long)p;
+                bad++;
+            }
+        }
+        sf__grace_exit(g);
+        CHECK(bad == 0, "round %d: %ld pages ARMED but not write-protected (first %ld)", round, bad, first);
+        CHECK_RC(sf_untrack(t, m, PU_NP * PS), 0);
+    }
+    close(pm);
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+static int case_partial_untrack_inthread(void) { return partial_untrack(SF_OPT_INTHREAD_FAULTS); }
+static int case_partial_untrack_handler(void) { return partial_untrack(SF_OPT_HANDLER_THREADS); }
+
+/* ---------------------------------------------------------------------
+ * fork while another thread is inside a collect: the child inherits the
+ * tracker's lock held and must still destroy the inherited tracker and
+ * release inherited snapshots (the child's path takes no such lock).
+ * Event-driven: the collect's callback holds the collect open until the
+ * fork is done.
+ * --------------------------------------------------------------------- */
+static _Atomic int fk_in_collect, fk_forked;
+static int fk_on_run(void *a, size_t l, void *arg)
+{
+    atomic_store(&fk_in_collect, 1);
+    while (!atomic_load(&fk_forked))
+        sched_yield();
+    return 1;
+}
+
+static void *fk_collector(void *arg)
+{
+    sf_collect(arg, 0, fk_on_run, NULL);
+    return NULL;
+}
+
+static int fork_in_collect(sf_backend b, unsigned flags)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = b, .flags = flags};
+    int rc = sf_tracker_create(&t, &o);
+    if (rc == -ENOTSUP)
+        SKIP("backend not available");
+    CHECK(rc == 0, "create: %s", sf_strerror(rc));
+    char *m = map_region(64 * PS);
+    memset(m, 0, 64 * PS);
+    CHECK_RC(sf_track(t, m, 64 * PS), 0);
+    sf_snapshot *s = NULL;
+    if (flags & SF_OPT_SNAPSHOTS)
+        CHECK_RC(sf_snapshot_take(t, &s), 0);
+    m[0] = 1; /* something to report */
+    atomic_store(&fk_in_collect, 0);
+    atomic_store(&fk_forked, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, fk_collector, t);
+    while (!atomic_load(&fk_in_collect))
+        sched_yield();
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(60); /* safety net: a hang fails the case loudly */
+        m[PS] = 2; /* inherited memory stays writable in the child */
+        if (s)
+            sf_snapshot_release(s);
+        sf_tracker_destroy(t);
+        _exit(m[PS] == 2 ? 0 : 3);
+    }
+    atomic_store(&fk_forked, 1);
+    pthread_join(th, NULL);
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %s %d (hung on the inherited lock?)",
+          WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    if (s)
+        sf_snapshot_release(s);
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+static int case_fork_mprotect(void) { return fork_in_collect(SF_BACKEND_MPROTECT, SF_OPT_SNAPSHOTS); }
+static int case_fork_uffd_sync(void) { return fork_in_collect(SF_BACKEND_UFFD_SYNC, SF_OPT_SNAPSHOTS); }
+static int case_fork_uffd_async(void) { return fork_in_collect(SF_BACKEND_UFFD_ASYNC, 0); }
+
+/* ---------------------------------------------------------------------
+ * store: a failing allocation must never move the bump pointer past the
+ * slot count, or GC, which scans [0, bump), reads a node past the array
+ * (with the default layout: the first page copy).
+ * --------------------------------------------------------------------- */
+static struct sf_store *st_store;
+static _Atomic long st_over;
+
+static void *store_watch(void *arg)
+{
+    for (long i = 0; i < 2000000 && !atomic_load(&g_stop); i++)
+        if (atomic_load(&st_store->bump) > st_store->nslots)
+            atomic_fetch_add(&st_over, 1);
+    return NULL;
+}
+
+static int case_store_bump(void)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_MPROTECT, .flags = SF_OPT_SNAPSHOTS, .store_limit = 16 * PS};
+    CHECK_RC(sf_tracker_create(&t, &o), 0);
+    st_store = t->store;
+    while (sf__store_alloc(st_store)) /* fill it: every later allocation fails */
+        ;
+    atomic_store(&g_stop, 0);
+    atomic_store(&st_over, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, store_watch, NULL);
+    for (long i = 0; i < 2000000; i++)
+        CHECK(sf__store_alloc(st_store) == NULL, "allocated from a full store");
+    atomic_store(&g_stop, 1);
+    pthread_join(th, NULL);
+    CHECK(atomic_load(&st_over) == 0, "bump seen past the slot count %ld times", atomic_load(&st_over));
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+static const struct {
+    const char *name, *variant;
+    int (*fn)(void);
+} cases[] = {
+    {"degrade-extend", "mprotect", case_degrade_extend},
+    {"vma-drift", "mprotect", case_vma_drift},
+    {"degrade-collect", "mprotect", case_degrade_collect},
+    {"partial-untrack-cluster", "uffd-sync/in-thread", case_partial_untrack_inthread},
+    {"partial-untrack-cluster", "uffd-sync/handler-threads", case_partial_untrack_handler},
+    {"fork-in-collect", "mprotect", case_fork_mprotect},
+    {"fork-in-collect", "uffd-sync", case_fork_uffd_sync},
+    {"fork-in-collect", "uffd-async", case_fork_uffd_async},
+    {"store-bump", "store", case_store_bump},
+};
+
+int main(int argc, char **argv)
+{
+    const char *only = argc > 1 ? argv[1] : NULL;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (only && strcmp(only, cases[i].name) != 0)
+            continue;
+        fflush(stdout);
+        int pfd[2];
+        if (pipe(pfd) < 0)
+            return 1;
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(pfd[0]);
+            alarm(240); /* safety net only: a hung case fails loudly */
+            int rc = cases[i].fn();
+            if (write(pfd[1], h_msg, strlen(h_msg)) < 0)
+                rc = 1;
+            _exit(rc);
+        }
+        close(pfd[1]);
+        char buf[sizeof h_msg];
+        ssize_t n = read(pfd[0], buf, sizeof buf - 1);
+        close(pfd[0]);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        int rc;
+        if (WIFEXITED(st))
+            rc = WEXITSTATUS(st);
+        else {
+            rc = 1;
+            n = snprintf(buf, sizeof buf, "child killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        }
+        snprintf(h_msg, sizeof h_msg, "%.*s", n > 0 ? (int)n : 0, buf);
+        h_report(cases[i].name, cases[i].variant, rc);
+    }
+    return h_finish();
+}
