@@ -176,7 +176,13 @@ static int run(const struct variant *v, long ops, size_t store)
             memcpy(sn[k].shadow, mem, LEN);
             rc = sf_snapshot_take(t, &sn[k].s);
             resume();
-            if (rc) {
+            if (rc == -ENOSPC && store && v->backend == SF_BACKEND_UFFD_ASYNC) {
+                /* Copy snapshots copy everything at take: a small store
+                 * fails the take itself. */
+                free(sn[k].shadow);
+                sn[k].s = NULL;
+                failed++;
+            } else if (rc) {
                 snprintf(h_msg, sizeof h_msg, "take: %s", sf_strerror(rc));
                 err = 1;
             }
