@@ -15,6 +15,8 @@
  *   SF_TEST_TIME_LIMIT   safety net in seconds (default 300 per 10^6 ops,
  *                        at least 300; 0: none): a run past it fails loudly
  *   SF_TEST_STRICT=1     known bugs fail too
+ *   SF_TEST_SEED         the controller's random seed (default: fixed, so
+ *                        every variant runs the same operation sequence)
  * Each variant ends with one line to grep:
  *   SNAPSTRESS variant="..." ops=N writes=N control=N ... mismatches=N result=ok */
 #include "harness.h"
@@ -333,11 +335,13 @@ static long set_vma_budget(long budget)
     return got;
 }
 
+static unsigned long long seed;
+
 static void result_line(const char *variant, long ops, int rc, const char *verdict)
 {
-    printf("SNAPSTRESS variant=\"%s\" target_ops=%ld ops=%ld writes=%ld control=%ld reads=%ld "
+    printf("SNAPSTRESS variant=\"%s\" seed=%llu target_ops=%ld ops=%ld writes=%ld control=%ld reads=%ld "
            "restores=%ld images=%ld failed_or_stale=%ld mismatches=%ld seconds=%.1f result=%s\n",
-           variant, ops, last.writes + last.control, last.writes, last.control, last.reads,
+           variant, seed, ops, last.writes + last.control, last.writes, last.control, last.reads,
            last.restores, last.images, last.failed, last.mismatches, last.secs,
            verdict ? verdict : rc == 0 ? "ok" : rc == 77 ? "skip" : "FAIL");
     fflush(stdout);
@@ -352,6 +356,10 @@ int main(int argc, char **argv)
     keep_going = e && *e && strcmp(e, "0") != 0;
     e = getenv("SF_TEST_TIME_LIMIT");
     time_limit = e && *e ? atol(e) : (ops / 1000000 > 1 ? ops / 1000000 : 1) * 300;
+    e = getenv("SF_TEST_SEED");
+    if (e && *e && strtoull(e, NULL, 0))
+        h_rng = strtoull(e, NULL, 0);
+    seed = h_rng;
     e = getenv("SF_TEST_STORE_PAGES");
     size_t store = e && *e ? (size_t)atol(e) * PS : 0;
     e = getenv("SF_TEST_VMA_BUDGET");
