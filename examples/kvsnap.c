@@ -2,7 +2,11 @@
  * several threads while it saves consistent snapshots to disk: BGSAVE
  * without fork().  `kvsnap verify FILE` reloads an image and checks it.
  *
- *   kvsnap [--mb N] [--threads N] [--seconds S] [--saves N] [--out DIR]
+ *   kvsnap [--mb N] [--threads N] [--seconds S | --puts N] [--saves N] [--out DIR]
+ *
+ * The writers warm up and the rate without a save is measured for
+ * --seconds/4 each, or (--puts N, the test suite) until N puts each were
+ * served: then the saves do not depend on how fast the machine is.
  *   kvsnap verify FILE
  *
  * Consistency: writers hold a read lock around each put; the saver holds
@@ -178,6 +182,17 @@ static int verify_file(const char *path)
     return 0;
 }
 
+/* Waits until `target` puts were served (target 0: for seconds/4). */
+static void wait_puts(uint64_t target, double seconds)
+{
+    if (!target) {
+        usleep((useconds_t)(seconds * 250000));
+        return;
+    }
+    while (atomic_load(&served) < target)
+        usleep(1000);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "verify") == 0)
@@ -185,6 +200,7 @@ int main(int argc, char **argv)
     size_t mb = 64;
     unsigned nthreads = 2, saves = 3;
     double seconds = 3;
+    uint64_t puts = 0; /* 0: warm up and measure for seconds/4 each */
     const char *out = "/tmp";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mb") && i + 1 < argc)
@@ -193,12 +209,15 @@ int main(int argc, char **argv)
             nthreads = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
             seconds = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--puts") && i + 1 < argc)
+            puts = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--saves") && i + 1 < argc)
             saves = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc)
             out = argv[++i];
         else {
-            fprintf(stderr, "usage: kvsnap [--mb N] [--threads N] [--seconds S] [--saves N] [--out DIR]\n"
+            fprintf(stderr, "usage: kvsnap [--mb N] [--threads N] [--seconds S | --puts N] [--saves N] "
+                            "[--out DIR]\n"
                             "       kvsnap verify FILE\n");
             return 2;
         }
@@ -240,10 +259,10 @@ int main(int argc, char **argv)
         pthread_create(&th[i], NULL, writer, &wa[i]);
     }
     /* Warm up, then measure writes with no save running. */
-    usleep((useconds_t)(seconds * 250000));
+    wait_puts(puts, seconds);
     uint64_t s0 = atomic_load(&served);
     double t0 = now_s();
-    usleep((useconds_t)(seconds * 250000));
+    wait_puts(puts ? s0 + puts : 0, seconds);
     double base_rate = (double)(atomic_load(&served) - s0) / (now_s() - t0);
 
     int failures = 0;

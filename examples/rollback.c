@@ -2,7 +2,11 @@
  * with sf_snapshot_restore, next to the fork-per-iteration reset that
  * fuzzers use today, measured in the same process.
  *
- *   rollback [--mb N] [--pages N] [--seconds S] [--backend NAME] */
+ *   rollback [--mb N] [--pages N] [--seconds S | --iterations N] [--backend NAME]
+ *
+ * --seconds runs each loop for a while (a measurement); --iterations runs
+ * the restore loop N times and the fork baseline N/20 times, at least once
+ * (the test suite: the same checks on any machine). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -61,6 +65,7 @@ int main(int argc, char **argv)
     size_t mb = 256;
     unsigned pages = 64;
     double seconds = 2;
+    unsigned long iterations = 0; /* 0: run for `seconds` */
     sf_backend backend = SF_BACKEND_AUTO;
     unsigned flags = SF_OPT_SNAPSHOTS;
     for (int i = 1; i < argc; i++) {
@@ -70,6 +75,8 @@ int main(int argc, char **argv)
             pages = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
             seconds = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--iterations") && i + 1 < argc)
+            iterations = strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
             int b = sf_backend_parse(argv[++i]);
             if (b < 0) {
@@ -80,7 +87,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--in-thread"))
             flags |= SF_OPT_INTHREAD_FAULTS;
         else {
-            fprintf(stderr, "usage: rollback [--mb N] [--pages N] [--seconds S] [--backend NAME] [--in-thread]\n");
+            fprintf(stderr, "usage: rollback [--mb N] [--pages N] [--seconds S | --iterations N] "
+                            "[--backend NAME] [--in-thread]\n");
             return 2;
         }
     }
@@ -102,7 +110,8 @@ int main(int argc, char **argv)
     /* Baseline: fork per iteration, the child runs it and exits. */
     unsigned long forks = 0;
     double a = now_s();
-    while (now_s() - a < seconds) {
+    unsigned long fork_iterations = iterations / 20 ? iterations / 20 : 1;
+    while (iterations ? forks < fork_iterations : now_s() - a < seconds) {
         pid_t pid = fork();
         if (pid == 0) {
             iteration(state, npages, pages);
@@ -131,7 +140,7 @@ int main(int argc, char **argv)
     }
     unsigned long iters = 0, restored = 0;
     a = now_s();
-    while (now_s() - a < seconds) {
+    while (iterations ? iters < iterations : now_s() - a < seconds) {
         iteration(state, npages, pages);
         rc = sf_snapshot_restore(s);
         if (rc < 0) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 
 static size_t PS;
 
@@ -249,7 +250,7 @@ static int strerror_int_min_child(const struct variant *unused)
 
 static int t_strerror_int_min(const struct variant *unused)
 {
-    return run_in_child(strerror_int_min_child, NULL, 10);
+    return run_in_child(strerror_int_min_child, NULL, 60);
 }
 
 static int t_names(const struct variant *unused)
@@ -728,12 +729,12 @@ static int destroy_tracked_child(const struct variant *v)
 
 static int t_failed_track(const struct variant *v)
 {
-    return run_in_child(failed_track_child, v, 20);
+    return run_in_child(failed_track_child, v, 60);
 }
 
 static int t_destroy_tracked(const struct variant *v)
 {
-    return run_in_child(destroy_tracked_child, v, 20);
+    return run_in_child(destroy_tracked_child, v, 60);
 }
 
 /* Destroying one tracker leaves another (tracking beside it) intact; the
@@ -844,15 +845,28 @@ static int t_two_trackers(const struct variant *v)
     return rc;
 }
 
-/* Waits (briefly) for handler threads to count what they resolved: stats
- * are read without stopping faults. */
+/* Waits for handler threads to count what they resolved: stats are read
+ * without stopping faults, and a handler thread counts a fault after the
+ * unprotect that lets the writer go on.  The wait is for the count, not a
+ * period; the limit (a minute, for a counter increment due microseconds
+ * after the write) is a safety net whose expiry the caller's check reports
+ * with the counts. */
+#define SETTLE_LIMIT_S 60
 static void stats_settle(sf_tracker *t, sf_stats *st, uint64_t faults)
 {
-    for (int i = 0; i < 1000; i++) {
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
         sf_tracker_stats(t, st);
         if (st->faults >= faults)
             return;
-        usleep(1000);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > SETTLE_LIMIT_S) {
+            fprintf(stderr, "stats_settle: %llu of %llu faults counted after %d s\n",
+                    (unsigned long long)st->faults, (unsigned long long)faults, SETTLE_LIMIT_S);
+            return;
+        }
+        usleep(100);
     }
 }
 

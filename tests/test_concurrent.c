@@ -5,9 +5,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/wait.h>
-#include <time.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -18,12 +18,10 @@
 
 static size_t PS, NPAGES;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+/* A case's child is killed after this long: a hang fails loudly ("killed
+ * by Alarm clock (hung)").  Every case is bounded by counts and runs in
+ * about a second here; the watchdog is a safety net, never a verdict. */
+#define CASE_WATCHDOG_S 300
 
 /* One completed write: the page, and how many collects had started when
  * the write began.  A collect that returned before the write began cannot
@@ -39,8 +37,15 @@ struct run {
     char *mem;
     const uint32_t *targets; /* pages the writers pick from */
     size_t ntargets;
-    double secs;
-    _Atomic int stop;
+    /* The run is bounded by counts: `phases` collects race the writers,
+     * each writer writes `per_phase` entries per phase.  Phase p (1-based)
+     * begins once collect p-1 has begun, and collect p begins once every
+     * writer has finished phase p: collect p-1 runs while phase p is
+     * written, and phase p's writes are owed to collect p-1 or p, so at
+     * least phases/2 collects report something, however the scheduler
+     * runs the threads. */
+    uint32_t phases, per_phase;
+    _Atomic int stop;           /* the collector failed: writers give up */
     _Atomic uint32_t started; /* collects begun */
     /* collector's view, per page: 1 + first and last collect index that
      * reported it (0: never) */
@@ -56,6 +61,7 @@ struct writer {
     uint64_t rng;
     struct wlog *log;
     size_t n;
+    _Atomic uint32_t done_phase; /* phases this writer has finished */
 };
 
 static uint64_t xs(uint64_t *s)
@@ -73,20 +79,33 @@ static void *writer_main(void *arg)
 {
     struct writer *w = arg;
     struct run *r = w->r;
-    double end = now_s() + r->secs;
-    while (!atomic_load_explicit(&r->stop, memory_order_relaxed) && w->n < LOG_CAP) {
-        uint32_t p = r->targets[xs(&w->rng) % r->ntargets];
-        uint32_t s = atomic_load(&r->started);
-        *(volatile uint64_t *)(r->mem + (size_t)p * PS + w->id * 8) = w->n + 1;
-        w->log[w->n++] = (struct wlog){p, s};
-        /* A little pacing so the log spans the run rather than filling in
-         * the first milliseconds, and the clock only now and then. */
-        for (unsigned k = xs(&w->rng) % 512; k; k--)
-            __asm__ volatile("" ::: "memory");
-        if ((w->n & 1023) == 0 && now_s() > end)
-            break;
+    for (uint32_t ph = 1; ph <= r->phases; ph++) {
+        while (atomic_load(&r->started) < ph)
+            if (atomic_load_explicit(&r->stop, memory_order_relaxed))
+                return NULL;
+            else
+                sched_yield();
+        for (uint32_t j = 0; j < r->per_phase && w->n < LOG_CAP; j++) {
+            uint32_t p = r->targets[xs(&w->rng) % r->ntargets];
+            uint32_t s = atomic_load(&r->started);
+            *(volatile uint64_t *)(r->mem + (size_t)p * PS + w->id * 8) = w->n + 1;
+            w->log[w->n++] = (struct wlog){p, s};
+            /* A little pacing, so that writes spread over the collect
+             * running meanwhile. */
+            for (unsigned k = xs(&w->rng) % 512; k; k--)
+                __asm__ volatile("" ::: "memory");
+        }
+        atomic_store(&w->done_phase, ph);
     }
     return NULL;
+}
+
+/* Waits (yielding) until every writer has finished phase ph. */
+static void wait_writers(struct writer *w, uint32_t ph)
+{
+    for (unsigned i = 0; i < NWRITERS; i++)
+        while (atomic_load(&w[i].done_phase) < ph)
+            sched_yield();
 }
 
 static int on_run(void *addr, size_t len, void *arg)
@@ -114,8 +133,8 @@ static int collect_once(struct run *r)
     return rc;
 }
 
-/* Runs the writers against a collector for r->secs, then one final
- * collect, and checks the logs.  Returns 0 or 1 with h_msg. */
+/* Runs the writers against a collector for r->phases collects, then one
+ * final collect, and checks the logs.  Returns 0 or 1 with h_msg. */
 static int race(struct run *r, sf_stats *st)
 {
     struct writer w[NWRITERS];
@@ -123,6 +142,7 @@ static int race(struct run *r, sf_stats *st)
     r->first = calloc(NPAGES, sizeof(uint32_t));
     r->last = calloc(NPAGES, sizeof(uint32_t));
     CHECK(r->first && r->last, "calloc");
+    CHECK((size_t)r->phases * r->per_phase <= LOG_CAP, "log too small for the run");
     int err = 0;
     for (unsigned i = 0; i < NWRITERS; i++) {
         w[i].r = r;
@@ -132,13 +152,17 @@ static int race(struct run *r, sf_stats *st)
         CHECK(w[i].log, "malloc");
         CHECK(pthread_create(&w[i].th, NULL, writer_main, &w[i]) == 0, "pthread_create");
     }
-    double end = now_s() + r->secs;
-    while (now_s() < end && !err) {
+    for (uint32_t c = 0; c < r->phases && !err; c++) {
+        if (c > 0)
+            wait_writers(w, c);
         int rc = collect_once(r);
         if (rc < 0)
             err = rc;
     }
-    atomic_store(&r->stop, 1);
+    if (err)
+        atomic_store(&r->stop, 1);
+    else
+        wait_writers(w, r->phases);
     for (unsigned i = 0; i < NWRITERS; i++)
         pthread_join(w[i].th, NULL);
     CHECK(err == 0, "sf_collect during the run: %s", sf_strerror(err));
@@ -199,7 +223,16 @@ static int race(struct run *r, sf_stats *st)
             err = 1;
         }
     }
-    /* The run must have raced: many writes, collects that saw some. */
+    /* An mprotect region over its VMA budget is degraded: reported whole,
+     * inexact.  Say so in the message (the budget is far from reached by
+     * 256 pages: a degrade here is the estimate's fault). */
+    if (err && st->degraded) {
+        size_t len = strlen(h_msg);
+        snprintf(h_msg + len, sizeof h_msg - len, " [mprotect degraded %llu, VMA estimate %llu]",
+                 (unsigned long long)st->degraded, (unsigned long long)st->vma_estimate);
+    }
+    /* The run must have raced: many writes, collects that saw some (the
+     * phases guarantee both when nothing is lost). */
     if (!err && (total < 10000 || r->collects_nonempty < 5)) {
         snprintf(h_msg, sizeof h_msg, "too little concurrency: %zu writes, %ld non-empty collects",
                  total, r->collects_nonempty);
@@ -248,7 +281,7 @@ static int t_random(const struct variant *v)
     char *mem = map_region(REGION);
     CHECK(mem, "mmap");
     CHECK_RC(sf_track(t, mem, REGION), 0);
-    struct run r = {.t = t, .mem = mem, .ntargets = 256, .secs = 1.0};
+    struct run r = {.t = t, .mem = mem, .ntargets = 256, .phases = 200, .per_phase = 500};
     uint32_t *targets = pick_targets(r.ntargets);
     CHECK(targets, "malloc");
     r.targets = targets;
@@ -283,7 +316,8 @@ static int t_hot(const struct variant *v)
     CHECK_RC(sf_track(t, mem, REGION), 0);
     /* Neighbours and strangers: 4 adjacent pages and 4 spread out. */
     static const uint32_t hot[8] = {100, 101, 102, 103, 5000, 9001, 12345, 16383};
-    struct run r = {.t = t, .mem = mem, .targets = hot, .ntargets = 8, .secs = 0.6};
+    struct run r = {.t = t, .mem = mem, .targets = hot, .ntargets = 8, .phases = 400,
+                    .per_phase = 100};
     sf_stats st;
     rc = race(&r, &st);
     if (rc == 0 && sf_tracker_fault_mode(t) != SF_FAULTS_NONE) {
@@ -356,9 +390,8 @@ static int t_lockstep(const struct variant *v)
         CHECK(pthread_create(&w[i].th, NULL, lockstep_main, &w[i]) == 0, "pthread_create");
     }
     int writes = 0, err = 0;
-    double deadline = now_s() + 1.0;
     for (int i = 0; i < ls.rounds; i++) {
-        int quiet = (i % 3) == 2 || now_s() > deadline; /* late rounds: just finish */
+        int quiet = (i % 3) == 2;
         atomic_store(&ls.quiet, quiet);
         pthread_barrier_wait(&ls.go);
         pthread_barrier_wait(&ls.done);
@@ -391,11 +424,12 @@ static int t_lockstep(const struct variant *v)
     return err;
 }
 
-/* Many threads racing for one page after every reset, for a while: the
+/* Many threads racing for one page after every reset, HOT_ROUNDS times: the
  * threads that lose the race fault while the winner holds the page and
  * retry.  Each such retry is a fault that completes; none may be taken for
  * "a page someone else protected" and forwarded to SIG_DFL. */
 #define HOT_THREADS 8
+#define HOT_ROUNDS 5000
 struct hot_race {
     pthread_barrier_t go, done;
     char *page;
@@ -436,8 +470,7 @@ static int t_hot_race(const struct variant *v)
     }
     long rounds = 0;
     int err = 0;
-    double end = now_s() + 2.0;
-    while (now_s() < end && rounds < 30000) {
+    while (rounds < HOT_ROUNDS) {
         pthread_barrier_wait(&h.go);
         pthread_barrier_wait(&h.done);
         rounds++;
@@ -483,7 +516,7 @@ static int run_isolated(int (*fn)(const struct variant *), const struct variant 
     if (pid < 0)
         SKIP("fork: %s", strerror(errno));
     if (pid == 0) {
-        alarm(60);
+        alarm(CASE_WATCHDOG_S);
         int rc = fn(v);
         memcpy(g_shared_msg, h_msg, sizeof h_msg);
 #if defined(__SANITIZE_ADDRESS__)
@@ -533,12 +566,25 @@ static const char *const BUG_STALE_MSG =
     "src/backend_uffd_sync.c handle_fault: a stale uffd message (second faulting thread) "
     "handled after a collect re-armed the page resolves it again: reported without a write";
 
+/* The third, deterministic since the race runs by counts (many faults per
+ * collect): the mprotect VMA estimate drifts upward (issue 8, "the VMA
+ * estimate drifts": a protect span over k writable runs removes 2k
+ * boundaries, the estimate subtracts 2), so after ~100 collects of the
+ * random case the tracker degrades with a few hundred real VMAs, and the
+ * degraded region reports pages nobody wrote. */
+static const char *const BUG_VMA_DRIFT =
+    "src/backend_mprotect.c: the VMA estimate drifts upward until a spurious degrade "
+    "(issue 8, item 4): an inexact collect";
+
 static const char *known_bug(int (*fn)(const struct variant *), const struct variant *v, int rc)
 {
     int handler_mode = v->backend == SF_BACKEND_UFFD_SYNC && (v->flags & SF_OPT_HANDLER_THREADS);
     if (rc == 1 && handler_mode && fn == t_lockstep &&
         (strstr(h_msg, "nobody wrote") || strstr(h_msg, "resolved faults")))
         return BUG_STALE_MSG;
+    if (rc == 1 && v->backend == SF_BACKEND_MPROTECT && (fn == t_random || fn == t_hot) &&
+        strstr(h_msg, "never written [mprotect degraded"))
+        return BUG_VMA_DRIFT;
     return NULL;
 }
 
@@ -572,7 +618,7 @@ int main(void)
         {"4 writers on random pages vs a resetting collector", t_random},
         {"4 writers on the same 8 pages vs a resetting collector", t_hot},
         {"4 writers fault one armed page at once (lock-step)", t_lockstep},
-        {"8 threads race for one page after every reset (2 s)", t_hot_race},
+        {"8 threads race for one page after every reset (5000 rounds)", t_hot_race},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
         for (size_t v = 0; v < NVARIANTS; v++)

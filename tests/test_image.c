@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -739,12 +740,19 @@ static void *signal_loop(void *arg)
 }
 
 /* Drains the pipe into a memfd, in small reads if asked, so that the writer
- * meets a full pipe (partial writes, EAGAIN). */
-static int drain_pipe(int rfd, bool small)
+ * meets a full pipe (partial writes, EAGAIN).  With sigwait, read number i
+ * (for the first SIG_READS) waits until more than i signals were seen: the
+ * writer, blocked on the full pipe, is interrupted at least SIG_READS times
+ * however fast the machine (a writer that ends early ends the wait). */
+#define SIG_READS 16
+static int drain_pipe(int rfd, bool small, struct pipe_writer *sigwait)
 {
     int out = new_memfd();
     uint8_t buf[65536];
-    for (;;) {
+    for (unsigned reads = 0;; reads++) {
+        while (sigwait && reads < SIG_READS && atomic_load(&signals_seen) <= reads &&
+               !atomic_load(&sigwait->done))
+            sched_yield();
         ssize_t n = read(rfd, buf, small ? 3000 : sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
@@ -777,14 +785,15 @@ static void pipe_case(bool nonblock, bool signals)
     pthread_t sth;
     if (signals && pthread_create(&sth, NULL, signal_loop, &pw))
         die("pthread_create");
-    int out = drain_pipe(p[0], signals || nonblock);
+    int out = drain_pipe(p[0], signals || nonblock, signals ? &pw : NULL);
     if (signals)
         pthread_join(sth, NULL);
     pthread_join(pw.thread, NULL);
     close(p[0]);
     CHECK_EQ(pw.rc, 0);
     if (signals)
-        CHECK(atomic_load(&signals_seen) > 10, "only %u signals", atomic_load(&signals_seen));
+        CHECK(atomic_load(&signals_seen) >= SIG_READS, "only %u signals",
+              atomic_load(&signals_seen));
     check_image(out, &m, 300);
     close(out);
     signal(SIGUSR1, SIG_DFL);
