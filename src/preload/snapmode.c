@@ -35,6 +35,7 @@ static _Atomic int g_final_req;      /* 0; -1: exit; else the fatal signal */
 static _Atomic int g_final_done;     /* 1: served, or the background thread is gone */
 static uint64_t g_final_seq;         /* the final image's sequence number, 0: none */
 static bool g_end_written;           /* the index's #end line */
+static bool g_final_take;            /* the background thread takes the final image */
 __thread int sfp_fatal_pending __attribute__((tls_model("initial-exec")));
 
 /* SIGHUP, SIGINT, SIGTERM: caught for the final image only where the
@@ -170,6 +171,12 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
      * tracked set matches the mappings. */
     sfp_lock();
     sfp_reconcile();
+    /* The final image: in signal-delivered fault modes the scan adopts a
+     * mapping only when the previous scan saw it too (see runtime.c); a
+     * second scan now adopts what the program mapped since the last one,
+     * so that a short program's final image holds all its memory. */
+    if (g_final_take)
+        sfp_reconcile();
     sf_snapshot *s = NULL;
     sfp_kwrite_wait();
     uint64_t t0 = sfp_now_ns();
@@ -309,7 +316,9 @@ void sfp_snap_serve_final(void)
     else
         sfp_signal_name(req, how);
     if (g_dir_fd >= 0 && sfp_tracker && !g_end_written) {
+        g_final_take = true;
         int rc = take_and_write(how);
+        g_final_take = false;
         if (rc > 0)
             g_final_seq = g_seq;
         end_line(rc < 0 ? "incomplete" : "clean", how);
