@@ -1175,7 +1175,12 @@ static void forget_parent_tracker(void);
 
 static void *bg_body(void *arg);
 
-bool sfp_bg_alive(void) { return atomic_load(&g_bg_alive) != 0; }
+/* Also false in a vfork child (which shares the parent's memory and so its
+ * flag): the parent's thread must not end the parent's chain. */
+bool sfp_bg_alive(void)
+{
+    return atomic_load(&g_bg_alive) != 0 && g_pid == (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
+}
 
 static void *bg_main(void *arg)
 {
@@ -1550,6 +1555,7 @@ static void fork_child(void)
     pthread_mutex_init(&g_lock, NULL);
     g_pid = (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
     g_bg_running = false;
+    atomic_store(&g_bg_alive, 0); /* the parent's thread is not ours */
     sfp_in_runtime--;
     if (atomic_load(&sfp_state) != SFP_READY)
         return;
