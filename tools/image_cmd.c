@@ -58,6 +58,19 @@ static struct img *set_add(struct set *s, const char *path)
     return m;
 }
 
+static void set_free(struct set *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i].im)
+            sf_image_close(s->v[i].im);
+        if (s->v[i].fd >= 0)
+            close(s->v[i].fd);
+    }
+    free(s->v);
+    s->v = NULL;
+    s->n = s->cap = 0;
+}
+
 static void add_dir(struct set *s, const char *dir)
 {
     DIR *d = opendir(dir);
@@ -329,6 +342,7 @@ static int cmd_info(int argc, char **argv)
         if (m->open_err) {
             printf("%s: cannot open: %s\n", argv[i], m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
             status = 1;
+            set_free(&s);
             continue;
         }
         sf_image_info *f = &m->info;
@@ -350,6 +364,7 @@ static int cmd_info(int argc, char **argv)
                f->pages_zero, f->pages_absent);
         if (ranges)
             sf_image_ranges(m->im, print_range, NULL);
+        set_free(&s);
     }
     return status;
 }
@@ -499,6 +514,7 @@ static int cmd_verify(int argc, char **argv)
         free(ixpaths[i]);
     }
     free(ixpaths);
+    set_free(&s);
     printf("%d ok, %d bad\n", ok, bad);
     return bad ? 1 : 0;
 }
