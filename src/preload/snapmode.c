@@ -451,7 +451,11 @@ int sfp_fatal_sigaction(int sig, const struct sigaction *act, struct sigaction *
     int i = fatal_slot(sig);
     if (i < 0 || !g_fatal[i].managed)
         return 0;
+    /* While the program's own disposition is installed, the kernel's is
+     * the truth (SA_RESETHAND may have reset it). */
     struct sigaction prev = g_fatal[i].prog;
+    if (!atomic_load(&g_fatal[i].ours) && sfp_real.sigaction(sig, NULL, &prev) != 0)
+        prev = g_fatal[i].prog;
     if (act) {
         bool dfl = !(act->sa_flags & SA_SIGINFO) && act->sa_handler == SIG_DFL;
         if (dfl) {

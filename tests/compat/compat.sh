@@ -419,6 +419,22 @@ exit-image)
         wait "$pid"; rc=$?
         [ "$rc" = 143 ] || bad "$backend/pause: exit $rc after kill -TERM, expected 143"
         expect_end pause clean SIGTERM 1 && expect_final pause FINAL-PATTERN
+        # killed while mapping and unmapping (the signal lands inside the
+        # runtime, or not: the same verdict either way, and no hang)
+        for i in 1 2 3 4 5; do
+            rm -rf "$work/mloop" "$work/mloop.out"
+            "$SNAPFAULT_TOOL" run --mode snapshot --backend "$backend" --output "$work/mloop" -- "$X" "$work/mloop" 0 mmaploop \
+                >"$work/mloop.out" 2>"$work/mloop.err" &
+            pid=$!
+            until grep -q '^ready' "$work/mloop.out" 2>/dev/null; do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.01
+            done
+            kill -TERM "$pid"
+            wait "$pid"; rc=$?
+            [ "$rc" = 143 ] || bad "$backend/mmaploop: exit $rc after kill -TERM, expected 143"
+            expect_end mloop clean SIGTERM 1 || break
+        done
         # SIGINT left ignored by the parent stays ignored: no image, no death
         (trap '' INT; snap int -- "$X" "$work/int" 0 int; exit $rc); rc=$?
         [ "$rc" = 0 ] && grep -q 'after SIGINT' "$work/int.out" || bad "$backend/int: an ignored SIGINT was not ignored (exit $rc)"
@@ -463,7 +479,7 @@ exit-image)
         [ "$rc" = 143 ] || bad "$backend/offterm: exit $rc, expected 143"
         compgen -G "$work/offterm/*.sfimg" >/dev/null && bad "$backend/offterm: an image with SNAPFAULT_EXIT_IMAGE=0"
         grep -q '^#end' "$(the_index offterm)" && bad "$backend/offterm: killed by SIGTERM, yet an end mark"
-        rm -rf "${work:?}"/{true,exit,usr2,term,pause,int,handler,child,uexit,kill,off,offterm}
+        rm -rf "${work:?}"/{true,exit,usr2,term,pause,mloop,int,handler,child,uexit,kill,off,offterm}
     done
     # verify says what a file is that is not an image
     : >empty.sfimg

@@ -11,11 +11,13 @@
  *   handler  own SIGTERM handler, raise(SIGTERM), then exit 0
  *   _exit    _exit(0)                   kill     raise(SIGKILL)
  *   child    a forked child writes CHILD-PATTERN and exits; the parent exits
+ *   mmaploop print "ready", then map and unmap until killed
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,6 +72,18 @@ int main(int argc, char **argv)
         fflush(stdout);
         for (;;)
             pause();
+    } else if (strcmp(how, "mmaploop") == 0) {
+        /* killed while it maps and unmaps: the signal often lands inside
+         * the runtime's interposers, which must defer it, not deadlock */
+        printf("ready\n");
+        fflush(stdout);
+        for (;;) {
+            void *m = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m != MAP_FAILED) {
+                memset(m, 1, 4096);
+                munmap(m, 1 << 16);
+            }
+        }
     } else if (strcmp(how, "handler") == 0) {
         signal(SIGTERM, on_term);
         raise(SIGTERM);
