@@ -58,6 +58,19 @@ static struct img *set_add(struct set *s, const char *path)
     return m;
 }
 
+static void set_free(struct set *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i].im)
+            sf_image_close(s->v[i].im);
+        if (s->v[i].fd >= 0)
+            close(s->v[i].fd);
+    }
+    free(s->v);
+    s->v = NULL;
+    s->n = s->cap = 0;
+}
+
 static void add_dir(struct set *s, const char *dir)
 {
     DIR *d = opendir(dir);
@@ -88,12 +101,6 @@ static void add_dir(struct set *s, const char *dir)
         free(names[i]);
     }
     free(names);
-}
-
-static bool is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static void dir_of(const char *path, char *out, size_t cap)
@@ -131,6 +138,149 @@ static int chain_read(struct set *s, struct img *m, uint64_t addr, void *buf, si
 
 static const char *errmsg(int err) { return sf_strerror(err); }
 
+/* ------------------------------------------------------------------------
+ * What a file is, when it is not an image: said instead of "damaged".
+ * ------------------------------------------------------------------------ */
+enum kind { K_OTHER, K_IMAGE, K_INDEX, K_TRACK, K_EMPTY, K_DIR, K_MISSING };
+
+static enum kind file_kind(const char *path, const char **what)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return *what = strerror(errno), K_MISSING;
+    if (S_ISDIR(st.st_mode))
+        return *what = "a directory", K_DIR;
+    if (!S_ISREG(st.st_mode))
+        return *what = "not a regular file", K_OTHER;
+    if (st.st_size == 0)
+        return *what = "an empty file", K_EMPTY;
+    char head[32] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, head, sizeof(head) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n >= 8 && memcmp(head, "SNAPFIMG", 8) == 0)
+        return *what = "a snapfault image", K_IMAGE;
+    if (n > 0 && strncmp(head, "#snapfault-snapshots", 20) == 0)
+        return *what = "a snapshot index", K_INDEX;
+    if (n > 0 && strncmp(head, "#snapfault-track", 16) == 0)
+        return *what = "a track record", K_TRACK;
+    return *what = "unknown content", K_OTHER;
+}
+
+/* ------------------------------------------------------------------------
+ * Snapshot index files (doc/PRELOAD.md): the chain one process wrote.
+ * ------------------------------------------------------------------------ */
+struct ientry {
+    unsigned long long seq;
+    char file[256];
+    uint64_t id, parent;
+    char why[32];
+};
+
+struct index {
+    char pid[32], backend[32];
+    struct ientry *e;
+    size_t n, nfailed;
+    bool ended, clean, bad_line;
+    char end_how[32], end_final[32], end_status[32];
+    unsigned long long end_images;
+};
+
+static void field(const char *line, const char *key, char *out, size_t cap)
+{
+    out[0] = 0;
+    size_t kl = strlen(key);
+    for (const char *p = line; (p = strstr(p, key)); p++)
+        if ((p == line || p[-1] == '\t' || p[-1] == ' ') && p[kl] == '=') {
+            p += kl + 1;
+            size_t i = 0;
+            while (p[i] && p[i] != '\t' && p[i] != '\n' && p[i] != ' ' && i + 1 < cap) {
+                out[i] = p[i];
+                i++;
+            }
+            out[i] = 0;
+            return;
+        }
+}
+
+static int index_load(const char *path, struct index *ix)
+{
+    memset(ix, 0, sizeof(*ix));
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -errno;
+    char line[1024];
+    bool first = true;
+    while (fgets(line, sizeof(line), f)) {
+        if (first) {
+            first = false;
+            if (strncmp(line, "#snapfault-snapshots", 20) != 0) {
+                fclose(f);
+                return -EBADMSG;
+            }
+            field(line, "pid", ix->pid, sizeof(ix->pid));
+            field(line, "backend", ix->backend, sizeof(ix->backend));
+            continue;
+        }
+        if (ix->ended) {
+            ix->bad_line = true; /* nothing follows the end line */
+            continue;
+        }
+        if (strncmp(line, "#end", 4) == 0) {
+            ix->ended = true;
+            sscanf(line, "#end %31s", ix->end_status);
+            ix->clean = strcmp(ix->end_status, "clean") == 0;
+            char v[32];
+            field(line, "images", v, sizeof(v));
+            ix->end_images = strtoull(v, NULL, 10);
+            field(line, "how", ix->end_how, sizeof(ix->end_how));
+            field(line, "final", ix->end_final, sizeof(ix->end_final));
+            continue;
+        }
+        if (line[0] == 'F' && line[1] == '\t') {
+            ix->nfailed++;
+            continue;
+        }
+        if (line[0] != 'S' || line[1] != '\t') {
+            ix->bad_line = ix->bad_line || line[0] != '#';
+            continue;
+        }
+        struct ientry en;
+        memset(&en, 0, sizeof(en));
+        unsigned long long id, parent;
+        if (sscanf(line, "S\t%llu\t%255s\t%llx\t%llx\t%*s\t%*s\t%*s\t%31s", &en.seq, en.file, &id, &parent,
+                   en.why) < 4) {
+            ix->bad_line = true;
+            continue;
+        }
+        en.id = id;
+        en.parent = parent;
+        ix->e = realloc(ix->e, (ix->n + 1) * sizeof(*ix->e));
+        if (!ix->e) {
+            fclose(f);
+            return -ENOMEM;
+        }
+        ix->e[ix->n++] = en;
+    }
+    fclose(f);
+    return first ? -EBADMSG : 0;
+}
+
+/* One line saying how the chain ended. */
+static void index_end_say(const char *path, const struct index *ix)
+{
+    if (!ix->ended)
+        printf("%s: NO END MARK: %zu images listed; the process was killed (SIGKILL, a crash) or is still "
+               "running\n", path, ix->n);
+    else if (ix->clean)
+        printf("%s: chain complete: %zu images, ended by %s, final image %s\n", path, ix->n, ix->end_how,
+               strcmp(ix->end_final, "none") ? ix->end_final : "none (exit images off or the image limit reached)");
+    else
+        printf("%s: chain ended without a final image: %zu images, ended by %s%s\n", path, ix->n, ix->end_how,
+               ix->nfailed ? " (an image failed)" : "");
+}
+
 /* ------------------------------------------------------------------------ */
 
 static int print_range(void *addr, size_t len, void *arg)
@@ -158,11 +308,41 @@ static int cmd_info(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-')
             continue;
+        const char *what;
+        enum kind k = file_kind(argv[i], &what);
+        if (k == K_INDEX) {
+            struct index ix;
+            int rc = index_load(argv[i], &ix);
+            if (rc < 0) {
+                printf("%s: cannot read the index: %s\n", argv[i], strerror(-rc));
+                status = 1;
+                continue;
+            }
+            printf("%s:\n  snapshot index of pid %s, backend %s\n", argv[i], ix.pid, ix.backend);
+            for (size_t j = 0; j < ix.n; j++)
+                printf("  image %llu  %s  %016" PRIx64 "  parent %016" PRIx64 "  %s\n", ix.e[j].seq, ix.e[j].file,
+                       ix.e[j].id, ix.e[j].parent, ix.e[j].why);
+            if (ix.nfailed)
+                printf("  %zu images failed to write\n", ix.nfailed);
+            if (!ix.ended)
+                printf("  end     no end mark: killed, or still running\n");
+            else
+                printf("  end     %s, by %s, final image %s\n", ix.clean ? "complete" : "without a final image",
+                       ix.end_how, ix.end_final);
+            free(ix.e);
+            continue;
+        }
+        if (k != K_IMAGE) {
+            printf("%s: not a snapfault image (%s)\n", argv[i], what);
+            status = 1;
+            continue;
+        }
         struct set s = {0};
         struct img *m = set_add(&s, argv[i]);
         if (m->open_err) {
             printf("%s: cannot open: %s\n", argv[i], m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
             status = 1;
+            set_free(&s);
             continue;
         }
         sf_image_info *f = &m->info;
@@ -184,6 +364,7 @@ static int cmd_info(int argc, char **argv)
                f->pages_zero, f->pages_absent);
         if (ranges)
             sf_image_ranges(m->im, print_range, NULL);
+        set_free(&s);
     }
     return status;
 }
@@ -194,17 +375,77 @@ static int cmd_verify(int argc, char **argv)
 {
     struct set s = {0};
     size_t named = 0;
+    int bad = 0, ok = 0;
+    /* indexes named, or found in named directories: their ends are said */
+    char **ixpaths = NULL;
+    size_t nix = 0;
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-')
             usage_error("image verify", "unknown option '%s'", argv[i]);
-        if (is_dir(argv[i]))
-            add_dir(&s, argv[i]);
-        else
-            set_add(&s, argv[i]);
         named++;
     }
     if (!named)
-        usage_error("image verify", "missing IMAGE or DIR");
+        usage_error("image verify", "missing IMAGE, INDEX or DIR");
+    for (int i = 1; i < argc; i++) {
+        const char *what;
+        enum kind k = file_kind(argv[i], &what);
+        if (k == K_DIR) {
+            size_t before = s.n;
+            add_dir(&s, argv[i]);
+            DIR *d = opendir(argv[i]);
+            struct dirent *e;
+            size_t nfound = 0;
+            while (d && (e = readdir(d))) {
+                size_t l = strlen(e->d_name);
+                if (l > 6 && strcmp(e->d_name + l - 6, ".index") == 0) {
+                    ixpaths = realloc(ixpaths, (nix + 1) * sizeof(*ixpaths));
+                    if (asprintf(&ixpaths[nix], "%s/%s", argv[i], e->d_name) > 0)
+                        nix++;
+                    nfound++;
+                }
+            }
+            if (d)
+                closedir(d);
+            if (s.n == before) {
+                printf("%s: no snapfault images in this directory%s\n", argv[i],
+                       nfound ? " (only index files: every process ended before its first image)" : "");
+                bad++;
+            }
+        } else if (k == K_INDEX) {
+            /* every image the index lists, found beside it */
+            struct index ix;
+            int rc = index_load(argv[i], &ix);
+            if (rc < 0) {
+                printf("%s: cannot read the index: %s\n", argv[i], strerror(-rc));
+                bad++;
+                continue;
+            }
+            char d[4096];
+            dir_of(argv[i], d, sizeof(d));
+            for (size_t j = 0; j < ix.n; j++) {
+                char p[4096 + 256];
+                snprintf(p, sizeof(p), "%s/%s", d, ix.e[j].file);
+                struct img *m = set_add(&s, p);
+                if (!m->open_err && (m->info.id != ix.e[j].id || m->info.parent_id != ix.e[j].parent)) {
+                    printf("%s: DAMAGED: id or parent differ from the index %s\n", p, argv[i]);
+                    bad++;
+                }
+            }
+            if (ix.bad_line)
+                printf("%s: warning: lines the index format does not have\n", argv[i]);
+            if (ix.ended && ix.end_images != ix.n)
+                printf("%s: warning: the end line counts %llu images, %zu are listed\n", argv[i], ix.end_images,
+                       ix.n);
+            free(ix.e);
+            ixpaths = realloc(ixpaths, (nix + 1) * sizeof(*ixpaths));
+            ixpaths[nix++] = strdup(argv[i]);
+        } else if (k == K_IMAGE) {
+            set_add(&s, argv[i]);
+        } else {
+            printf("%s: not a snapfault image (%s)\n", argv[i], what);
+            bad++;
+        }
+    }
     size_t nnamed = s.n;
     /* parents may sit beside the named images */
     for (size_t i = 0; i < nnamed; i++) {
@@ -212,8 +453,7 @@ static int cmd_verify(int argc, char **argv)
         dir_of(s.v[i].path, d, sizeof(d));
         add_dir(&s, d);
     }
-    int bad = 0, ok = 0;
-    int *state = calloc(s.n, sizeof(int)); /* 0 unknown, 1 good, -1 bad */
+    int *state = calloc(s.n ? s.n : 1, sizeof(int)); /* 0 unknown, 1 good, -1 bad */
     for (size_t i = 0; i < s.n; i++) {
         struct img *m = &s.v[i];
         if (m->open_err) {
@@ -225,7 +465,10 @@ static int cmd_verify(int argc, char **argv)
     for (size_t i = 0; i < nnamed; i++) {
         struct img *m = &s.v[i];
         if (m->open_err) {
-            printf("%s: DAMAGED: %s\n", m->path, m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+            if (m->fd < 0)
+                printf("%s: MISSING: %s\n", m->path, strerror(-m->open_err));
+            else
+                printf("%s: DAMAGED: %s\n", m->path, errmsg(m->open_err));
             bad++;
             continue;
         }
@@ -263,7 +506,16 @@ static int cmd_verify(int argc, char **argv)
         }
     }
     free(state);
-    printf("%d ok, %d damaged\n", ok, bad);
+    for (size_t i = 0; i < nix; i++) {
+        struct index ix;
+        if (index_load(ixpaths[i], &ix) == 0)
+            index_end_say(ixpaths[i], &ix);
+        free(ix.e);
+        free(ixpaths[i]);
+    }
+    free(ixpaths);
+    set_free(&s);
+    printf("%d ok, %d bad\n", ok, bad);
     return bad ? 1 : 0;
 }
 

@@ -32,6 +32,7 @@ static void help(void)
            "  --no-follow-exec              do not preload programs PROGRAM executes\n"
            "  --store-limit SIZE            snapshot mode: memory for page copies (default 1G)\n"
            "  --max-images N                snapshot mode: stop after N images\n"
+           "  --no-exit-image               snapshot mode: no last image at exit\n"
            "  --show-stats, -s              print a summary on stderr at exit\n"
            "  --verbose, -v                 say what the preload does\n"
            "  --preload PATH                the preload library to use\n"
@@ -85,6 +86,7 @@ static const struct flag flags[] = {
     {"--no-follow-exec", SFP_OPT_FOLLOW_EXEC, "0"},
     {"--store-limit", SFP_OPT_STORE_LIMIT, NULL},
     {"--max-images", SFP_OPT_MAX_IMAGES, NULL},
+    {"--no-exit-image", SFP_OPT_EXIT_IMAGE, "0"},
     {"--show-stats", SFP_OPT_SHOW_STATS, "1"},
     {"-s", SFP_OPT_SHOW_STATS, "1"},
     {"--verbose", SFP_OPT_VERBOSE, "1"},

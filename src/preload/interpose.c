@@ -22,7 +22,7 @@ static size_t pgsz(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 /* Runs the mapping change under the runtime lock with the guard set: the
  * library's own calls from inside reach libc directly. */
 #define ENTER() do { sfp_in_runtime++; sfp_lock(); } while (0)
-#define LEAVE() do { sfp_unlock(); sfp_in_runtime--; } while (0)
+#define LEAVE() do { sfp_unlock(); sfp_runtime_leave(); } while (0)
 
 /* ------------------------------------------------------------------------
  * Mappings
@@ -235,6 +235,11 @@ SFP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction 
             }
             return sfp_trigger_sigaction(act, old);
         }
+        if (sfp_fatal_shared(sig)) {
+            int rc = sfp_fatal_sigaction(sig, act, old);
+            if (rc != 0)
+                return rc > 0 ? 0 : -1;
+        }
     }
     return sfp_real.sigaction(sig, act, old);
 }
@@ -257,7 +262,7 @@ static __sighandler_t signal_via_sigaction(int sig, __sighandler_t h, int flags)
 static bool shared_signal(int sig)
 {
     return ((sig == SIGSEGV || sig == SIGBUS) && atomic_load(&sfp_chain_active)) ||
-           (sig > 0 && sig == sfp_trigger_sig);
+           (sig > 0 && sig == sfp_trigger_sig) || sfp_fatal_shared(sig);
 }
 
 SFP_EXPORT __sighandler_t signal(int sig, __sighandler_t h)

@@ -50,6 +50,8 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
                              "snapshot mode: memory for page copies (K, M, G)"},
     [SFP_OPT_MAX_IMAGES] = {"MAX_IMAGES", SFP_T_INT, "0", NULL, 0, 1000000,
                             "snapshot mode: stop after this many images (0 = no limit)"},
+    [SFP_OPT_EXIT_IMAGE] = {"EXIT_IMAGE", SFP_T_BOOL, "1", NULL, 0, 0,
+                            "snapshot mode: a last image at exit and on SIGTERM/SIGINT/SIGHUP"},
     [SFP_OPT_TOP] = {"TOP", SFP_T_INT, "10", NULL, 1, 1000,
                      "entries in the summary's tables"},
 };

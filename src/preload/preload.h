@@ -47,6 +47,7 @@ typedef enum {
     SFP_OPT_FOLLOW_EXEC,
     SFP_OPT_STORE_LIMIT,
     SFP_OPT_MAX_IMAGES,
+    SFP_OPT_EXIT_IMAGE,
     SFP_OPT_TOP,
     SFP_OPT_COUNT
 } sfp_opt;
@@ -232,6 +233,21 @@ const char *sfp_self_path(void); /* path of libsnapfault-preload.so */
  * it, kept behind snapfault's handler. */
 extern int sfp_trigger_sig;
 int sfp_trigger_sigaction(const struct sigaction *act, struct sigaction *old);
+
+/* SIGHUP, SIGINT, SIGTERM left at SIG_DFL are caught for the final image
+ * (snapmode.c); the program's sigaction on them comes here: 1 handled,
+ * 0 not managed, -1 failed (errno). */
+bool sfp_fatal_shared(int sig);
+int sfp_fatal_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+/* A fatal signal that arrived while its thread was inside the runtime is
+ * kept blocked and pending until the thread leaves it. */
+extern __thread int sfp_fatal_pending __attribute__((tls_model("initial-exec")));
+void sfp_fatal_redeliver(void);
+static inline void sfp_runtime_leave(void)
+{
+    if (--sfp_in_runtime == 0 && __builtin_expect(sfp_fatal_pending != 0, 0))
+        sfp_fatal_redeliver();
+}
 
 /* Write attribution (attrib.c). */
 int sfp_attr_start(int depth);                /* installs the fault-path hook */

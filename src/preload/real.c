@@ -76,7 +76,7 @@ void sfp_real_resolve(void)
         atomic_store_explicit(&g_resolved, 1, memory_order_release);
     }
     pthread_mutex_unlock(&g_resolve_lock);
-    sfp_in_runtime--;
+    sfp_runtime_leave();
 }
 
 static bool ready(void)

@@ -43,6 +43,7 @@ static sf_fault_mode g_fault_mode;
 static long g_interval_ms;
 static pthread_t g_bg;
 static bool g_bg_running;
+static _Atomic int g_bg_alive;        /* the background thread runs and serves requests */
 static _Atomic int g_stop;
 static pid_t g_pid;
 static bool g_child_pending;          /* forked child, not set up yet */
@@ -439,19 +440,20 @@ void sfp_retrack(const struct sfp_saved *sv, int prot)
 
 void sfp_thread_created(uintptr_t lo, uintptr_t hi)
 {
+    sfp_in_runtime++; /* the registries' locks: see fatal_handler */
     if (!(g_include & SFP_INC_STACKS) || atomic_load(&sfp_prefault_needed) ||
         atomic_load(&sfp_state) != SFP_READY) {
         sfp_excl_add(lo, hi);
+        sfp_runtime_leave();
         return;
     }
-    sfp_in_runtime++;
     pthread_mutex_lock(&g_lock);
     char name[48];
     sfp_fmt(name, sizeof(name), "stack@%lx", (unsigned long)lo);
     /* the guard page below the stack is not writable: skip it */
     track_range(lo + sf_page_size, hi, label_new(SFP_K_STACK, name, lo, hi));
     pthread_mutex_unlock(&g_lock);
-    sfp_in_runtime--;
+    sfp_runtime_leave();
 }
 
 void sfp_altstack(uintptr_t lo, uintptr_t hi)
@@ -462,14 +464,17 @@ void sfp_altstack(uintptr_t lo, uintptr_t hi)
         return;
     lo = page_down(lo);
     hi = page_up(hi);
-    sfp_excl_add(lo, hi);
-    if (atomic_load(&sfp_state) != SFP_READY || sfp_in_runtime)
-        return;
+    bool inside = sfp_in_runtime;
     sfp_in_runtime++;
+    sfp_excl_add(lo, hi);
+    if (atomic_load(&sfp_state) != SFP_READY || inside) {
+        sfp_runtime_leave();
+        return;
+    }
     pthread_mutex_lock(&g_lock);
     untrack_range(lo, hi);
     pthread_mutex_unlock(&g_lock);
-    sfp_in_runtime--;
+    sfp_runtime_leave();
 }
 
 /* The main thread's TCB and static TLS (errno, the library's TLS) were
@@ -1168,12 +1173,31 @@ static void drain_wake(void)
 static int setup_tracking(void);
 static void forget_parent_tracker(void);
 
+static void *bg_body(void *arg);
+
+/* Also false in a vfork child (which shares the parent's memory and so its
+ * flag): the parent's thread must not end the parent's chain. */
+bool sfp_bg_alive(void)
+{
+    return atomic_load(&g_bg_alive) != 0 && g_pid == (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
+}
+
 static void *bg_main(void *arg)
+{
+    void *r = bg_body(arg);
+    atomic_store(&g_bg_alive, 0);
+    if (g_mode == SFP_MODE_SNAPSHOT)
+        sfp_snap_bg_gone();
+    return r;
+}
+
+static void *bg_body(void *arg)
 {
     sfp_in_runtime = 1;
     if (g_child_pending) {
-        /* A forked child sets itself up only if it lives past one interval:
-         * the usual fork+exec costs nothing. */
+        /* A forked child sets itself up only if it lives past one interval
+         * (the usual fork+exec costs nothing), or when it ends first and
+         * asks for its final image. */
         struct pollfd pfd = {.fd = sfp_wake_fd[0], .events = POLLIN};
         poll(&pfd, 1, (int)g_interval_ms);
         if (atomic_load(&g_stop))
@@ -1190,6 +1214,8 @@ static void *bg_main(void *arg)
     uint64_t next_snap = every ? sfp_now_ns() + (uint64_t)every * 1000000 : UINT64_MAX;
     uint64_t next_tick = sfp_now_ns() + (uint64_t)g_interval_ms * 1000000;
     while (!atomic_load(&g_stop)) {
+        if (g_mode == SFP_MODE_SNAPSHOT)
+            sfp_snap_serve_final();
         uint64_t now = sfp_now_ns();
         uint64_t due = next_tick < next_snap ? next_tick : next_snap;
         if (due > now) {
@@ -1199,6 +1225,8 @@ static void *bg_main(void *arg)
             drain_wake();
             if (atomic_load(&g_stop))
                 break;
+            if (g_mode == SFP_MODE_SNAPSHOT)
+                sfp_snap_serve_final();
         }
         now = sfp_now_ns();
         bool tick = now >= next_tick;
@@ -1232,9 +1260,12 @@ static int start_bg(void)
     sigdelset(&all, SIGSEGV);
     sigdelset(&all, SIGBUS);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    atomic_store(&g_bg_alive, 1);
     int rc = pthread_create(&g_bg, NULL, bg_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     g_bg_running = rc == 0;
+    if (rc)
+        atomic_store(&g_bg_alive, 0);
     return -rc;
 }
 
@@ -1315,6 +1346,7 @@ static int setup_tracking(void)
     } else {
         sfp_snap_open();
         sfp_snap_trigger_install();
+        sfp_snap_fatal_install();
     }
     sfp_reconcile();
     sfp_info("%s mode, backend %s (%s), interval %ld ms%s%s", g_mode == SFP_MODE_TRACK ? "track" : "snapshot",
@@ -1371,7 +1403,7 @@ __attribute__((constructor(101))) static void sfp_init(void)
     if (setup_tracking() == 0 && start_bg() != 0)
         sfp_warn("cannot start the background thread: no records are written");
     pthread_mutex_unlock(&g_lock);
-    sfp_in_runtime--;
+    sfp_runtime_leave();
 }
 
 /* Ends the record: a last collect, the E record and the summary.  From
@@ -1408,7 +1440,7 @@ static void finish(const char *how, bool may_block)
         track_summary(true, how);
         track_summary(false, how);
     } else {
-        sfp_snap_finish();
+        sfp_snap_finish(how);
         sfp_snap_summary();
     }
     pthread_mutex_unlock(&g_lock);
@@ -1417,6 +1449,15 @@ static void finish(const char *how, bool may_block)
 
 __attribute__((destructor(101))) static void sfp_fini(void)
 {
+    /* Snapshot mode: the final image, taken by the background thread while
+     * the tracker still exists.  Not from a thread interrupted inside the
+     * runtime (exit called by a signal handler): it may hold the lock the
+     * background thread needs.  A forked child that follows and has not
+     * set up yet does so now. */
+    if (g_mode == SFP_MODE_SNAPSHOT && sfp_snap_exit_image() && !sfp_in_runtime && g_bg_running &&
+        sfp_bg_alive() && g_pid == (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0) &&
+        (atomic_load(&sfp_state) == SFP_READY || g_child_pending))
+        sfp_snap_final_wait(0);
     sfp_in_runtime++;
     if (g_bg_running && g_pid == (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0)) {
         atomic_store(&g_stop, 1);
@@ -1514,6 +1555,7 @@ static void fork_child(void)
     pthread_mutex_init(&g_lock, NULL);
     g_pid = (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
     g_bg_running = false;
+    atomic_store(&g_bg_alive, 0); /* the parent's thread is not ours */
     sfp_in_runtime--;
     if (atomic_load(&sfp_state) != SFP_READY)
         return;

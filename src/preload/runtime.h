@@ -76,10 +76,18 @@ void sfp_out_flush(struct sfp_out *o);
 /* snapmode.c: snapshot mode, driven by the background thread. */
 int sfp_snap_open(void);                 /* the image directory */
 void sfp_snap_take_and_write(const char *why);
-void sfp_snap_finish(void);              /* at exit: release what is held */
+void sfp_snap_finish(const char *how);   /* at the end: the index's end line, release what is held */
 void sfp_snap_summary(void);             /* SHOW_STATS */
 void sfp_snap_child(void);               /* forked child: forget the parent's */
 void sfp_snap_trigger_install(void);     /* the trigger signal's handler */
+/* The final image (SNAPFAULT_EXIT_IMAGE): at exit and on SIGHUP, SIGINT,
+ * SIGTERM left at SIG_DFL by the program. */
+bool sfp_snap_exit_image(void);          /* the option */
+void sfp_snap_fatal_install(void);       /* the fatal signals' handler */
+void sfp_snap_final_wait(int sig);       /* any thread: request (0: exit) and wait; AS-safe */
+void sfp_snap_serve_final(void);         /* background thread: take and write it */
+void sfp_snap_bg_gone(void);             /* background thread ends: release waiters */
+bool sfp_bg_alive(void);                 /* the background thread runs (AS-safe) */
 extern int sfp_wake_fd[2];               /* the background thread's wake-up pipe */
 extern _Atomic int sfp_snap_requests;    /* triggers not yet served */
 

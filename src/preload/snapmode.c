@@ -5,10 +5,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 _Atomic int sfp_snap_requests;
@@ -25,6 +27,25 @@ static char g_tag[32];              /* names this process's index and images */
 /* What the program installed for the trigger signal, kept behind ours. */
 static struct sigaction g_prog_act;
 static _Atomic int g_prog_set;
+
+/* The final image.  Whoever ends the program (exit's destructor, the
+ * handler of a fatal signal) sets g_final_req and waits on g_final_done
+ * (a futex word) for the background thread to take and write it. */
+static _Atomic int g_final_req;      /* 0; -1: exit; else the fatal signal */
+static _Atomic int g_final_done;     /* 1: served, or the background thread is gone */
+static uint64_t g_final_seq;         /* the final image's sequence number, 0: none */
+static bool g_end_written;           /* the index's #end line */
+static bool g_final_take;            /* the background thread takes the final image */
+__thread int sfp_fatal_pending __attribute__((tls_model("initial-exec")));
+
+/* SIGHUP, SIGINT, SIGTERM: caught for the final image only where the
+ * program left them SIG_DFL.  prog is what the program sees (and set). */
+static const int g_fatal_sigs[3] = {SIGHUP, SIGINT, SIGTERM};
+static struct {
+    bool managed;                    /* ours at start-up: the program's calls come here */
+    _Atomic int ours;                /* our handler is installed now */
+    struct sigaction prog;
+} g_fatal[3];
 
 int sfp_snap_open(void)
 {
@@ -150,6 +171,12 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
      * tracked set matches the mappings. */
     sfp_lock();
     sfp_reconcile();
+    /* The final image: in signal-delivered fault modes the scan adopts a
+     * mapping only when the previous scan saw it too (see runtime.c); a
+     * second scan now adopts what the program mapped since the last one,
+     * so that a short program's final image holds all its memory. */
+    if (g_final_take)
+        sfp_reconcile();
     sf_snapshot *s = NULL;
     sfp_kwrite_wait();
     uint64_t t0 = sfp_now_ns();
@@ -223,14 +250,15 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     return 0;
 }
 
-void sfp_snap_take_and_write(const char *why)
+/* 1: written, 0: nothing to do (no directory, limit, chain ended), <0: failed */
+static int take_and_write(const char *why)
 {
     atomic_store(&sfp_snap_requests, 0);
-    if (g_dir_fd < 0 || !sfp_tracker)
-        return;
+    if (g_dir_fd < 0 || !sfp_tracker || g_end_written)
+        return 0;
     long max = (long)sfp_opt_val(SFP_OPT_MAX_IMAGES);
     if (max && (long)g_written >= max)
-        return;
+        return 0;
     uint64_t seq = ++g_seq;
     char name[64];
     sfp_fmt(name, sizeof(name), "snap-%s-%06llu.sfimg", g_tag, (unsigned long long)seq);
@@ -245,11 +273,211 @@ void sfp_snap_take_and_write(const char *why)
         sfp_warn_once(SFP_ONCE_IMAGE, "writing image %s/%s failed: %s", g_dir, name,
                       rc == -ENOSPC ? sf_strerror(rc) : sfp_errstr(rc));
         index_line("F\t%llu\t%s\t%s\n", (unsigned long long)seq, name, sf_strerror(rc));
+        return rc;
+    }
+    return 1;
+}
+
+void sfp_snap_take_and_write(const char *why)
+{
+    take_and_write(why);
+}
+
+/* The index's last line: the chain ended here, every image it wrote is
+ * listed.  clean: ended by exit or a fatal signal with its final image
+ * written (or none wanted: EXIT_IMAGE=0, MAX_IMAGES reached); incomplete:
+ * ended where no final image can be taken (_exit, exec) or it failed. */
+static void end_line(const char *status, const char *how)
+{
+    if (g_end_written || g_index_fd < 0)
+        return;
+    g_end_written = true;
+    char fin[24] = "none";
+    if (g_final_seq)
+        sfp_fmt(fin, sizeof(fin), "%llu", (unsigned long long)g_final_seq);
+    index_line("#end\t%s\timages=%llu\tfailed=%llu\thow=%s\tfinal=%s\n", status,
+               (unsigned long long)g_written, (unsigned long long)g_failed, how, fin);
+}
+
+static long futex(_Atomic int *w, int op, int val)
+{
+    return sfp_raw_syscall(SYS_futex, (long)w, op, val, 0, 0, 0);
+}
+
+/* Background thread: serves a pending final-image request. */
+void sfp_snap_serve_final(void)
+{
+    int req = atomic_load(&g_final_req);
+    if (!req || atomic_load(&g_final_done))
+        return;
+    char how[16];
+    if (req < 0)
+        sfp_fmt(how, sizeof(how), "exit");
+    else
+        sfp_signal_name(req, how);
+    if (g_dir_fd >= 0 && sfp_tracker && !g_end_written) {
+        g_final_take = true;
+        int rc = take_and_write(how);
+        g_final_take = false;
+        if (rc > 0)
+            g_final_seq = g_seq;
+        end_line(rc < 0 ? "incomplete" : "clean", how);
+    }
+    sfp_snap_bg_gone();
+}
+
+/* Also when the background thread ends: nobody waits for it in vain. */
+void sfp_snap_bg_gone(void)
+{
+    atomic_store(&g_final_done, 1);
+    futex(&g_final_done, FUTEX_WAKE_PRIVATE, 1 << 30);
+}
+
+/* Any thread, async-signal-safe: asks for the final image and waits until
+ * it is written.  The caller checked that the background thread runs and
+ * that this thread holds none of the runtime's locks. */
+void sfp_snap_final_wait(int sig)
+{
+    int expect = 0;
+    if (atomic_compare_exchange_strong(&g_final_req, &expect, sig ? sig : -1)) {
+        char c = 1;
+        sfp_raw_syscall(SYS_write, sfp_wake_fd[1], (long)&c, 1, 0, 0, 0);
+    }
+    while (!atomic_load(&g_final_done))
+        futex(&g_final_done, FUTEX_WAIT_PRIVATE, 0);
+}
+
+bool sfp_snap_exit_image(void)
+{
+    return sfp_opt_val(SFP_OPT_EXIT_IMAGE) != 0;
+}
+
+/* A fatal signal the program left at SIG_DFL: the final image, then the
+ * default action (the process dies of the same signal). */
+static void fatal_handler(int sig, siginfo_t *si, void *ucv)
+{
+    (void)si;
+    int saved = errno;
+    long pid = sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
+    long tid = sfp_raw_syscall(SYS_gettid, 0, 0, 0, 0, 0, 0);
+    if (sfp_in_runtime) {
+        /* This thread may hold a runtime lock the background thread needs:
+         * keep the signal pending and blocked here until the thread leaves
+         * the runtime (sfp_fatal_redeliver). */
+        ucontext_t *uc = ucv;
+        sigaddset(&uc->uc_sigmask, sig);
+        sfp_fatal_pending |= 1 << sig;
+        sfp_raw_syscall(SYS_tgkill, pid, tid, sig, 0, 0, 0);
+        errno = saved;
+        return;
+    }
+    if (sfp_bg_alive())
+        sfp_snap_final_wait(sig);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sfp_real.sigaction(sig, &dfl, NULL);
+    for (int i = 0; i < 3; i++)
+        if (g_fatal_sigs[i] == sig)
+            atomic_store(&g_fatal[i].ours, 0);
+    sfp_raw_syscall(SYS_tgkill, pid, tid, sig, 0, 0, 0);
+    uint64_t set = 1ull << (sig - 1);
+    sfp_raw_syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&set, 0, sizeof(set), 0, 0);
+    errno = saved; /* not reached: the default action ends the process */
+}
+
+void sfp_fatal_redeliver(void)
+{
+    int p = sfp_fatal_pending;
+    sfp_fatal_pending = 0;
+    uint64_t set = 0;
+    for (int sig = 1; sig < 32; sig++)
+        if (p & (1 << sig))
+            set |= 1ull << (sig - 1);
+    if (set)
+        sfp_raw_syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&set, 0, sizeof(set), 0, 0);
+}
+
+static int fatal_slot(int sig)
+{
+    for (int i = 0; i < 3; i++)
+        if (g_fatal_sigs[i] == sig)
+            return i;
+    return -1;
+}
+
+static void fatal_set_ours(int i)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = fatal_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sfp_real.sigaction(g_fatal_sigs[i], &sa, NULL) == 0)
+        atomic_store(&g_fatal[i].ours, 1);
+}
+
+void sfp_snap_fatal_install(void)
+{
+    if (!sfp_snap_exit_image())
+        return;
+    for (int i = 0; i < 3; i++) {
+        int sig = g_fatal_sigs[i];
+        if (sig == sfp_trigger_sig || g_fatal[i].managed)
+            continue; /* the trigger; or a forked child: inherited */
+        struct sigaction old;
+        if (sfp_real.sigaction(sig, NULL, &old) != 0)
+            continue;
+        if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL)
+            continue; /* the program's (or ignored, as under nohup): left alone */
+        g_fatal[i].prog = old;
+        g_fatal[i].managed = true;
+        fatal_set_ours(i);
     }
 }
 
-void sfp_snap_finish(void)
+bool sfp_fatal_shared(int sig)
 {
+    int i = fatal_slot(sig);
+    return i >= 0 && g_fatal[i].managed;
+}
+
+/* sigaction on SIGHUP/SIGINT/SIGTERM as the program sees it: its own
+ * handler or SIG_IGN is installed for real (and takes precedence, as
+ * without snapfault); SIG_DFL puts the final-image handler back.  old is
+ * always what the program set last.  Returns 1 when handled here. */
+int sfp_fatal_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    int i = fatal_slot(sig);
+    if (i < 0 || !g_fatal[i].managed)
+        return 0;
+    /* While the program's own disposition is installed, the kernel's is
+     * the truth (SA_RESETHAND may have reset it). */
+    struct sigaction prev = g_fatal[i].prog;
+    if (!atomic_load(&g_fatal[i].ours) && sfp_real.sigaction(sig, NULL, &prev) != 0)
+        prev = g_fatal[i].prog;
+    if (act) {
+        bool dfl = !(act->sa_flags & SA_SIGINFO) && act->sa_handler == SIG_DFL;
+        if (dfl) {
+            if (!atomic_load(&g_fatal[i].ours))
+                fatal_set_ours(i);
+        } else {
+            if (sfp_real.sigaction(sig, act, NULL) != 0)
+                return -1;
+            atomic_store(&g_fatal[i].ours, 0);
+        }
+        g_fatal[i].prog = *act;
+    }
+    if (old)
+        *old = prev;
+    return 1;
+}
+
+void sfp_snap_finish(const char *how)
+{
+    /* Unless the final image ended the chain already: _exit, exec (no
+     * final image can be taken there), or exit images are off. */
+    end_line(strcmp(how, "exit") == 0 && !sfp_snap_exit_image() ? "clean" : "incomplete", how);
     if (g_parent)
         sf_snapshot_release(g_parent);
     g_parent = NULL;
@@ -294,4 +522,8 @@ void sfp_snap_child(void)
     g_index_fd = g_dir_fd = -1;
     g_seq = g_takes = g_written = g_failed = g_bytes = g_pause_ns = g_pause_max_ns = g_write_ns = 0;
     g_dir[0] = 0;
+    g_final_seq = 0;
+    g_end_written = false;
+    atomic_store(&g_final_req, 0);
+    atomic_store(&g_final_done, 0);
 }
