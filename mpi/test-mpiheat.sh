@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test-mpiheat.sh CASE MPIHEAT SNAPFAULT - the 'mpi' suite (issue 12).
+# test-mpiheat.sh CASE MPIHEAT SNAPFAULT TEST_SFM_API - the 'mpi' suite (issue 12).
 # Runs examples/mpiheat under mpirun with 4 ranks and checks, by events and
 # final checksums only (never by timing):
 #   kill-restart      a rank SIGKILLs itself after version 3 is complete;
@@ -9,9 +9,10 @@
 #                     in flight (the writer is gated); every version restores
 #   wrong-ranks       restart with 3 or 2 ranks from a 4-rank directory: clear error
 #   policy            keep 2 / full image every 3: old chains pruned, the kept restore
+#   api               test_sfm_api with 2 ranks: errors for misuse, regions by id
 # Exit 77 when mpirun is missing.
 set -uo pipefail
-case_=$1 heat=$2 sf=$3
+case_=$1 heat=$2 sf=$3 api=${4:-}
 command -v mpirun >/dev/null || { echo "mpirun not found"; exit 77; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/sfm-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -21,13 +22,27 @@ export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl=self,vader \
        OMPI_MCA_btl_base_warn_component_unused=0 OMPI_MCA_mpi_yield_when_idle=1
 root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
 export SNAPFAULT_DEBUG=0
-args=(--nx 256 --rows 64 --steps 60 --every 10)
+# 1024 columns: an 8 KiB halo row, above vader's 4 KiB eager limit, so that the
+# single-copy (CMA) path writes it into the protected grid through the kernel
+args=(--nx 1024 --rows 32 --steps 60 --every 10)
 fail() { echo "FAIL: $*"; exit 1; }
 run() { # run NP LOG ARGS... ; returns mpirun's status
   local np=$1 log=$2; shift 2
   mpirun -np "$np" "${root[@]}" "$heat" "$@" >"$log" 2>&1
+  local rc=$?
+  # a transport that failed to write into protected memory (EFAULT)
+  if grep -q "errno = 14" "$log"; then cat "$log"; fail "MPI transport got EFAULT"; fi
+  return $rc
 }
 checksum() { sed -n 's/.*checksum \([0-9a-f]*\).*/\1/p' "$1" | tail -1; }
+
+if [ "$case_" = api ]; then
+  mpirun -np 2 "${root[@]}" "$api" "$work/api" >"$work/api.log" 2>&1; rc=$?
+  cat "$work/api.log"
+  [ $rc -eq 0 ] || fail "test_sfm_api exited $rc"
+  grep -q "^PASS" "$work/api.log" || fail "test_sfm_api did not pass"
+  echo "PASS api"; exit 0
+fi
 
 # the reference: no checkpoints at all
 run 4 "$work/ref.log" "${args[@]}" --every 0 || { cat "$work/ref.log"; fail "reference run"; }
