@@ -317,6 +317,9 @@ int main(int argc, char **argv)
         printf("mpiheat: steps %ld, sum %.12g, checksum %016" PRIx64 "\n", steps, tot, c);
     }
     free(all);
+    free(rowbuf);
+    munmap(u, grid_bytes);
+    munmap(st, (size_t)ps);
     MPI_Finalize();
     return 0;
 }
