@@ -20,11 +20,11 @@
  *     sfm_restart_latest.
  *   - Signal-safety: none of these functions is async-signal-safe.
  *
- *                      | writes to   | sfm_protect | sfm_checkpoint | sfm_wait | sfm_restart
- *                      | protected   |             |                |          | _latest
- *   -------------------+-------------+-------------+----------------+----------+------------
- *   writes to memory   | ok          | ok          | caller (1)     | ok       | caller
- *   sfm_* call         | see left    | caller (2)  | caller (2)     | caller(2)| caller (2)
+ *                      | writes to   | sfm_protect | sfm_checkpoint | sfm_wait, | sfm_restart
+ *                      | protected   |             |                | sfm_sync  | _latest
+ *   -------------------+-------------+-------------+----------------+-----------+------------
+ *   writes to memory   | ok          | ok          | caller (1)     | ok        | caller
+ *   sfm_* call         | see left    | caller (2)  | caller (2)     | caller (2)| caller (2)
  *
  *   (1) stop the threads that write protected memory for the duration of
  *       the call (its stop time is one sf_snapshot_take plus two
@@ -53,7 +53,16 @@
  * next collective call: sfm_checkpoint, sfm_sync or sfm_finalize), rank 0
  * writes V's manifest last and atomically (temporary name, fsync, rename,
  * fsync of the directory), in a thread of its own.  Only versions with a
- * manifest are ever restored.
+ * manifest are ever restored, and a restart checks that every rank's .meta
+ * and image chain name the manifest's run (a random id per sfm_init), so
+ * files of different jobs never mix.  A job that does not restart starts the
+ * directory over: its first checkpoint deletes the manifests already there
+ * (a restart deletes those newer than the version it restored).
+ *
+ * A background write that fails (ENOSPC, EIO, a verify mismatch) is sticky:
+ * that version and every later one stay incomplete, and every later
+ * sfm_checkpoint/sfm_sync returns the error (SFM_EREMOTE on the other
+ * ranks); the versions completed before it remain restorable.
  *
  * Images.  The first checkpoint after sfm_init (or after a restart) is a
  * full image; the following ones are incremental over the previous version
