@@ -639,6 +639,9 @@ SFM_API int sfm_init(MPI_Comm comm, const char *dir)
     }
     if (!rc) {
         sf_options o = {.backend = SF_BACKEND_AUTO, .flags = SF_OPT_SNAPSHOTS | SF_OPT_KERNEL_WRITES};
+        const char *mb = getenv("SNAPFAULT_MPI_STORE_MB");
+        if (mb && *mb && strtoull(mb, NULL, 10) > 0)
+            o.store_limit = (size_t)strtoull(mb, NULL, 10) << 20;
         const char *be = getenv("SNAPFAULT_MPI_BACKEND");
         if (be && *be) {
             int bk = sf_backend_parse(be);

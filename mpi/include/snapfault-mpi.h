@@ -85,7 +85,17 @@
  * allowed, it falls back to a backend where such a kernel write fails with
  * EFAULT (sfm_kernel_writes() returns 0): then keep receive buffers outside
  * the protected regions, or make the transport copy in user space (Open MPI:
- * OMPI_MCA_btl_vader_single_copy_mechanism=none).
+ * OMPI_MCA_btl_vader_single_copy_mechanism=none).  Seen with Open MPI 4.1
+ * and the mprotect backend: vader prints "Read -1, expected 32768, errno =
+ * 14" for a halo row above its 4 KiB eager limit.
+ *
+ * Environment (read by sfm_init): SNAPFAULT_MPI_BACKEND=uffd-sync|mprotect
+ * picks the libsnapfault backend instead of AUTO; SNAPFAULT_MPI_STORE_MB
+ * sets the snapshot page store (sf_options.store_limit; default 1 GiB,
+ * reserved, not committed): it must hold a copy of every page written
+ * while an image is still being written, else that checkpoint fails with
+ * -ENOSPC (sticky).  SNAPFAULT_MPI_TEST_GATE_FD (tests only): the writer
+ * thread reads one byte from this fd before each image.
  */
 #ifndef SNAPFAULT_MPI_H
 #define SNAPFAULT_MPI_H
