@@ -3,7 +3,9 @@
 # or with sudo).  Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libxxhash-dev libunwind-dev
-      clang libclang-rt-14-dev python3 stress-ng ${SNAPFAULT_EXTRA_PKGS:-})
+      clang libclang-rt-14-dev python3 stress-ng
+      libopenmpi-dev openmpi-bin   # libsnapfault-mpi, mpiheat, the mpi suite
+      ${SNAPFAULT_EXTRA_PKGS:-})
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
