@@ -543,64 +543,13 @@ static int run_isolated(int (*fn)(const struct variant *), const struct variant 
     return WEXITSTATUS(st);
 }
 
-/* Known library bugs (found by these cases, reported to the core's owners).
- * The first kills writers now and then: src/fault.c sf_entry counts
- * retried faults per thread and address (tls_spurious_*) and never resets
- * the count when a retried fault completes, so a thread that loses the
- * race for a hot page 4 times (not necessarily in a row) has its next
- * retry forwarded as "not ours" and dies under SIG_DFL. */
-
-/* The second, also intermittent, is seen by the lock-step case: with handler
- * threads, two threads faulting on one page queue two uffd messages; the
- * first resolution wakes both, and when the second message is handled
- * after the next collect re-armed the page, sf__resolve takes the stale
- * message for a new write: the page is unprotected and reported dirty
- * although nobody wrote it (an extra fault, an inexact collect).
- *
- * Both are intermittent: a case failing with a bug's signature (killed by
- * SIGSEGV/SIGBUS on a signal-delivered backend; a quiet lock-step round
- * reported dirty with handler threads) is printed as an expected failure
- * and counted as skipped; a pass stays a pass and every other failure
- * stays a failure.  SF_TEST_STRICT=1 counts them as failures. */
-static const char *const BUG_STALE_MSG =
-    "src/backend_uffd_sync.c handle_fault: a stale uffd message (second faulting thread) "
-    "handled after a collect re-armed the page resolves it again: reported without a write";
-
-/* The third, deterministic since the race runs by counts (many faults per
- * collect): the mprotect VMA estimate drifts upward (issue 8, "the VMA
- * estimate drifts": a protect span over k writable runs removes 2k
- * boundaries, the estimate subtracts 2), so after ~100 collects of the
- * random case the tracker degrades with a few hundred real VMAs, and the
- * degraded region reports pages nobody wrote. */
-static const char *const BUG_VMA_DRIFT =
-    "src/backend_mprotect.c: the VMA estimate drifts upward until a spurious degrade "
-    "(issue 8, item 4): an inexact collect";
-
-static const char *known_bug(int (*fn)(const struct variant *), const struct variant *v, int rc)
-{
-    int handler_mode = v->backend == SF_BACKEND_UFFD_SYNC && (v->flags & SF_OPT_HANDLER_THREADS);
-    if (rc == 1 && handler_mode && fn == t_lockstep &&
-        (strstr(h_msg, "nobody wrote") || strstr(h_msg, "resolved faults")))
-        return BUG_STALE_MSG;
-    if (rc == 1 && v->backend == SF_BACKEND_MPROTECT && (fn == t_random || fn == t_hot) &&
-        strstr(h_msg, "never written [mprotect degraded"))
-        return BUG_VMA_DRIFT;
-    return NULL;
-}
-
+/* A writer killed by SIGSEGV/SIGBUS (its fault forwarded as not ours) is
+ * a failure like any other; these cases once had expected failures for
+ * the stale handler-thread message and the mprotect VMA estimate drift,
+ * both fixed in the core and checked strictly now. */
 static void report(const char *name, int (*fn)(const struct variant *), const struct variant *v,
                    int rc)
 {
-    const char *strict = getenv("SF_TEST_STRICT");
-    const char *bug = known_bug(fn, v, rc);
-    if (bug && !(strict && *strict && strcmp(strict, "0") != 0)) {
-        printf("Testing %s on %s ... expected failure (known bug: %s)\n    %s\n", name, v->name,
-               bug, h_msg);
-        fflush(stdout);
-        h_skip++;
-        h_msg[0] = 0;
-        return;
-    }
     h_report(name, v->name, rc == KILLED ? 1 : rc);
 }
 
