@@ -314,6 +314,8 @@ static int read_page(const sf_snapshot *s, uintptr_t page_addr, void *buf, size_
         }
         if (eff_cgen(r, w) <= s->gen) {
             memcpy(buf, (char *)page_addr + off, len);
+            /* The copy's plain reads happen before the re-check (seqlock). */
+            atomic_thread_fence(memory_order_acquire);
             bool same = atomic_load(&r->ps[p]) == w;
             sf__grace_exit(g);
             if (same)

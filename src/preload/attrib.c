@@ -5,8 +5,10 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ucontext.h>
 
 #ifdef SFP_HAVE_LIBUNWIND
 #define UNW_LOCAL_ONLY
@@ -74,10 +76,50 @@ static bool first_write(uintptr_t addr)
     return armed;
 }
 
+/* Sampling in a signal handler, and why it takes no lock a fault could
+ * hold:
+ *  - libunwind's caches are per thread (UNW_CACHE_PER_THREAD) and its TLS
+ *    is static (loaded at start-up with the preload), so no __tls_get_addr
+ *    allocation and no global cache lock; it does not call malloc, so a
+ *    fault inside malloc (arena lock held) is unwound safely;
+ *  - unw_step finds unwind tables through dl_iterate_phdr, which takes the
+ *    loader's recursive dl_load_write_lock: another thread holding it does
+ *    so briefly and never waits for this one (the sample runs before the
+ *    library resolves the fault, so this thread owns no page); this thread
+ *    holding it means the fault hit the loader while it links a new object
+ *    into the list the walk would read: such faults (an ip inside ld.so)
+ *    are not sampled.
+ * The loader's text, found once at start-up. */
+static uintptr_t g_ldso_lo, g_ldso_hi;
+
+static int find_ldso(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    if (!info->dlpi_name || !strstr(info->dlpi_name, "/ld-linux"))
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (!g_ldso_lo || lo < g_ldso_lo)
+            g_ldso_lo = lo;
+        if (hi > g_ldso_hi)
+            g_ldso_hi = hi;
+    }
+    return 1;
+}
+
+static _Atomic uint64_t g_in_loader;
+
 /* Called by front.c's fault entry (the library's fault path has no hook:
  * the runtime's entry sits in front of it). */
 void sfp_attr_sample(int sig, siginfo_t *si, void *uc)
 {
+    uintptr_t fip = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+    if (fip >= g_ldso_lo && fip < g_ldso_hi) {
+        atomic_fetch_add(&g_in_loader, 1);
+        return;
+    }
     if (si->si_code > 0 && ((sig == SIGSEGV && si->si_code == SEGV_ACCERR) ||
                             (sig == SIGBUS && si->si_code == BUS_ADRERR)) &&
         first_write((uintptr_t)si->si_addr)) {
@@ -107,6 +149,7 @@ int sfp_attr_start(int depth)
     /* Per-thread caches keep unw_step off locks in signal handlers; one
      * unwind now does libunwind's own lazy set-up outside of them. */
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+    dl_iterate_phdr(find_ldso, NULL);
     void *warm[4];
     unw_backtrace(warm, 4);
     int err = sfp_front_install();
