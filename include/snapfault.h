@@ -246,6 +246,10 @@ typedef struct sf_snapshot sf_snapshot;
 /* Takes a copy-on-write snapshot of every range the tracker holds.  The
  * tracker must have been created with SF_OPT_SNAPSHOTS (-ENOTSUP
  * otherwise).  Up to SF_MAX_SNAPSHOTS live at once (-EAGAIN past that).
+ * -ENOSPC: a copy snapshot (uffd-async tracker) would pass store_limit;
+ * -ENOMEM: no memory for its bookkeeping.  (A copy-on-write snapshot that
+ * cannot hold a page later, or whose pages could not be protected, fails
+ * afterwards: its reads and writes answer -ENOSPC.)
  * The pause grows with the pages written since the previous take (or
  * collect), not with the tracked size.  Thread-safe (serialized), see
  * note (2) of the table above.  Not async-signal-safe. */
@@ -265,7 +269,9 @@ SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, s
  * and may be restored again.  Ranges tracked after s was taken are left as
  * they are; ranges untracked since are skipped.  The caller stops writers of
  * the tracked memory during the call.  Restored pages count as dirty for
- * sf_collect.  Returns the number of pages restored.  Not async-signal-safe. */
+ * sf_collect.  Returns the number of pages restored.  A failure before any
+ * page was written back (-ENOMEM, a protection change refused) leaves
+ * memory and the newer snapshots as they were.  Not async-signal-safe. */
 SF_API int sf_snapshot_restore(sf_snapshot *s);
 
 /* Streams a self-describing image of s to fd (from the current offset;
