@@ -305,8 +305,10 @@ static int run(const struct variant *v, long ops, size_t store)
 
 /* Makes the process-wide mprotect VMA budget about `budget`: the first
  * mprotect tracker sizes it from the VMAs the process has, so hold enough
- * mappings (alternating protections, one VMA each) while one is created,
- * then give them back.  Returns the budget set, or -1. */
+ * mappings (alternating protections, one VMA each) while one is created.
+ * They stay mapped: past the budget the library checks its estimate
+ * against the process's real VMAs, so the budget is only small while they
+ * exist.  Returns the budget set, or -1. */
 static long set_vma_budget(long budget)
 {
     long max = sf__read_long_file("/proc/sys/vm/max_map_count", 65530);
@@ -329,8 +331,6 @@ static long set_vma_budget(long budget)
         got = t0->vma_budget;
         sf_tracker_destroy(t0);
     }
-    if (fm)
-        munmap(fm, fl * PS);
     return got;
 }
 
