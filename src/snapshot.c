@@ -219,6 +219,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
         return -ENOTSUP;
     if (sf__forked(t))
         return -ECHILD;
+    sf__signals_ensure();
     sf_snapshot *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
@@ -515,6 +516,7 @@ SF_API int sf_snapshot_restore(sf_snapshot *s)
     if (!s)
         return -EINVAL;
     sf_tracker *t = s->t;
+    sf__signals_ensure();
     pthread_mutex_lock(&t->lock);
     int err = snap_state(s);
     if (err) {
