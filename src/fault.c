@@ -249,6 +249,12 @@ static bool recently_removed(uintptr_t addr)
 static __thread const siginfo_t *tls_fwd_si __attribute__((tls_model("initial-exec")));
 static __thread const char *tls_fwd_frame __attribute__((tls_model("initial-exec")));
 static __thread int tls_fwd_level __attribute__((tls_model("initial-exec")));
+/* The program handler running with its signal virtually blocked. */
+static __thread int tls_vb_sig __attribute__((tls_model("initial-exec")));
+static __thread const char *tls_vb_frame __attribute__((tls_model("initial-exec")));
+static __thread volatile uint64_t *tls_vb_cookie __attribute__((tls_model("initial-exec")));
+static __thread uint64_t tls_vb_val __attribute__((tls_model("initial-exec")));
+static __thread uint64_t tls_vb_gen __attribute__((tls_model("initial-exec")));
 
 /* The default action for a fault nobody handles (SIG_DFL, or SIG_IGN, which
  * the kernel treats as default for a synchronous fault), without touching
@@ -303,27 +309,64 @@ static void forward(int sig, siginfo_t *si, void *uc, int level)
         atomic_store(&c->cur, next);
     }
     /* The mask the program asked for: the interrupted mask, its sa_mask,
-     * and the signal itself unless SA_NODEFER. */
+     * and the signal itself unless SA_NODEFER -- but the signal itself only
+     * virtually: the handler may write tracked memory (its own globals,
+     * under the preload), and each such write is a fault of ours that must
+     * be delivered.  A fault in the handler that is not ours gets the
+     * default action, as the kernel gives a blocked fault (in_vblock). */
     sigset_t mask = ((ucontext_t *)uc)->uc_sigmask;
     for (int s = 1; s < NSIG; s++)
-        if (sigismember(&prev.sa_mask, s))
+        if (sigismember(&prev.sa_mask, s) && s != sig)
             sigaddset(&mask, s);
-    if (!(prev.sa_flags & SA_NODEFER))
-        sigaddset(&mask, sig);
+    bool vblock = !(prev.sa_flags & SA_NODEFER) && !sigismember(&mask, sig);
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
     const siginfo_t *save_si = tls_fwd_si;
     const char *save_frame = tls_fwd_frame;
     int save_level = tls_fwd_level;
+    int save_vb_sig = tls_vb_sig;
+    const char *save_vb_frame = tls_vb_frame;
+    volatile uint64_t *save_vb_cookie = tls_vb_cookie;
+    uint64_t save_vb_val = tls_vb_val;
+    volatile uint64_t cookie = ++tls_vb_gen * 0x9E3779B97F4A7C15ull ^ (uintptr_t)&cookie;
     tls_fwd_si = si;
     tls_fwd_frame = __builtin_frame_address(0);
     tls_fwd_level = level;
+    if (vblock) {
+        tls_vb_cookie = &cookie;
+        tls_vb_val = cookie;
+        tls_vb_frame = __builtin_frame_address(0);
+        tls_vb_sig = sig;
+    }
     if (prev.sa_flags & SA_SIGINFO)
         prev.sa_sigaction(sig, si, uc);
     else
         prev.sa_handler(sig);
+    tls_vb_sig = save_vb_sig;
+    tls_vb_frame = save_vb_frame;
+    tls_vb_cookie = save_vb_cookie;
+    tls_vb_val = save_vb_val;
+    cookie = 0;
     tls_fwd_si = save_si;
     tls_fwd_frame = save_frame;
     tls_fwd_level = save_level;
+}
+
+/* Whether this fault (not ours) comes from inside a program handler that
+ * has its signal virtually blocked (see forward): a signal frame deeper
+ * than forward()'s, interrupting code deeper than it, and forward()'s frame
+ * still live (its cookie intact: a handler that longjmps out leaves these
+ * stale). */
+static bool in_vblock(int sig, const siginfo_t *si, const void *uc, const char *frame)
+{
+    if (tls_vb_sig != sig || !tls_vb_frame || si->si_code <= 0 || frame >= tls_vb_frame)
+        return false;
+#ifdef REG_RSP
+    if ((uintptr_t)((const ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP] >= (uintptr_t)tls_vb_frame)
+        return false;
+#else
+    (void)uc;
+#endif
+    return *tls_vb_cookie == tls_vb_val;
 }
 
 /* Repeated spurious faults at one address from one thread mean the page is
@@ -357,7 +400,8 @@ static bool retry_first(uintptr_t addr)
 static void sf_entry(int sig, siginfo_t *si, void *uc)
 {
     int saved_errno = errno;
-    if (SF_UNLIKELY(si == tls_fwd_si && (const char *)__builtin_frame_address(0) < tls_fwd_frame)) {
+    const char *frame = __builtin_frame_address(0);
+    if (SF_UNLIKELY(si == tls_fwd_si && frame < tls_fwd_frame)) {
         /* The handler we forwarded this fault to handed it back (it calls
          * the handler it replaced, ours): one level further down. */
         forward(sig, si, uc, tls_fwd_level + 1);
@@ -412,7 +456,10 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
     }
     if (res == SF_NOT_OURS) {
         tls_spurious_addr = 0;
-        forward(sig, si, uc, 0);
+        if (SF_UNLIKELY(tls_vb_frame && in_vblock(sig, si, uc, frame)))
+            default_action(sig, si, uc, false);
+        else
+            forward(sig, si, uc, 0);
     }
     errno = saved_errno;
 }

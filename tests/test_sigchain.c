@@ -42,6 +42,8 @@ static char *g_guard;                  /* the host's own PROT_NONE guard page */
 static volatile sig_atomic_t g_guard_hits;
 static volatile int g_jump;            /* leave the guard fault by siglongjmp */
 static volatile int g_chain;           /* chain to the saved previous handler */
+static char *volatile g_in_handler_write; /* tracked memory the handler writes */
+static char *volatile g_in_handler_crash; /* read-only page the handler writes */
 static sigjmp_buf g_jb;
 static struct sigaction g_saved_segv, g_saved_bus;
 
@@ -50,6 +52,11 @@ static void host_handler(int sig, siginfo_t *si, void *uc)
     if (sig == SIGSEGV && si->si_code > 0 && g_guard && (char *)si->si_addr >= g_guard &&
         (char *)si->si_addr < g_guard + PS) {
         g_guard_hits++;
+        if (g_in_handler_write) /* its signal blocked (no SA_NODEFER) */
+            for (size_t i = 0; i < NP; i++)
+                g_in_handler_write[i * PS + 5] = (char)g_guard_hits;
+        if (g_in_handler_crash)
+            *g_in_handler_crash = 1;
         if (g_jump)
             siglongjmp(g_jb, 1);
         mprotect(g_guard, PS, PROT_READ | PROT_WRITE); /* repair, retry */
@@ -336,6 +343,33 @@ static int c_chain_crash(void)
     return 0;
 }
 
+/* A host handler (put behind snapfault's) that writes tracked memory while
+ * its signal is blocked, as the handler asked: the writes are tracked (a
+ * fault of snapfault's inside it is resolved).  Then the handler itself
+ * crashes: that fault is not snapfault's and the signal is blocked, so the
+ * process dies of SIGSEGV without the handler being entered again. */
+static int c_handler_writes(void)
+{
+    sf_tracker *t;
+    TRY(setup(&t));
+    install_host_raw();
+    CHECK_RC(sf_collect(t, SF_COLLECT_RESET, NULL, NULL), 0);
+    g_in_handler_write = g_mem;
+    TRY(touch_guard());
+    for (size_t i = 0; i < NP; i++)
+        CHECK(g_mem[i * PS + 5] == 1, "handler's write %zu lost", i);
+    CHECK_RC(sf_collect(t, SF_COLLECT_RESET, NULL, NULL), NP);
+    TRY(touch_guard());
+    CHECK_RC(sf_collect(t, SF_COLLECT_RESET, NULL, NULL), NP);
+    stage(3);
+    g_in_handler_write = NULL;
+    g_in_handler_crash = mmap(NULL, PS, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_chain = 1; /* its crash is not its guard: it would chain */
+    *(volatile char *)g_guard = 1;
+    stage(4);
+    return 0;
+}
+
 /* Writers keep writing a range while the main thread tracks and untracks
  * it, with SIG_DFL behind snapfault.  A fault that loses the race with the
  * untrack must run again, not be forwarded to SIG_DFL: the process
@@ -407,6 +441,7 @@ static const struct tcase cases[] = {
     {"host handler that siglongjmps out of its guard fault", c_longjmp, 0, 0, 0},
     {"sf_sigaction puts a handler behind snapfault's", c_sf_sigaction, 0, 0, 0},
     {"chaining host handler: a real crash still dies, once", c_chain_crash, SIGSEGV, 3, 1},
+    {"host handler writes tracked memory, then crashes", c_handler_writes, SIGSEGV, 3, 0},
     {"untrack race with SIG_DFL behind snapfault", c_untrack_race, 0, 0, 0},
 };
 
