@@ -3,7 +3,7 @@
 # or with sudo).  Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libxxhash-dev libunwind-dev
-      clang libclang-rt-14-dev python3 ${SNAPFAULT_EXTRA_PKGS:-})
+      clang libclang-rt-14-dev python3 libsigsegv-dev ${SNAPFAULT_EXTRA_PKGS:-})
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
