@@ -197,6 +197,13 @@ SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg);
  * that fault goes to the handler before it).  Each of those calls costs
  * two sigaction() reads for the check.
  *
+ * A forwarded handler runs with the mask it asked for: one that writes
+ * memory a signal-delivered tracker protects needs SA_NODEFER (a fault on a
+ * blocked SIGSEGV/SIGBUS is fatal).  A fault nobody handles (SIG_DFL,
+ * SIG_IGN) is left to the kernel's default action with the signal blocked
+ * in the faulting thread only: the process dies of it at the faulting
+ * instruction and the other threads keep snapfault's handler meanwhile.
+ *
  * Under the preload (libsnapfault-preload.so) the program's sigaction() and
  * signal() for these signals are this function already. */
 

@@ -309,16 +309,23 @@ static void forward(int sig, siginfo_t *si, void *uc, int level)
         atomic_store(&c->cur, next);
     }
     /* The mask the program asked for: the interrupted mask, its sa_mask,
-     * and the signal itself unless SA_NODEFER -- but the signal itself only
-     * virtually: the handler may write tracked memory (its own globals,
-     * under the preload), and each such write is a fault of ours that must
-     * be delivered.  A fault in the handler that is not ours gets the
+     * and the signal itself unless SA_NODEFER -- but under an embedding
+     * that tracks the program's globals (the preload, which registers a
+     * front) the signal itself only virtually: the handler may write
+     * tracked memory (its own globals, libsigsegv's state), and each such
+     * write is a fault of ours that must be delivered.  A fault in the handler that is not ours gets the
      * default action, as the kernel gives a blocked fault (in_vblock). */
     sigset_t mask = ((ucontext_t *)uc)->uc_sigmask;
     for (int s = 1; s < NSIG; s++)
         if (sigismember(&prev.sa_mask, s) && s != sig)
             sigaddset(&mask, s);
     bool vblock = !(prev.sa_flags & SA_NODEFER) && !sigismember(&mask, sig);
+    if (vblock && !atomic_load_explicit(&g_front, memory_order_relaxed)) {
+        /* Linked library: the mask exactly as asked (the program chose
+         * what is tracked; its handler sees its signal blocked). */
+        sigaddset(&mask, sig);
+        vblock = false;
+    }
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
     const siginfo_t *save_si = tls_fwd_si;
     const char *save_frame = tls_fwd_frame;
