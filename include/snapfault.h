@@ -171,6 +171,60 @@ typedef int (*sf_range_fn)(void *addr, size_t len, void *arg);
 SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg);
 
 /* ------------------------------------------------------------------------ */
+/* Signals                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* snapfault resolves the faults of the mprotect backend (SIGSEGV) and of
+ * in-thread uffd-sync (SIGBUS) in a handler of its own, installed for both
+ * signals by the first sf_tracker_create (or sf_sigaction).  Faults that are
+ * not on tracked memory go to the handler that was installed before it, as
+ * if snapfault were not there (SIG_DFL and SIG_IGN included: a real crash
+ * dies of the same signal at the same instruction and dumps core).
+ *
+ * The rule: snapfault's handler must stay first.  A program that installs
+ * its own SIGSEGV/SIGBUS handler once a tracker exists should do it with
+ * sf_sigaction() below, which puts it behind snapfault's at once.  If it
+ * calls sigaction() or signal() instead (a crash reporter, a runtime
+ * initialised later, signal(SIGSEGV, SIG_DFL) after a guard page), its
+ * handler replaces snapfault's until snapfault's next call that protects
+ * memory -- sf_tracker_create, sf_track, sf_collect with SF_COLLECT_RESET,
+ * sf_snapshot_take, sf_snapshot_restore -- and in that window a write to
+ * protected tracked memory goes to the program's handler (under SIG_DFL:
+ * the process dies of SIGSEGV/SIGBUS).  That next call finds the handler
+ * replaced and installs snapfault's again in front of it; the program's
+ * handler becomes the one faults that are not snapfault's go to (and if it
+ * calls the handler it replaced, snapfault's, for a fault it does not want,
+ * that fault goes to the handler before it).  Each of those calls costs
+ * two sigaction() reads for the check.
+ *
+ * A forwarded handler runs with the mask it asked for: one that writes
+ * memory a signal-delivered tracker protects needs SA_NODEFER (a fault on a
+ * blocked SIGSEGV/SIGBUS is fatal).  A fault nobody handles (SIG_DFL,
+ * SIG_IGN) is left to the kernel's default action with the signal blocked
+ * in the faulting thread only: the process dies of it at the faulting
+ * instruction and the other threads keep snapfault's handler meanwhile.
+ *
+ * Under the preload (libsnapfault-preload.so) the program's sigaction() and
+ * signal() for these signals are this function already. */
+
+struct sigaction;
+
+/* sigaction() for SIGSEGV and SIGBUS as the program should see it with
+ * snapfault: act (if not NULL) becomes the handler faults that are not
+ * snapfault's are forwarded to, with its sa_mask and flags (SA_SIGINFO,
+ * SA_NODEFER, SA_RESETHAND) honoured; old (if not NULL) receives the one
+ * forwarded to until now (the handler installed before snapfault's, or by
+ * the previous call, or one that replaced snapfault's with a raw
+ * sigaction()).  Installs snapfault's handler if it is not installed (no
+ * tracker needed), or again in front if it was replaced.  Returns 0;
+ * -EINVAL for another signal or for act being snapfault's own handler.
+ * Thread-safe (serialized with every other sf_sigaction and the re-install
+ * checks); a fault in another thread meanwhile goes to the old or the new
+ * handler, never nowhere.  Not async-signal-safe (waits for fault handlers
+ * that are reading the old handler to leave it). */
+SF_API int sf_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+
+/* ------------------------------------------------------------------------ */
 /* Capabilities                                                             */
 /* ------------------------------------------------------------------------ */
 

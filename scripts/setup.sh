@@ -3,7 +3,7 @@
 # or with sudo).  Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libxxhash-dev libunwind-dev
-      clang libclang-rt-14-dev python3 stress-ng
+      clang libclang-rt-14-dev python3 stress-ng libsigsegv-dev
       libopenmpi-dev openmpi-bin   # libsnapfault-mpi, mpiheat, the mpi suite
       ${SNAPFAULT_EXTRA_PKGS:-})
 missing=()

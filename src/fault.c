@@ -8,15 +8,27 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+typedef void (*sf_sa_fn)(int, siginfo_t *, void *);
+
 /* ------------------------------------------------------------------------
- * Handlers installed before ours (or later by the program, through the
- * preload's sigaction interposer).  Two slots per signal and an atomic index:
- * a writer fills the spare slot, flips the index, then waits a grace period
- * before the old slot may be written again.  Readers copy the slot inside a
- * grace section and call it outside (the program's handler may longjmp).
+ * Handlers that faults which are not ours go to: the one installed before
+ * ours, one the program installed later through sf_sigaction() (or the
+ * preload's sigaction interposer), or one that replaced ours with a raw
+ * sigaction() and that sf__signals_ensure() put behind ours again.  Two slots
+ * per signal and an atomic index: a writer fills the spare slot, flips the
+ * index, then waits a grace period before the old slot may be written again.
+ * Readers copy the slot inside a grace section and call it outside (the
+ * program's handler may longjmp).
+ *
+ * `under` is what `fwd` replaced: a handler that replaced ours keeps ours
+ * as its "previous" and may call it for a fault it does not want; that fault
+ * goes one level down instead of back to `fwd` (see sf_entry).
  * ------------------------------------------------------------------------ */
+struct link {
+    struct sigaction fwd, under;
+};
 struct chain {
-    struct sigaction slot[2];
+    struct link slot[2];
     _Atomic int cur;
 };
 static struct chain g_chain_segv, g_chain_bus;
@@ -24,25 +36,52 @@ static pthread_mutex_t g_chain_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t g_install_once = PTHREAD_ONCE_INIT;
 static int g_install_err;
 static _Atomic pid_t g_pid; /* updated in the fork child; vfork children share it */
+/* The handler an embedding (the preload) installs in front of ours and that
+ * calls ours: it counts as ours and is what a re-install puts back. */
+static _Atomic(sf_sa_fn) g_front;
 
 static struct chain *chain_of(int sig)
 {
     return sig == SIGSEGV ? &g_chain_segv : sig == SIGBUS ? &g_chain_bus : NULL;
 }
 
+/* Caller holds g_chain_lock. */
 static void chain_set(struct chain *c, const struct sigaction *act)
 {
-    int next = !atomic_load(&c->cur);
-    c->slot[next] = *act;
+    int cur = atomic_load(&c->cur), next = !cur;
+    c->slot[next].under = c->slot[cur].fwd;
+    c->slot[next].fwd = *act;
     atomic_store(&c->cur, next);
     sf__grace_wait();
 }
 
 static void sf_entry(int sig, siginfo_t *si, void *uc);
 
+static bool is_ours(const struct sigaction *a)
+{
+    if (!(a->sa_flags & SA_SIGINFO))
+        return false;
+    sf_sa_fn front = atomic_load(&g_front);
+    return a->sa_sigaction == sf_entry || (front && a->sa_sigaction == front);
+}
+
+static void keeper(struct sigaction *sa)
+{
+    sf_sa_fn front = atomic_load(&g_front);
+    memset(sa, 0, sizeof(*sa));
+    sa->sa_sigaction = front ? front : sf_entry;
+    /* All signals blocked while we run: an asynchronous handler that wrote
+     * to a page we hold BUSY would otherwise spin forever on it. */
+    sigfillset(&sa->sa_mask);
+    sa->sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+}
+
 static void at_fork_child(void)
 {
     atomic_store(&g_pid, (pid_t)syscall(SYS_getpid));
+    /* Only the forking thread exists: a sigaction call in another thread
+     * may have held the lock at the fork. */
+    pthread_mutex_init(&g_chain_lock, NULL);
 }
 
 static void install_once(void)
@@ -50,20 +89,18 @@ static void install_once(void)
     sf__init();
     atomic_store(&g_pid, (pid_t)syscall(SYS_getpid));
     struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = sf_entry;
-    /* All signals blocked while we run: an asynchronous handler that wrote
-     * to a page we hold BUSY would otherwise spin forever on it. */
-    sigfillset(&sa.sa_mask);
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    keeper(&sa);
     struct sigaction old;
     pthread_mutex_lock(&g_chain_lock);
     if (sigaction(SIGSEGV, &sa, &old) == 0) {
-        g_chain_segv.slot[0] = old;
-        if (sigaction(SIGBUS, &sa, &old) == 0)
-            g_chain_bus.slot[0] = old;
-        else
+        g_chain_segv.slot[0].fwd = old;
+        g_chain_segv.slot[0].under.sa_handler = SIG_DFL;
+        if (sigaction(SIGBUS, &sa, &old) == 0) {
+            g_chain_bus.slot[0].fwd = old;
+            g_chain_bus.slot[0].under.sa_handler = SIG_DFL;
+        } else {
             g_install_err = -errno;
+        }
     } else {
         g_install_err = -errno;
     }
@@ -75,6 +112,52 @@ int sf__signals_install(void)
 {
     pthread_once(&g_install_once, install_once);
     return g_install_err;
+}
+
+/* Puts our handler back in front of one that replaced it (a raw sigaction()
+ * or signal() of the program), which becomes the forwarded handler. */
+static int reinstall(void)
+{
+    int err = 0;
+    pthread_mutex_lock(&g_chain_lock);
+    for (int k = 0; k < 2; k++) {
+        int sig = k ? SIGBUS : SIGSEGV;
+        struct sigaction cur, sa, old;
+        if (sigaction(sig, NULL, &cur) != 0) {
+            err = -errno;
+            continue;
+        }
+        if (is_ours(&cur))
+            continue;
+        keeper(&sa);
+        /* The exchange is atomic: a handler installed since the check is
+         * the one we get back and forward to. */
+        if (sigaction(sig, &sa, &old) != 0) {
+            err = -errno;
+            continue;
+        }
+        if (!is_ours(&old))
+            chain_set(chain_of(sig), &old);
+    }
+    pthread_mutex_unlock(&g_chain_lock);
+    return err;
+}
+
+int sf__signals_ensure(void)
+{
+    int err = sf__signals_install();
+    if (err)
+        return err;
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && is_ours(&cur) &&
+        sigaction(SIGBUS, NULL, &cur) == 0 && is_ours(&cur))
+        return 0;
+    return reinstall();
+}
+
+void sf__signals_set_front(void (*front)(int, siginfo_t *, void *))
+{
+    atomic_store(&g_front, front);
 }
 
 /* The program's view of sigaction(SIGSEGV/SIGBUS) once snapfault's handler
@@ -90,66 +173,207 @@ int sf__chain_sigaction(int sig, const struct sigaction *act, struct sigaction *
     if (err)
         return err;
     pthread_mutex_lock(&g_chain_lock);
-    if (old)
-        *old = c->slot[atomic_load(&c->cur)];
+    struct sigaction prev = c->slot[atomic_load(&c->cur)].fwd;
     if (act)
         chain_set(c, act);
     pthread_mutex_unlock(&g_chain_lock);
+    if (old)
+        *old = prev;
     return 0;
 }
 
-/* Forwards a fault that is not ours to the handler installed before us, with
- * the same siginfo and ucontext, honouring its flags and mask.  Under SIG_DFL
- * (or SIG_IGN, which the kernel treats as default for a synchronous fault)
- * the default is restored and the faulting instruction runs again, so a real
- * crash dies with the right signal at the right place. */
-static void forward(int sig, siginfo_t *si, void *uc)
+SF_API int sf_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    if (!chain_of(sig) || (act && is_ours(act)))
+        return -EINVAL;
+    /* A handler that replaced ours with a raw sigaction() is forwarded to
+     * first, so that old reports it. */
+    int err = sf__signals_ensure();
+    if (err)
+        return err;
+    return sf__chain_sigaction(sig, act, old);
+}
+
+/* ------------------------------------------------------------------------
+ * Regions removed lately (sf_untrack, sf_tracker_destroy).  A fault raised
+ * on a page while it was tracked may find its region gone when its handler
+ * looks: the untrack opened the page first, so the instruction only has to
+ * run again.  One writer (the regions lock), lock-free readers.
+ * ------------------------------------------------------------------------ */
+#define RM_SLOTS 64
+struct rm_slot {
+    _Atomic unsigned long seq; /* odd while written */
+    _Atomic uintptr_t start, end;
+};
+static struct rm_slot g_rm[RM_SLOTS];
+static _Atomic unsigned long g_rm_count;
+
+void sf__signals_note_removed(uintptr_t start, uintptr_t end)
+{
+    unsigned long n = atomic_load(&g_rm_count);
+    struct rm_slot *s = &g_rm[n % RM_SLOTS];
+    atomic_store(&s->seq, 2 * n + 1);
+    atomic_store(&s->start, start);
+    atomic_store(&s->end, end);
+    atomic_store(&s->seq, 2 * n + 2);
+    atomic_store(&g_rm_count, n + 1);
+}
+
+/* Whether addr was in a region removed lately (a slot being written counts:
+ * one more retry is harmless). */
+static bool recently_removed(uintptr_t addr)
+{
+    for (unsigned i = 0; i < RM_SLOTS; i++) {
+        struct rm_slot *s = &g_rm[i];
+        unsigned long q = atomic_load(&s->seq);
+        if (!q)
+            continue;
+        uintptr_t a = atomic_load(&s->start), e = atomic_load(&s->end);
+        if ((q & 1) || atomic_load(&s->seq) != q)
+            return true;
+        if (a <= addr && addr < e)
+            return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------
+ * Forwarding
+ * ------------------------------------------------------------------------ */
+
+/* The fault being forwarded by this thread, to recognise the forwarded
+ * handler calling ours (its saved "previous") for it: same siginfo, on a
+ * frame deeper than forward()'s.  A handler that longjmps out leaves these
+ * stale, but a later fault with the same siginfo address has its frames at
+ * the same depth as this one's, never deeper than forward()'s. */
+static __thread const siginfo_t *tls_fwd_si __attribute__((tls_model("initial-exec")));
+static __thread const char *tls_fwd_frame __attribute__((tls_model("initial-exec")));
+static __thread int tls_fwd_level __attribute__((tls_model("initial-exec")));
+/* The program handler running with its signal virtually blocked. */
+static __thread int tls_vb_sig __attribute__((tls_model("initial-exec")));
+static __thread const char *tls_vb_frame __attribute__((tls_model("initial-exec")));
+static __thread volatile uint64_t *tls_vb_cookie __attribute__((tls_model("initial-exec")));
+static __thread uint64_t tls_vb_val __attribute__((tls_model("initial-exec")));
+static __thread uint64_t tls_vb_gen __attribute__((tls_model("initial-exec")));
+
+/* The default action for a fault nobody handles (SIG_DFL, or SIG_IGN, which
+ * the kernel treats as default for a synchronous fault), without touching
+ * the disposition: the other threads keep snapfault's handler. */
+static void default_action(int sig, siginfo_t *si, void *uc, bool ignored)
+{
+    /* si_code <= 0: kill(), raise(), sigqueue(); BUS_MCEERR_AO: reported,
+     * not raised by the instruction.  Neither repeats. */
+    bool sent = si->si_code <= 0 || (sig == SIGBUS && si->si_code == BUS_MCEERR_AO);
+    if (!sent) {
+        /* The instruction runs again with the signal blocked: a fault on a
+         * blocked signal makes the kernel restore the default and kill the
+         * process with it (core dump included) at that instruction. */
+        sigaddset(&((ucontext_t *)uc)->uc_sigmask, sig);
+        return;
+    }
+    if (ignored)
+        return; /* ignored, as without snapfault */
+    /* Sent again, to this thread, once the default is back: it stays
+     * pending until this handler returns, then the process dies of it. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+    syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), (pid_t)syscall(SYS_gettid), sig);
+}
+
+/* Forwards a fault that is not ours to the handler behind ours (level 0) or
+ * the one below it (level 1, see struct link), with the same siginfo and
+ * ucontext, honouring its flags and mask. */
+static void forward(int sig, siginfo_t *si, void *uc, int level)
 {
     struct chain *c = chain_of(sig);
     unsigned g = sf__grace_enter();
-    struct sigaction prev = c->slot[atomic_load(&c->cur)];
+    int cur = atomic_load(&c->cur);
+    struct sigaction prev = level == 0 ? c->slot[cur].fwd : c->slot[cur].under;
     sf__grace_exit(g);
 
-    if (!(prev.sa_flags & SA_SIGINFO) &&
-        (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN)) {
-        bool sent = si->si_code <= 0; /* kill(), raise(), sigqueue() */
-        if (sent && prev.sa_handler == SIG_IGN)
-            return; /* ignored, as without snapfault */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
-        sigaction(sig, &dfl, NULL);
-        /* A real fault repeats when we return, now fatally; a sent signal
-         * does not repeat: send it again (it stays pending until this
-         * handler returns, then the default action runs). */
-        if (sent)
-            syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), (pid_t)syscall(SYS_gettid), sig);
+    if (level > 1 || is_ours(&prev) ||
+        (!(prev.sa_flags & SA_SIGINFO) && (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN))) {
+        default_action(sig, si, uc, level <= 1 && !(prev.sa_flags & SA_SIGINFO) && prev.sa_handler == SIG_IGN);
         return;
     }
-    if (prev.sa_flags & SA_RESETHAND) {
+    if (level == 0 && (prev.sa_flags & SA_RESETHAND)) {
         /* One-shot handler: forward to the default from now on.  No lock in
          * a signal handler: fill the spare slot and flip, as chain_set does
          * (the grace wait is left to the next sigaction). */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
-        int next = !atomic_load(&c->cur);
-        c->slot[next] = dfl;
+        int next = !cur;
+        c->slot[next].under = c->slot[cur].under;
+        memset(&c->slot[next].fwd, 0, sizeof(c->slot[next].fwd));
+        c->slot[next].fwd.sa_handler = SIG_DFL;
         atomic_store(&c->cur, next);
     }
     /* The mask the program asked for: the interrupted mask, its sa_mask,
-     * and the signal itself unless SA_NODEFER. */
+     * and the signal itself unless SA_NODEFER -- but under an embedding
+     * that tracks the program's globals (the preload, which registers a
+     * front) the signal itself only virtually: the handler may write
+     * tracked memory (its own globals, libsigsegv's state), and each such
+     * write is a fault of ours that must be delivered.  A fault in the handler that is not ours gets the
+     * default action, as the kernel gives a blocked fault (in_vblock). */
     sigset_t mask = ((ucontext_t *)uc)->uc_sigmask;
     for (int s = 1; s < NSIG; s++)
-        if (sigismember(&prev.sa_mask, s))
+        if (sigismember(&prev.sa_mask, s) && s != sig)
             sigaddset(&mask, s);
-    if (!(prev.sa_flags & SA_NODEFER))
+    bool vblock = !(prev.sa_flags & SA_NODEFER) && !sigismember(&mask, sig);
+    if (vblock && !atomic_load_explicit(&g_front, memory_order_relaxed)) {
+        /* Linked library: the mask exactly as asked (the program chose
+         * what is tracked; its handler sees its signal blocked). */
         sigaddset(&mask, sig);
+        vblock = false;
+    }
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    const siginfo_t *save_si = tls_fwd_si;
+    const char *save_frame = tls_fwd_frame;
+    int save_level = tls_fwd_level;
+    int save_vb_sig = tls_vb_sig;
+    const char *save_vb_frame = tls_vb_frame;
+    volatile uint64_t *save_vb_cookie = tls_vb_cookie;
+    uint64_t save_vb_val = tls_vb_val;
+    volatile uint64_t cookie = ++tls_vb_gen * 0x9E3779B97F4A7C15ull ^ (uintptr_t)&cookie;
+    tls_fwd_si = si;
+    tls_fwd_frame = __builtin_frame_address(0);
+    tls_fwd_level = level;
+    if (vblock) {
+        tls_vb_cookie = &cookie;
+        tls_vb_val = cookie;
+        tls_vb_frame = __builtin_frame_address(0);
+        tls_vb_sig = sig;
+    }
     if (prev.sa_flags & SA_SIGINFO)
         prev.sa_sigaction(sig, si, uc);
     else
         prev.sa_handler(sig);
+    tls_vb_sig = save_vb_sig;
+    tls_vb_frame = save_vb_frame;
+    tls_vb_cookie = save_vb_cookie;
+    tls_vb_val = save_vb_val;
+    cookie = 0;
+    tls_fwd_si = save_si;
+    tls_fwd_frame = save_frame;
+    tls_fwd_level = save_level;
+}
+
+/* Whether this fault (not ours) comes from inside a program handler that
+ * has its signal virtually blocked (see forward): a signal frame deeper
+ * than forward()'s, interrupting code deeper than it, and forward()'s frame
+ * still live (its cookie intact: a handler that longjmps out leaves these
+ * stale). */
+static bool in_vblock(int sig, const siginfo_t *si, const void *uc, const char *frame)
+{
+    if (tls_vb_sig != sig || !tls_vb_frame || si->si_code <= 0 || frame >= tls_vb_frame)
+        return false;
+#ifdef REG_RSP
+    if ((uintptr_t)((const ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP] >= (uintptr_t)tls_vb_frame)
+        return false;
+#else
+    (void)uc;
+#endif
+    return *tls_vb_cookie == tls_vb_val;
 }
 
 /* Repeated spurious faults at one address from one thread mean the page is
@@ -157,11 +381,42 @@ static void forward(int sig, siginfo_t *si, void *uc)
 static __thread uintptr_t tls_spurious_addr __attribute__((tls_model("initial-exec")));
 static __thread unsigned tls_spurious_count __attribute__((tls_model("initial-exec")));
 static __thread uint64_t tls_spurious_seq __attribute__((tls_model("initial-exec")));
+/* A fault that may have lost a race with an untrack runs again before it is
+ * forwarded: again while regions keep being removed, at most NF_ROUNDS
+ * times in a row at one address, so that a real crash still crashes. */
+#define NF_ROUNDS 8
+static __thread uintptr_t tls_nf_addr __attribute__((tls_model("initial-exec")));
+static __thread unsigned long tls_nf_rm __attribute__((tls_model("initial-exec")));
+static __thread unsigned tls_nf_rounds __attribute__((tls_model("initial-exec")));
+
+static bool retry_first(uintptr_t addr)
+{
+    unsigned long rm = atomic_load(&g_rm_count);
+    if (tls_nf_addr != addr) {
+        tls_nf_addr = addr;
+        tls_nf_rounds = 0;
+    } else if (tls_nf_rm == rm || tls_nf_rounds >= NF_ROUNDS) {
+        tls_nf_addr = 0; /* forwarded; the next fault here starts afresh */
+        return false;
+    }
+    tls_nf_rm = rm;
+    tls_nf_rounds++;
+    return true;
+}
 
 static void sf_entry(int sig, siginfo_t *si, void *uc)
 {
     int saved_errno = errno;
+    const char *frame = __builtin_frame_address(0);
+    if (SF_UNLIKELY(si == tls_fwd_si && frame < tls_fwd_frame)) {
+        /* The handler we forwarded this fault to handed it back (it calls
+         * the handler it replaced, ours): one level further down. */
+        forward(sig, si, uc, tls_fwd_level + 1);
+        errno = saved_errno;
+        return;
+    }
     int res = SF_NOT_OURS;
+    bool suspect = false; /* not ours, but maybe only late */
     /* si_code > 0: raised by the kernel for a real fault, not by kill(). */
     if (si->si_code > 0 && ((sig == SIGSEGV && si->si_code == SEGV_ACCERR) ||
                             (sig == SIGBUS && si->si_code == BUS_ADRERR))) {
@@ -173,8 +428,14 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
             sf_fault_mode m = r->t->fault_mode;
             seq = atomic_load_explicit(&r->t->rearm_seq, memory_order_relaxed);
             if ((sig == SIGSEGV && m == SF_FAULTS_SIGNAL) ||
-                (sig == SIGBUS && m == SF_FAULTS_INTHREAD))
+                (sig == SIGBUS && m == SF_FAULTS_INTHREAD)) {
                 res = sf__resolve(r, addr, NULL);
+                /* e.g. the backend's unprotect failed on a range an
+                 * untrack has just given back */
+                suspect = res == SF_NOT_OURS;
+            }
+        } else {
+            suspect = recently_removed(addr);
         }
         sf__grace_exit(g);
         /* Only heals count: a retry after another thread's BUSY page is
@@ -193,11 +454,19 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
             }
         } else if (res == SF_RESOLVED) {
             tls_spurious_addr = 0;
+            tls_nf_addr = 0;
+        }
+        if (res == SF_NOT_OURS && suspect && retry_first(addr)) {
+            errno = saved_errno;
+            return;
         }
     }
     if (res == SF_NOT_OURS) {
         tls_spurious_addr = 0;
-        forward(sig, si, uc);
+        if (SF_UNLIKELY(tls_vb_frame && in_vblock(sig, si, uc, frame)))
+            default_action(sig, si, uc, false);
+        else
+            forward(sig, si, uc, 0);
     }
     errno = saved_errno;
 }

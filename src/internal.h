@@ -203,6 +203,15 @@ struct sf_tracker {
 
 /* fault.c */
 int sf__signals_install(void);                   /* idempotent */
+/* Installs snapfault's handler, or puts it back in front of one that
+ * replaced it (which becomes the forwarded handler); called by every call
+ * that protects memory.  Two sigaction() reads when nothing changed. */
+int sf__signals_ensure(void);
+/* The handler an embedding installs in front of snapfault's (and that calls
+ * it): counted as snapfault's own by sf__signals_ensure, and re-installed. */
+void sf__signals_set_front(void (*front)(int, siginfo_t *, void *));
+/* A region is about to leave the table (caller holds sf__regions_lock). */
+void sf__signals_note_removed(uintptr_t start, uintptr_t end);
 /* RETRY: the instruction runs again (the page is being resolved by
  * another thread); HEALED: snapfault re-opened a page its state says is
  * writable, or found it untracked — repeated at one address, the

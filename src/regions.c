@@ -112,6 +112,8 @@ void sf__regions_remove(struct sf_region *const *rs, size_t nrs)
             tb->r[j++] = old->r[i];
     }
     tb->n = j;
+    for (size_t k = 0; k < nrs; k++)
+        sf__signals_note_removed(rs[k]->start, rs[k]->end);
     table_publish(tb);
 }
 

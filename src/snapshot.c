@@ -221,6 +221,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
         return -ENOTSUP;
     if (sf__forked(t))
         return -ECHILD;
+    sf__signals_ensure();
     sf_snapshot *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
@@ -550,6 +551,7 @@ SF_API int sf_snapshot_restore(sf_snapshot *s)
     sf_tracker *t = s->t;
     if (sf__forked(t)) /* before the lock: a child may inherit it held */
         return -ECHILD;
+    sf__signals_ensure();
     pthread_mutex_lock(&t->lock);
     int err = snap_state(s);
     if (err) {

@@ -62,7 +62,7 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
     t->exact = (opt->flags & SF_OPT_EXACT) || (!snaps && !(opt->flags & SF_OPT_CLUSTER));
     atomic_init(&t->gen, 1);
     pthread_mutex_init(&t->lock, NULL);
-    int err = sf__signals_install();
+    int err = sf__signals_ensure();
     if (!err)
         err = t->ops->open(t);
     if (!err && (opt->flags & SF_OPT_KERNEL_WRITES) &&
@@ -134,6 +134,7 @@ SF_API int sf_track(sf_tracker *t, void *addr, size_t len)
         return err;
     if (sf__forked(t))
         return -ECHILD;
+    sf__signals_ensure();
     /* A range with a hole would be half protected when the backend fails
      * on the hole (mprotect) or silently accepted (uffd). */
     if (msync(addr, len, MS_ASYNC) < 0)
@@ -576,6 +577,8 @@ SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg)
         return -EINVAL;
     if (sf__forked(t))
         return -ECHILD;
+    if (flags & SF_COLLECT_RESET)
+        sf__signals_ensure();
     pthread_mutex_lock(&t->lock);
     size_t n;
     struct sf_region **rs = sf__regions_list(t, &n);

@@ -121,20 +121,30 @@ int sfp_front_install(void)
     if (atomic_load(&g_installed))
         return 0;
     struct sigaction mine, old;
-    if (sigaction(SIGSEGV, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO))
+    /* The library's handler first (again, if something replaced it), then
+     * ours in front of it, registered as the one the library's re-install
+     * checks keep (sf__signals_ensure). */
+    int err = sf__signals_ensure();
+    if (err)
+        return err;
+    if (sigaction(SIGSEGV, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO) || old.sa_sigaction == front_entry)
         return -ENOTSUP;
     g_lib_segv = old;
     if (sigaction(SIGBUS, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO))
         return -ENOTSUP;
     g_lib_bus = old;
+    sf__signals_set_front(front_entry);
     mine = g_lib_segv; /* same mask (everything) and flags */
     mine.sa_sigaction = front_entry;
-    if (sigaction(SIGSEGV, &mine, NULL) != 0)
+    if (sigaction(SIGSEGV, &mine, NULL) != 0) {
+        sf__signals_set_front(NULL);
         return -errno;
+    }
     mine = g_lib_bus;
     mine.sa_sigaction = front_entry;
     if (sigaction(SIGBUS, &mine, NULL) != 0) {
         sigaction(SIGSEGV, &g_lib_segv, NULL);
+        sf__signals_set_front(NULL);
         return -errno;
     }
     atomic_store(&g_installed, 1);
