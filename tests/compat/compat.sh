@@ -108,6 +108,20 @@ check_chains() {
     done
 }
 
+
+# Starts the exitimg program NAME in mode MODE under snapshot mode in the
+# background (pid in $pid) and returns once it printed "ready" (an event,
+# not a delay) or died.
+start_ready() {
+    "$SNAPFAULT_TOOL" run --mode snapshot --backend "$backend" --output "$work/$1" -- "$X" "$work/$1" 0 "$2" \
+        >"$work/$1.out" 2>"$work/$1.err" &
+    pid=$!
+    until grep -q '^ready' "$work/$1.out" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.01
+    done
+}
+
 # final_file INDEX: the file name of the final image the end line names
 final_file() {
     local fin; fin=$(sed -n 's/^#end.*final=\([0-9][0-9]*\).*/\1/p' "$1")
@@ -408,13 +422,7 @@ exit-image)
         expect_end term clean SIGTERM 2 && expect_final term FINAL-PATTERN
         # killed from outside while it waits (ready: an event, not a delay)
         rm -f "$work/pause.out"
-        "$SNAPFAULT_TOOL" run --mode snapshot --backend "$backend" --output "$work/pause" -- "$X" "$work/pause" 0 pause \
-            >"$work/pause.out" 2>"$work/pause.err" &
-        pid=$!
-        until grep -q '^ready' "$work/pause.out" 2>/dev/null; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.01
-        done
+        start_ready pause pause
         kill -TERM "$pid"
         wait "$pid"; rc=$?
         [ "$rc" = 143 ] || bad "$backend/pause: exit $rc after kill -TERM, expected 143"
@@ -423,13 +431,7 @@ exit-image)
         # runtime, or not: the same verdict either way, and no hang)
         for i in 1 2 3 4 5; do
             rm -rf "$work/mloop" "$work/mloop.out"
-            "$SNAPFAULT_TOOL" run --mode snapshot --backend "$backend" --output "$work/mloop" -- "$X" "$work/mloop" 0 mmaploop \
-                >"$work/mloop.out" 2>"$work/mloop.err" &
-            pid=$!
-            until grep -q '^ready' "$work/mloop.out" 2>/dev/null; do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.01
-            done
+            start_ready mloop mmaploop
             kill -TERM "$pid"
             wait "$pid"; rc=$?
             [ "$rc" = 143 ] || bad "$backend/mmaploop: exit $rc after kill -TERM, expected 143"
