@@ -166,8 +166,8 @@ static int degrade(sf_tracker *t, struct sf_region *r)
     if (!atomic_exchange(&r->degraded, 1))
         SF_STAT_INC(t, st_degraded, 1);
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
-        if (atomic_load(&t->live_gen[i]))
-            atomic_store(&t->failed_slot[i], 1);
+        if (atomic_load(&t->live_gen[i]) && !atomic_exchange(&t->failed_slot[i], 1))
+            SF_STAT_INC(t, st_failed, 1);
     sf__chunk_mark(r, 0, CH_DIRTY);
     atomic_store(&t->vma_estimate, atomic_load(&g_vmas));
     return 0;

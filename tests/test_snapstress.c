@@ -297,9 +297,10 @@ static int run(const struct variant *v, long ops, size_t store)
     }
     CHECK(end.store_bytes == 0, "store holds %llu bytes with no snapshot", (unsigned long long)end.store_bytes);
     printf("    %ld writes, %ld control ops (%ld reads, %ld restores, %ld images, %ld failed/stale); "
-           "faults %llu copies %llu shared %llu\n",
+           "faults %llu copies %llu shared %llu degraded %llu snapshots failed %llu\n",
            atomic_load(&writes), control, reads, restores, images, failed,
-           (unsigned long long)st.faults, (unsigned long long)st.copies, (unsigned long long)st.copies_shared);
+           (unsigned long long)st.faults, (unsigned long long)st.copies, (unsigned long long)st.copies_shared,
+           (unsigned long long)st.degraded, (unsigned long long)st.snapshots_failed);
     return 0;
 }
 
