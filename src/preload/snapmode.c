@@ -237,11 +237,14 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
         sf_snapshot_release(s);
         return rc;
     }
+    /* Counted before it is listed: a program that sees the line and ends
+     * at once (_exit) has its end line written by its own thread, which
+     * must count this image. */
+    __atomic_fetch_add(&g_written, 1, __ATOMIC_SEQ_CST);
     index_line("S\t%llu\t%s\t%016llx\t%016llx\t%lld\t%llu\t%llu\t%s\t%u\n", (unsigned long long)seq, name,
                (unsigned long long)sf_snapshot_id(s),
                (unsigned long long)(g_parent ? sf_snapshot_id(g_parent) : 0), (long long)size,
                (unsigned long long)(pause / 1000), (unsigned long long)(wns / 1000), why, patched);
-    g_written++;
     g_bytes += size > 0 ? (uint64_t)size : 0;
     g_write_ns += wns;
     if (g_parent)
@@ -296,7 +299,8 @@ static void end_line(const char *status, const char *how)
     if (g_final_seq)
         sfp_fmt(fin, sizeof(fin), "%llu", (unsigned long long)g_final_seq);
     index_line("#end\t%s\timages=%llu\tfailed=%llu\thow=%s\tfinal=%s\n", status,
-               (unsigned long long)g_written, (unsigned long long)g_failed, how, fin);
+               (unsigned long long)__atomic_load_n(&g_written, __ATOMIC_SEQ_CST), (unsigned long long)g_failed,
+               how, fin);
 }
 
 static long futex(_Atomic int *w, int op, int val)
