@@ -101,21 +101,39 @@ static int parse_record(const char *path, struct record *r)
     }
     memset(r, 0, sizeof(*r));
     r->page = 4096;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    bool magic = false;
-    while ((n = getline(&line, &cap, f)) > 0) {
-        if (line[n - 1] == '\n')
+    /* The magic first, from a short read: a file that is not a record (a
+     * device such as /dev/zero, a large binary) is rejected without
+     * reading more of it.  Lines are bounded: one longer than LINE_MAX_REC
+     * is counted bad and skipped, never held whole. */
+    static const char magic[] = "#snapfault-track 1";
+    char head[sizeof(magic) - 1];
+    size_t got = fread(head, 1, sizeof(head), f);
+    if (got != sizeof(head) || memcmp(head, magic, sizeof(head)) != 0) {
+        fprintf(stderr, "snapfault report: %s: %s\n", path, got ? "not a snapfault track record" : "empty file");
+        fclose(f);
+        return -1;
+    }
+    enum { LINE_MAX_REC = 1 << 16 };
+    char *line = malloc(LINE_MAX_REC);
+    if (!line) {
+        fclose(f);
+        return -1;
+    }
+    bool first = true; /* the rest of the magic line */
+    while (fgets(line, LINE_MAX_REC, f)) {
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\n')
             line[--n] = 0;
-        if (!magic) {
-            if (strncmp(line, "#snapfault-track 1", 18) != 0) {
-                fprintf(stderr, "snapfault report: %s: not a snapfault track record\n", path);
-                fclose(f);
-                free(line);
-                return -1;
-            }
-            magic = true;
+        else if (!feof(f)) { /* too long: skip to its end */
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n')
+                ;
+            r->bad_lines++;
+            first = false;
+            continue;
+        }
+        if (first) {
+            first = false;
             continue;
         }
         char tag = line[0];
@@ -192,10 +210,6 @@ static int parse_record(const char *path, struct record *r)
     }
     free(line);
     fclose(f);
-    if (!magic) {
-        fprintf(stderr, "snapfault report: %s: empty file\n", path);
-        return -1;
-    }
     return 0;
 }
 

@@ -322,6 +322,16 @@ options)
         [ "$rc" = 2 ] || bad "snapfault run $args: exit $rc, expected 2"
         [ "$(wc -l <err.txt)" = 1 ] || bad "snapfault run $args: not a one-line reason: $(cat err.txt)"
     done
+    # report reads a short header before anything else: a device that never
+    # ends a line (/dev/zero) or a large non-record is refused at once, in
+    # bounded memory (256 MiB of address space is far more than it needs)
+    for f in /dev/zero "$work/noise"; do
+        [ "$f" = /dev/zero ] || head -c 50000000 /dev/urandom >"$f"
+        (ulimit -v 262144; "$SNAPFAULT_TOOL" report "$f") >/dev/null 2>err.txt; rc=$?
+        [ "$rc" = 1 ] || bad "snapfault report $f: exit $rc, expected 1"
+        grep -q 'not a snapfault track record' err.txt || bad "snapfault report $f: $(cat err.txt)"
+    done
+    rm -f "$work/noise"
     for cmd in "report" "image" "image verify" "report a b" "image frob" "probe extra" "nonsense"; do
         # shellcheck disable=SC2086
         "$SNAPFAULT_TOOL" $cmd >/dev/null 2>err.txt; rc=$?
