@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "snapfault.h"
@@ -50,6 +52,84 @@ static void h_report(const char *name, const char *variant, int rc)
     h_msg[0] = 0;
 }
 
+/* Makes the mprotect VMA budget about `left`, as for a program with many
+ * mappings of its own: the first mprotect tracker of a process sizes the
+ * budget as max_map_count - the VMAs the process has - max(max/4, 4096),
+ * so this maps enough extra VMAs (alternating protections, one VMA each).
+ * They stay mapped: past the budget the library checks its estimate
+ * against the real count, so the budget is only small while they exist.
+ * Call before the process's first mprotect tracker.  0 or -errno. */
+__attribute__((unused)) static int h_hold_vmas(long left)
+{
+    long max = 65530, maps = 0;
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &max) != 1)
+            max = 65530;
+        fclose(f);
+    }
+    if ((f = fopen("/proc/self/maps", "r"))) {
+        int c;
+        while ((c = fgetc(f)) != EOF)
+            maps += c == '\n';
+        fclose(f);
+    }
+    long reserve = max / 4 > 4096 ? max / 4 : 4096;
+    long want = max - reserve - left - maps;
+    if (want <= 0)
+        return 0;
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE), n = 2 * (size_t)want + 2;
+    char *m = mmap(NULL, n * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    for (long k = 0; k < want / 2 + 1; k++)
+        mprotect(m + (2 * (size_t)k + 1) * ps, ps, PROT_READ);
+    return 0;
+}
+
+/* Runs fn(arg) in a child process of its own (a fresh address space and
+ * signal state: set-up and teardown around one case) and returns its
+ * result, with h_msg as the child left it.  alarm_s > 0 arms an alarm in
+ * the child: a safety net that fails a hung case loudly, never a verdict.
+ * A child killed by a signal is a failure that says which. */
+__attribute__((unused)) static int h_forked(int (*fn)(void *), void *arg, unsigned alarm_s)
+{
+    int pfd[2];
+    fflush(stdout);
+    if (pipe(pfd) < 0) {
+        snprintf(h_msg, sizeof h_msg, "pipe: %s", strerror(errno));
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        if (alarm_s)
+            alarm(alarm_s);
+        h_msg[0] = 0;
+        int rc = fn(arg);
+        if (write(pfd[1], h_msg, strlen(h_msg)) < 0)
+            rc = 1;
+        _exit(rc);
+    }
+    close(pfd[1]);
+    char buf[sizeof h_msg];
+    ssize_t n = pid > 0 ? read(pfd[0], buf, sizeof buf - 1) : -1;
+    close(pfd[0]);
+    buf[n > 0 ? n : 0] = 0;
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+        snprintf(h_msg, sizeof h_msg, "fork/waitpid: %s", strerror(errno));
+        return 1;
+    }
+    if (WIFEXITED(st)) {
+        snprintf(h_msg, sizeof h_msg, "%s", buf);
+        return WEXITSTATUS(st);
+    }
+    snprintf(h_msg, sizeof h_msg, "killed by signal %d (%s)%s%s", WTERMSIG(st), strsignal(WTERMSIG(st)),
+             buf[0] ? ": " : "", buf);
+    return 1;
+}
+
 static int h_finish(void)
 {
     printf("%d passed, %d failed, %d skipped\n", h_pass, h_fail, h_skip);
@@ -75,6 +155,13 @@ static const struct variant variants[] = {
     {"soft-dirty", SF_BACKEND_SOFTDIRTY, 0, 1, 1},
 };
 #define NVARIANTS (sizeof(variants) / sizeof(variants[0]))
+
+/* The backends whose faults are delivered as signals (mprotect: SIGSEGV;
+ * uffd-sync in-thread: SIGBUS). */
+__attribute__((unused)) static int h_signal_delivered(const struct variant *v)
+{
+    return v->backend == SF_BACKEND_MPROTECT || (v->flags & SF_OPT_INTHREAD_FAULTS);
+}
 
 /* Creates a tracker for v, or says why the machine cannot (skip). */
 __attribute__((unused)) static int make_tracker(const struct variant *v, unsigned extra, sf_tracker **t)

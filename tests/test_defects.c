@@ -16,19 +16,6 @@
 
 #define PS 4096
 
-static long count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    long n = 0;
-    int c;
-    if (!f)
-        return -1;
-    while ((c = fgetc(f)) != EOF)
-        n += c == '\n';
-    fclose(f);
-    return n;
-}
-
 static long vmas_in(const void *a, size_t len)
 {
     FILE *f = fopen("/proc/self/maps", "r");
@@ -45,23 +32,12 @@ static long vmas_in(const void *a, size_t len)
     return n;
 }
 
-/* Creates an mprotect tracker while the process holds many extra VMAs, so
- * that its VMA budget is about `left`, as for a program that has many
- * mappings of its own.  They stay mapped (each case runs in a child of
- * its own): past the budget the library checks its estimate against the
- * real count, so the budget is only small while they exist. */
+/* An mprotect tracker whose VMA budget is about `left` (h_hold_vmas). */
 static int budget_tracker(long left, unsigned flags, sf_tracker **t)
 {
-    long max = sf__read_long_file("/proc/sys/vm/max_map_count", 65530);
-    long reserve = max / 4 > 4096 ? max / 4 : 4096;
-    long want = max - reserve - left - count_maps();
-    size_t fl = want > 0 ? 2 * (size_t)want + 2 : 2;
-    char *flood = mmap(NULL, fl * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
-    if (flood == MAP_FAILED)
-        return -ENOMEM;
-    for (long k = 0; k < want / 2 + 1; k++)
-        mprotect(flood + (2 * k + 1) * PS, PS, PROT_READ);
+    int err = h_hold_vmas(left);
+    if (err)
+        return err;
     sf_options o = {.backend = SF_BACKEND_MPROTECT, .flags = flags};
     return sf_tracker_create(t, &o);
 }
@@ -447,39 +423,19 @@ static const struct {
     {"store-bump", "store", case_store_bump},
 };
 
+static int run_case(void *c)
+{
+    return ((const __typeof__(cases[0]) *)c)->fn();
+}
+
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         if (only && strcmp(only, cases[i].name) != 0)
             continue;
-        fflush(stdout);
-        int pfd[2];
-        if (pipe(pfd) < 0)
-            return 1;
-        pid_t pid = fork();
-        if (pid == 0) {
-            close(pfd[0]);
-            alarm(240); /* safety net only: a hung case fails loudly */
-            int rc = cases[i].fn();
-            if (write(pfd[1], h_msg, strlen(h_msg)) < 0)
-                rc = 1;
-            _exit(rc);
-        }
-        close(pfd[1]);
-        char buf[sizeof h_msg];
-        ssize_t n = read(pfd[0], buf, sizeof buf - 1);
-        close(pfd[0]);
-        int st = 0;
-        waitpid(pid, &st, 0);
-        int rc;
-        if (WIFEXITED(st))
-            rc = WEXITSTATUS(st);
-        else {
-            rc = 1;
-            n = snprintf(buf, sizeof buf, "child killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
-        }
-        snprintf(h_msg, sizeof h_msg, "%.*s", n > 0 ? (int)n : 0, buf);
+        /* safety net only: a hung case fails loudly */
+        int rc = h_forked(run_case, (void *)&cases[i], 240);
         h_report(cases[i].name, cases[i].variant, rc);
     }
     return h_finish();

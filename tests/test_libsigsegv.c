@@ -50,43 +50,30 @@ static int c_case(const struct variant *v, int before)
     return work(t, mem);
 }
 
+struct lcase {
+    const struct variant *v;
+    int before;
+};
+
+static int run_lcase(void *arg)
+{
+    const struct lcase *lc = arg;
+    return c_case(lc->v, lc->before);
+}
+
 int main(void)
 {
     PS = (size_t)sysconf(_SC_PAGESIZE);
     for (size_t vi = 0; vi < NVARIANTS; vi++) {
         const struct variant *v = &variants[vi];
-        if (v->backend != SF_BACKEND_MPROTECT && !(v->flags & SF_OPT_INTHREAD_FAULTS))
+        if (!h_signal_delivered(v))
             continue;
         if (!h_want(v->name))
             continue;
         for (int before = 1; before >= 0; before--) {
             /* a process per case: handlers are per process */
-            fflush(stdout);
-            int pfd[2];
-            if (pipe(pfd))
-                return 1;
-            pid_t pid = fork();
-            if (pid == 0) {
-                close(pfd[0]);
-                int r = c_case(v, before);
-                ssize_t w = write(pfd[1], h_msg, strlen(h_msg));
-                (void)w;
-                _exit(r);
-            }
-            close(pfd[1]);
-            char buf[256];
-            ssize_t n = read(pfd[0], buf, sizeof buf - 1);
-            close(pfd[0]);
-            buf[n > 0 ? n : 0] = 0;
-            int st, r;
-            waitpid(pid, &st, 0);
-            if (WIFEXITED(st)) {
-                r = WEXITSTATUS(st);
-                snprintf(h_msg, sizeof h_msg, "%s", buf);
-            } else {
-                r = 1;
-                snprintf(h_msg, sizeof h_msg, "killed by signal %d (%s) %s", WTERMSIG(st), strsignal(WTERMSIG(st)), buf);
-            }
+            struct lcase lc = {v, before};
+            int r = h_forked(run_lcase, &lc, 0);
             h_report(before ? "libsigsegv installed after the tracker" : "libsigsegv installed before the tracker",
                      v->name, r);
         }

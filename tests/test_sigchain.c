@@ -498,8 +498,7 @@ int main(void)
         return 1;
     for (size_t vi = 0; vi < NVARIANTS; vi++) {
         const struct variant *v = &variants[vi];
-        /* the signal-delivered backends */
-        if (v->backend != SF_BACKEND_MPROTECT && !(v->flags & SF_OPT_INTHREAD_FAULTS))
+        if (!h_signal_delivered(v))
             continue;
         if (!h_want(v->name))
             continue;

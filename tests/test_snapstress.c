@@ -304,27 +304,12 @@ static int run(const struct variant *v, long ops, size_t store)
     return 0;
 }
 
-/* Makes the process-wide mprotect VMA budget about `budget`: the first
- * mprotect tracker sizes it from the VMAs the process has, so hold enough
- * mappings (alternating protections, one VMA each) while one is created.
- * They stay mapped: past the budget the library checks its estimate
- * against the process's real VMAs, so the budget is only small while they
- * exist.  Returns the budget set, or -1. */
+/* Makes the process-wide mprotect VMA budget about `budget` (h_hold_vmas)
+ * and returns the budget the library set, or -1. */
 static long set_vma_budget(long budget)
 {
-    long max = sf__read_long_file("/proc/sys/vm/max_map_count", 65530);
-    long reserve = max / 4 > 4096 ? max / 4 : 4096;
-    long want = max - reserve - budget - sf__count_maps();
-    size_t fl = want > 0 ? 2 * (size_t)want + 2 : 0;
-    char *fm = NULL;
-    if (fl) {
-        fm = mmap(NULL, fl * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                  -1, 0);
-        if (fm == MAP_FAILED)
-            return -1;
-        for (long k = 0; k < want / 2 + 1; k++)
-            mprotect(fm + (2 * (size_t)k + 1) * PS, PS, PROT_READ);
-    }
+    if (h_hold_vmas(budget))
+        return -1;
     sf_tracker *t0;
     sf_options o0 = {.backend = SF_BACKEND_MPROTECT};
     long got = -1;
