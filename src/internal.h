@@ -314,6 +314,15 @@ static inline uint64_t sf__wait_not_busy(_Atomic uint64_t *ps)
  * for scattered pages. */
 #define SF_SPAN_GAP 512
 
+/* The one batching decision: whether the next run, gap pages past the end
+ * of the current span, joins that span (one protect call over the gap) or
+ * starts a new one.  Every re-arming walk asks here. */
+static inline bool sf__span_join(const sf_tracker *t, size_t gap)
+{
+    (void)t;
+    return gap <= SF_SPAN_GAP;
+}
+
 /* Whether a page in [p0, p1) of r was given back by a partial untrack: a
  * span must not cross it (unregistered for uffd).  Collector side. */
 static inline bool sf__gone_between(struct sf_region *r, size_t p0, size_t p1)

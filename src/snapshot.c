@@ -401,7 +401,7 @@ static bool todo_armed(const struct todo *td, size_t i)
 }
 
 /* Protect or unprotect pages of td, one call per span whose gaps are at
- * most SF_SPAN_GAP pages and hold no GONE page (the collector's batching,
+ * most sf__span_join's gap and hold no GONE page (the collector's batching,
  * see tracker.c).  Unprotect, and protect with only_armed, touch only the
  * pages that were armed, in contiguous runs: opening a gap would open
  * pages nobody restores.  Protecting across other gaps is harmless. */
@@ -417,7 +417,7 @@ static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td
             continue;
         }
         size_t j = i + 1;
-        while (j < td->n && (!sel ? td->page[j] - td->page[j - 1] <= SF_SPAN_GAP
+        while (j < td->n && (!sel ? sf__span_join(t, td->page[j] - td->page[j - 1] - 1)
                                   : todo_armed(td, j) && td->page[j] == td->page[j - 1] + 1)) {
             if (!sel && sf__gone_between(r, td->page[j - 1] + 1, td->page[j]))
                 break;

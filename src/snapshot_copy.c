@@ -155,7 +155,7 @@ int sf__copysnap_restore(sf_snapshot *s, long *restored, bool *changed)
                     if (r->sbits[k] && k != s->slot)
                         sf__bits_set(r->sbits[k], p, p + 1);
                 /* Spans never cross GONE pages (unregistered). */
-                if (span0 != SIZE_MAX && (p - span1 > SF_SPAN_GAP || sf__gone_between(r, span1, p))) {
+                if (span0 != SIZE_MAX && (!sf__span_join(t, p - span1) || sf__gone_between(r, span1, p))) {
                     err = sf__uffd_wp(t->uffd, r->start + (span0 << sf_page_shift),
                                       (span1 - span0) << sf_page_shift, true, false);
                     span0 = SIZE_MAX;

@@ -522,7 +522,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
             if (run != SIZE_MAX) {
                 /* Far from the batch, or the batch is full: the batch is
                  * re-armed and reported first. */
-                if (b.n && (run - b.e[b.n - 1] > SF_SPAN_GAP || b.n == BATCH_RUNS))
+                if (b.n && (!sf__span_join(t, run - b.e[b.n - 1]) || b.n == BATCH_RUNS))
                     rc = flush_batch(t, r, &b, mode, emit, ctx);
                 if (rc) {
                     unpick(r, run, p);
