@@ -50,9 +50,9 @@ extern "C" {
 #define SF_API
 #endif
 
-#define SF_VERSION_MAJOR 0
-#define SF_VERSION_MINOR 1
-#define SF_VERSION_PATCH 0
+/* SF_VERSION_MAJOR, SF_VERSION_MINOR, SF_VERSION_PATCH and SF_VERSION_STRING,
+ * generated from the version in meson.build (its one source). */
+#include "snapfault-version.h"
 
 /* ------------------------------------------------------------------------ */
 /* Trackers and backends                                                    */

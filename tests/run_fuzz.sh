@@ -32,7 +32,8 @@ if ! "$clang" -fsanitize=fuzzer,address,undefined "$tmp/probe.c" -o "$tmp/probe"
 fi
 
 xxhash=$(pkg-config --cflags --libs libxxhash 2>/dev/null || echo -lxxhash)
-cflags=(-std=gnu11 -g -O1 -D_GNU_SOURCE -I "$src/include" -I "$src/src")
+# $2: the build tree's include directory (the generated snapfault-version.h)
+cflags=(-std=gnu11 -g -O1 -D_GNU_SOURCE -I "$src/include" -I "${2:?build include dir}" -I "$src/src")
 # shellcheck disable=SC2054 # commas belong to the flag
 san=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 # shellcheck disable=SC2086 # $xxhash is a list of flags
