@@ -180,7 +180,7 @@ def gcc_fallback(bdir):
     os.makedirs(out, exist_ok=True)
     exe = os.path.join(out, "sfbench-raw")
     srcs = [os.path.join(HERE, f) for f in
-            ("sfbench.c", "util.c", "raw_mech.c", "scenarios.c", "sf_absent.c")]
+            ("sfbench.c", "util.c", "raw_mech.c", "scenarios.c", "engines.c", "sf_absent.c")]
     r = sh(["gcc", "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-o", exe]
            + srcs + ["-lpthread"])
     if r.returncode != 0:
