@@ -87,7 +87,8 @@ static void engine_teardown(struct mech *m)
 
 /* Gives a background pre-copy (the mirror engine fills its shadow from
  * sf_track on) a bounded chance to finish: polls sf_tracker_stats every
- * 5 ms until the store holds the tracked size ("filled"), or has not grown
+ * 5 ms until the pages pre-copied (sf_stats.precopied, when the library has
+ * it; else store_bytes) reach the tracked size ("filled"), or have not grown
  * for settle_ms ("settled": nothing is being copied), or max_ms passed
  * ("bound").  Returns the ms waited. */
 static double wait_precopy(struct mech *m, double max_ms, double settle_ms, const char **how)
@@ -101,11 +102,12 @@ static double wait_precopy(struct mech *m, double max_ms, double settle_ms, cons
         uint64_t t = now_ns();
         if (m->ops->stats(m, &st) != 0)
             return (double)(t - t0) / 1e6;
-        if (st.store_bytes != last) {
-            last = st.store_bytes;
+        uint64_t done = st.has_precopy ? st.precopied_pages << PAGE_SHIFT_4K : st.store_bytes;
+        if (done != last) {
+            last = done;
             last_change = t;
         }
-        if (st.tracked_bytes && st.store_bytes >= st.tracked_bytes) {
+        if (st.tracked_bytes && done >= st.tracked_bytes) {
             *how = "filled";
             return (double)(t - t0) / 1e6;
         }

@@ -197,6 +197,11 @@ static void sf_extra(struct mech *m, char *buf, size_t n)
     }
     char mode[96], more[256];
     stats_more(&st, more, sizeof more);
+#ifdef SFB_HAVE_STAT_ENGINE
+    size_t ml = strlen(more);
+    const char *en = sf_engine_name(st.engine);
+    snprintf(more + ml, sizeof more - ml, " engine=%s", en ? en : "?");
+#endif
     /* names may contain spaces ("handler threads"): quoted for the driver */
     snprintf(buf, n,
              " backend=%s fault_mode=\"%s\" sf_faults=%llu sf_spurious=%llu sf_unprotected=%llu"
@@ -236,6 +241,13 @@ static int sf_stats_op(struct mech *m, struct mech_stats *out)
     out->metadata_bytes = st.metadata_bytes;
     out->copies = st.copies;
     out->snapshots_live = st.snapshots_live;
+#ifdef SFB_HAVE_STAT_PRECOPIED
+    out->has_precopy = 1;
+    out->precopied_pages = st.precopied;
+#else
+    out->has_precopy = 0;
+    out->precopied_pages = 0;
+#endif
     stats_more(&st, out->more, sizeof out->more);
     return 0;
 }
@@ -282,23 +294,32 @@ static const struct mech_ops sf_snapshot_ops = {
  * for a name that is not an engine. */
 static int engine_options(const char *engine, sf_options *o)
 {
+    enum { E_AUTO, E_COW, E_MIRROR };
     static const struct {
         const char *name;
         sf_backend backend;
         unsigned flags;
+        int engine;
     } eng[] = {
-        {"mirror", SF_BACKEND_UFFD_ASYNC, 0},
-        {"cow-uffd", SF_BACKEND_UFFD_SYNC, 0},
-        {"cow-uffd-handler", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS},
-        {"cow-uffd-inthread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS},
-        {"cow-mprotect", SF_BACKEND_MPROTECT, 0},
-        {"auto", SF_BACKEND_AUTO, 0},
+        {"mirror", SF_BACKEND_UFFD_ASYNC, 0, E_MIRROR},
+        {"cow-uffd", SF_BACKEND_UFFD_SYNC, 0, E_COW},
+        {"cow-uffd-handler", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS, E_COW},
+        {"cow-uffd-inthread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS, E_COW},
+        {"cow-mprotect", SF_BACKEND_MPROTECT, 0, E_COW},
+        {"auto", SF_BACKEND_AUTO, 0, E_AUTO},
     };
     for (size_t i = 0; i < sizeof eng / sizeof eng[0]; i++)
         if (strcmp(eng[i].name, engine) == 0) {
             memset(o, 0, sizeof *o);
             o->backend = eng[i].backend;
             o->flags = SF_OPT_SNAPSHOTS | eng[i].flags;
+#ifdef SFB_HAVE_OPT_ENGINE
+            /* a library with sf_options.engine is asked for the engine by
+             * name too: one that cannot give it says -ENOTSUP (a skip row) */
+            o->engine = eng[i].engine == E_MIRROR ? SF_ENGINE_MIRROR
+                        : eng[i].engine == E_COW  ? SF_ENGINE_COW
+                                                  : SF_ENGINE_AUTO;
+#endif
             return 0;
         }
     return -ENOENT;

@@ -128,6 +128,8 @@ struct mech;
 /* What the snapshot-engine scenarios read from sf_tracker_stats. */
 struct mech_stats {
     uint64_t tracked_bytes, store_bytes, store_limit, metadata_bytes, copies, snapshots_live;
+    int has_precopy;          /* the library counts a background pre-copy: */
+    uint64_t precopied_pages; /* pages it copied so far */
     /* statistics the library has beyond these (" k=v ..."), "" if none */
     char more[256];
 };
