@@ -60,7 +60,7 @@ rates)
 thp)
     en=/sys/kernel/mm/transparent_hugepage/enabled
     [ -r $en ] && ! grep -q '\[never\]' $en || skip "transparent huge pages are off here"
-    for backend in uffd-async mprotect; do
+    for backend in uffd-async uffd-sync mprotect; do
         "$T" run --thp keep --backend "$backend" --output "thp-$backend.sft" -- "$U" thp "$work/thp-$backend.sft" >out.txt 2>err.txt ||
             { bad "$backend: run failed: $(cat err.txt)"; continue; }
         read -r _ _ before _ after < <(grep '^raw' out.txt)
