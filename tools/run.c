@@ -129,11 +129,13 @@ static void check_output(const char *path, bool snapshot)
             usage_error("run", "--output %s: cannot create the directory: %s", path, strerror(errno));
         return;
     }
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) == false && snapshot)
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode) && snapshot)
         usage_error("run", "--output %s: exists and is not a directory (snapshot mode writes images into one)",
                     path);
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", path);
+    for (size_t k = strlen(dir); k > 1 && dir[k - 1] == '/'; k--)
+        dir[k - 1] = 0; /* imgs/ is created in . */
     char *slash = strrchr(dir, '/');
     if (!slash)
         snprintf(dir, sizeof(dir), ".");

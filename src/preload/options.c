@@ -120,6 +120,7 @@ bool sfp_option_applies(sfp_opt o, int mode)
         return mode == SFP_MODE_SNAPSHOT;
     case SFP_OPT_ATTRIBUTE:
     case SFP_OPT_ATTRIBUTE_DEPTH:
+    case SFP_OPT_STATS_FILE:
         return mode == SFP_MODE_TRACK;
     default:
         return true;

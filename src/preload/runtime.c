@@ -1243,10 +1243,30 @@ static int cmp_label_cum(const void *a, const void *b)
  * redirect its own later), or the stats file opened for appending.  Both
  * are close-on-exec: a program this one executes opens its own.  -1: none. */
 static int g_stats_fd = -1;
+static dev_t g_stats_dev;
+static ino_t g_stats_ino;
 
+/* The descriptor, if it is still the file it was: a program that closed
+ * it and opened something else at the same number gets stderr instead. */
 int sfp_stats_fd(void)
 {
+    struct stat st;
+    if (g_stats_fd < 0)
+        return -1;
+    if (sfp_raw_syscall(SYS_fstat, g_stats_fd, (long)&st, 0, 0, 0, 0) != 0 || st.st_dev != g_stats_dev ||
+        st.st_ino != g_stats_ino)
+        return 2;
     return g_stats_fd;
+}
+
+static void stats_remember(int fd)
+{
+    struct stat st;
+    g_stats_fd = fd;
+    if (fd >= 0 && sfp_raw_syscall(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) == 0) {
+        g_stats_dev = st.st_dev;
+        g_stats_ino = st.st_ino;
+    }
 }
 
 /* A descriptor far above the program's usual ones, close-on-exec. */
@@ -1275,13 +1295,13 @@ static void stats_open(void)
                 sfp_raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
                 fd = hi;
             }
-            g_stats_fd = fd;
+            stats_remember(fd);
             return;
         }
     } else if (!sfp_opt_val(SFP_OPT_SHOW_STATS)) {
         return;
     }
-    g_stats_fd = dup_high(2);
+    stats_remember(dup_high(2));
 }
 
 /* The summary is built whole and written with one write(2), so that the
@@ -1325,7 +1345,8 @@ static void track_summary(bool to_file, const char *how)
         sfp_out_flush(g_out);
         return;
     }
-    if (g_stats_fd < 0)
+    int sfd = sfp_stats_fd();
+    if (sfd < 0)
         return;
     long top = (long)sfp_opt_val(SFP_OPT_TOP);
     struct sumbuf b = {NULL, 0, 4096 + (size_t)top * 256};
@@ -1365,11 +1386,11 @@ static void track_summary(bool to_file, const char *how)
         sfp_free(v);
     }
     if (b.p) {
-        sfp_write_all(g_stats_fd, b.p, b.n);
+        sfp_write_all(sfd, b.p, b.n);
         sfp_free(b.p);
     }
     if (g_attr)
-        sfp_attr_report(g_stats_fd, (int)top, true);
+        sfp_attr_report(sfd, (int)top, true);
     else if (sfp_opt_val(SFP_OPT_ATTRIBUTE))
         sfp_warn("write attribution needs a sync backend; %s is in use, no call stacks were sampled",
                  sf_backend_name(g_backend));
