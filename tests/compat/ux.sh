@@ -79,7 +79,7 @@ thp)
     done
     ;;
 output)
-    devs() { ls -d /dev/stdout.* /dev/null.* 2>/dev/null; }
+    devs() { ls -d /dev/stdout.* /dev/null.* 2>/dev/null || true; }
     devs >devs-before.txt
     for o in - /dev/stdout /dev/null; do
         "$T" run --output "$o" -- true >out.txt 2>err.txt; rc=$?
