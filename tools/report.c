@@ -695,7 +695,7 @@ static int report_dir(const char *path, int top)
     }
     closedir(d);
     if (!nindex) {
-        fprintf(stderr, "snapfault report: %s: no snapshot index files\n", path);
+        fprintf(stderr, "snapfault report: %s: no track records and no snapshot index files\n", path);
         return 1;
     }
     printf("\n(snapfault image verify %s checks every image and parent link)\n", path);

@@ -1133,6 +1133,13 @@ static void track_note(const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     sfp_info("%s", msg);
+    /* In snapshot mode the images lack what is left untracked: said once
+     * without -v too. */
+    static bool said;
+    if (g_mode == SFP_MODE_SNAPSHOT && !said) {
+        said = true;
+        sfp_warn("%s: the images do not hold it", msg);
+    }
     if (g_mode == SFP_MODE_TRACK && g_out)
         sfp_out_printf(g_out, "W\t%llu\t%s\n", (unsigned long long)((sfp_now_ns() - sfp_t0_ns) / 1000000), msg);
 }
