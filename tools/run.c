@@ -112,7 +112,7 @@ static void check_output(const char *path, bool snapshot)
     struct stat st;
     if (strcmp(path, "-") == 0)
         usage_error("run", "--output -: records go to a file or a directory, not to stdout (the program's own)");
-    if (strncmp(path, "/dev/", 5) == 0 || strncmp(path, "/proc/", 6) == 0 ||
+    if ((strncmp(path, "/dev/", 5) == 0 && strncmp(path, "/dev/shm/", 9) != 0) || strncmp(path, "/proc/", 6) == 0 ||
         (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)))
         usage_error("run", "--output %s: not a regular file or directory path", path);
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && !snapshot) {

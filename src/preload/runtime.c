@@ -992,8 +992,10 @@ int sfp_create_output(const char *tmpl, char *path, size_t cap)
     bool had_pid;
     size_t n = expand(tmpl, path, cap, &had_pid);
     /* "-" is not stdout here: records are per process, and the program's
-     * stdout is its own.  Refused, as `snapfault run` refuses it. */
-    if (strcmp(path, "-") == 0 || strncmp(path, "/dev/", 5) == 0 || strncmp(path, "/proc/", 6) == 0)
+     * stdout is its own.  Refused, as `snapfault run` refuses it, and so are
+     * devices (/dev/stdout, /dev/null; /dev/shm is a file system). */
+    if (strcmp(path, "-") == 0 || (strncmp(path, "/dev/", 5) == 0 && strncmp(path, "/dev/shm/", 9) != 0) ||
+        strncmp(path, "/proc/", 6) == 0)
         return -EINVAL;
     /* A directory (existing, or named with a trailing slash) holds one
      * record per process: DIR/snapfault.PID.sft. */

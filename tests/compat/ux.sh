@@ -88,6 +88,13 @@ output)
     done
     [ -e ./- ] && bad "a file named - was created"
     devs | cmp -s - devs-before.txt || bad "files were created in /dev: $(devs)"
+    # /dev/shm is a file system: records may go there
+    if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+        shm=/dev/shm/snapfault-ux-$$.sft
+        "$T" run --output "$shm" -- true || bad "--output $shm refused"
+        [ -s "$shm" ] || bad "no record in $shm"
+        rm -f "$shm"
+    fi
     # the preload alone refuses them too, and the program runs
     out=$(SNAPFAULT_OUTPUT=/dev/stdout LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB sh -c 'echo ran' 2>err.txt)
     [ "$out" = ran ] || bad "preload with /dev/stdout: program output '$out'"
