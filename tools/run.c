@@ -40,14 +40,15 @@ static void help(void)
            "  --store-limit SIZE            snapshot mode: memory for page copies (default 1G)\n"
            "  --max-images N                snapshot mode: stop after N images\n"
            "  --no-exit-image               snapshot mode: no last image at exit\n"
-           "  --show-stats, -s              print a summary on stderr at exit\n"
+           "  --show-stats, -s              print a summary at exit (on the stderr the program\n"
+           "                                started with)\n"
            "  --verbose, -v                 say what the preload does\n"
            "  --preload PATH                the preload library to use\n"
            "\n"
            "Every option is a SNAPFAULT_* environment variable of the preload:\n");
     for (int o = 0; o < SFP_OPT_COUNT; o++)
         printf("  SNAPFAULT_%-17s %-16s %s\n", sfp_option_table[o].name,
-               sfp_option_table[o].dflt[0] ? sfp_option_table[o].dflt : "-", sfp_option_table[o].help);
+               sfp_option_table[o].dflt[0] ? sfp_option_table[o].dflt : "(none)", sfp_option_table[o].help);
 }
 
 /* The preload next to this executable in the build tree, or installed. */
