@@ -77,6 +77,9 @@ thp)
         "$T" run --backend "$backend" --output "split-$backend.sft" -- "$U" thp "$work/split-$backend.sft" >out.txt 2>&1
         echo "$backend THP=split: $(tr '\n' ' ' <out.txt)"
     done
+    # --attribute: faults in the writing thread (uffd-sync in-thread, or mprotect)
+    "$T" run --attribute --output split-attr.sft -- "$U" thp "$work/split-attr.sft" >out.txt 2>&1
+    echo "$(sed -n 's/^P.*backend=\([^\t]*\)\tfaults=\([^\t]*\).*/\1, \2/p' split-attr.sft) THP=split: $(tr '\n' ' ' <out.txt)"
     ;;
 output)
     devs() { ls -d /dev/stdout.* /dev/null.* 2>/dev/null || true; }
