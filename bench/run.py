@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-# bench/run.py - driver of the benchmark suite (issue 5): builds sfbench, runs each
+# bench/run.py - driver of the benchmark suite: builds sfbench, runs each
 # scenario's baseline and snapfault jobs interleaved, writes Markdown tables and SVG plots.
 """Usage: bench/run.py [--quick | --full] [--out DIR] [--only fault,collect,...]
 
 Builds sfbench in build-bench/ (meson; falls back to sfbench-raw, the
 baseline-only binary, if libsnapfault does not build, and to a direct gcc
-build if meson cannot configure), runs the scenarios of issue 5 with the
+build if meson cannot configure), runs the benchmark scenarios with the
 baseline and snapfault jobs of each row next to each other in time, and
 writes bench/results/<date>-<host>[-quick].md plus one SVG per scenario and
 the raw RESULT lines into the output folder (default bench/results/latest/).
@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 # ---------------------------------------------------------------------------
-# What each mode runs.  Sizes follow issue 5; quick mode shrinks what costs
+# What each mode runs.  Sizes follow the goals; quick mode shrinks what costs
 # minutes on a 2-core VM (named in the report header, never silently).
 # ---------------------------------------------------------------------------
 
@@ -1182,7 +1182,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="reduced sizes, < 2 min (default)")
-    g.add_argument("--full", action="store_true", help="issue 5 sizes, < 15 min")
+    g.add_argument("--full", action="store_true", help="the goals' sizes, < 15 min")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest"),
                     help="folder for the SVGs, results.md and the raw RESULT log")
     ap.add_argument("--results-dir", default=os.path.join(HERE, "results"),
@@ -1297,7 +1297,7 @@ def main():
                 "(absolute figures move with the VM; compare ratios, which come from the same run):", "",
                 md_table(["cost", "start of run", "end of run", "FIELD-NOTES"], crow), ""]
     if mode == "quick":
-        out += ["Quick mode shrinks sizes (named in each section); run `--full` for issue 5's sizes.", ""]
+        out += ["Quick mode shrinks sizes (named in each section); run `--full` for the goals' sizes.", ""]
     goals = []
     sections = []
     for scn, fname, fn in REPORTS:

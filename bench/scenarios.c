@@ -1,4 +1,4 @@
-/* scenarios.c - the measurement loops of issue 5, one subcommand each; the
+/* scenarios.c - the measurement loops, one subcommand each; the
  * same loop drives a raw mechanism, fork() or snapfault through struct mech. */
 #include "sfbench.h"
 

@@ -1,5 +1,5 @@
 /* sfbench.c - entry point of the benchmark binary: one subcommand per
- * scenario of issue 5, each printing "RESULT k=v ..." lines for bench/run.py. */
+ * benchmark scenario, each printing "RESULT k=v ..." lines for bench/run.py. */
 #include "sfbench.h"
 
 #include <string.h>

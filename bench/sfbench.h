@@ -1,4 +1,4 @@
-/* sfbench.h - shared declarations of sfbench, the benchmark binary of issue 5:
+/* sfbench.h - shared declarations of sfbench, the benchmark binary:
  * timing, statistics, RESULT output, kernel ABI fallbacks and the mechanism table. */
 #ifndef SFBENCH_H
 #define SFBENCH_H
