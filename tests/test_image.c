@@ -92,7 +92,19 @@ struct model {
     uint64_t fail_addr;            /* read_page returns fail_err here */
     int fail_err;
     int bogus;                     /* read_page returns this instead of 1 for data */
+    uint32_t version;              /* 0: the pass's (g_version) */
+    unsigned flags;                /* SF_WRITE_*, with version 0: the pass's (g_flags) */
 };
+
+/* The format the generic cases write: each runs once per pass of main(),
+ * for version 1, version 2 and version 2 compressed. */
+static uint32_t g_version = SF_IMG_VERSION_1;
+static unsigned g_flags;
+
+/* Mapping descriptions for model images: none, given explicitly, so the
+ * writer does not consult /proc/self/maps for the models' made-up
+ * addresses (cases of their own test that). */
+static const struct sf_image_meta no_meta[64];
 
 static uint64_t mix64(uint64_t x)
 {
@@ -117,6 +129,15 @@ static int model_kind(const struct model *m, uint64_t addr)
 static void model_fill(const struct model *m, uint64_t addr, uint8_t *buf)
 {
     uint64_t s = mix64(m->seed + addr) | 1;
+    if (s % 3 == 0) {
+        /* a third of the pages compress (a short repeating pattern), so
+         * compressed images hold both encodings */
+        for (size_t i = 0; i < m->ps; i += 8)
+            memcpy(buf + i, &s, 8);
+        buf[(s >> 8) % m->ps] ^= 0x5a;
+        buf[0] |= 1;
+        return;
+    }
     for (size_t i = 0; i < m->ps; i += 8) {
         s ^= s << 13;
         s ^= s >> 7;
@@ -144,12 +165,17 @@ static int model_read_page(void *ctx, uint64_t addr, void *buf)
     }
 }
 
+static uint32_t model_version(const struct model *m) { return m->version ? m->version : g_version; }
+
 static struct sf_image_src model_src(struct model *m)
 {
+    uint32_t v = model_version(m);
     return (struct sf_image_src){
         .id = m->id, .parent_id = m->parent_id, .taken_ns = m->taken_ns,
         .page_size = m->ps, .ranges = m->ranges, .nranges = m->nranges,
         .read_page = model_read_page, .ctx = m,
+        .version = v, .flags = v == SF_IMG_VERSION_1 ? 0 : m->version ? m->flags : g_flags,
+        .meta = m->nranges <= 64 ? no_meta : NULL,
     };
 }
 
@@ -260,7 +286,7 @@ static void check_image(int fd, const struct model *m, unsigned random_spans)
     }
     sf_image_info info;
     CHECK_EQ(sf_image_get_info(img, &info), 0);
-    CHECK_EQ(info.version, SF_IMG_VERSION);
+    CHECK_EQ(info.version, model_version(m));
     CHECK_EQ(info.page_size, m->ps);
     CHECK(info.id == m->id && info.parent_id == m->parent_id && info.taken_ns == m->taken_ns);
     CHECK_EQ(info.ranges, m->nranges);
@@ -394,7 +420,7 @@ static void rb_header_ex(struct rb *b, uint32_t version, uint32_t ps, uint64_t p
 
 static void rb_header(struct rb *b, uint32_t ps, uint64_t parent, uint64_t nranges, uint64_t npages)
 {
-    rb_header_ex(b, SF_IMG_VERSION, ps, parent, nranges, npages, 0);
+    rb_header_ex(b, SF_IMG_VERSION_1, ps, parent, nranges, npages, 0);
 }
 
 static void rb_table(struct rb *b, const struct sf_image_range *r, size_t n)
@@ -570,7 +596,8 @@ static void case_block_limits(void)
 {
     /* mostly zero: blocks end at the page cap */
     struct sf_image_range r1[] = {{0x40000000, 10000ull * 4096}};
-    struct model m1 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 3, .pct_zero = 99};
+    struct model m1 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 3, .pct_zero = 99,
+                       .version = SF_IMG_VERSION_1};
     int rc, fd = model_image(&m1, &rc);
     CHECK_EQ(rc, 0);
     size_t len;
@@ -584,7 +611,7 @@ static void case_block_limits(void)
     close(fd);
 
     /* all data: blocks end at the data cap (64 pages of 4 KiB) */
-    struct model m2 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 4};
+    struct model m2 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 4, .version = SF_IMG_VERSION_1};
     r1[0].len = 600 * 4096;
     fd = model_image(&m2, &rc);
     CHECK_EQ(rc, 0);
@@ -959,7 +986,7 @@ static void case_hostile_control(void)
 
 static void case_hostile_version_magic(void)
 {
-    static const uint32_t versions[] = {0, 2, 0x100, 0xffffffffu};
+    static const uint32_t versions[] = {0, 3, 0x100, 0xffffffffu};
     for (size_t i = 0; i < 4; i++) {
         struct rb b = {0};
         rb_header_ex(&b, versions[i], 4096, 0, 0, 0, 0);
@@ -976,7 +1003,7 @@ static void case_hostile_version_magic(void)
     b.p[0] = 'X';
     EXPECT_OPEN(b, -EBADMSG);
     rb_free(&b);
-    rb_header_ex(&b, SF_IMG_VERSION, 4096, 0, 0, 0, 1); /* reserved set */
+    rb_header_ex(&b, SF_IMG_VERSION_1, 4096, 0, 0, 0, 1); /* reserved set */
     rb_table(&b, NULL, 0);
     rb_trailer(&b);
     EXPECT_OPEN(b, -EBADMSG);
@@ -1621,7 +1648,8 @@ static void case_conformance(void)
         uint32_t ps = sizes[si];
         struct sf_image_range r[] = {{ps * 8, ps * 10}, {ps * 40, ps * 3000}, {ps * 5000, ps * 5000}};
         struct model m = {.ps = ps, .ranges = r, .nranges = 3, .seed = 71, .id = 0x1d1d1d1d,
-                          .parent_id = 4, .taken_ns = -5, .pct_zero = 30, .pct_absent = 20};
+                          .parent_id = 4, .taken_ns = -5, .pct_zero = 30, .pct_absent = 20,
+                          .version = SF_IMG_VERSION_1};
         int rc, fd = model_image(&m, &rc);
         CHECK_EQ(rc, 0);
         size_t len;
@@ -1671,13 +1699,15 @@ static void case_conformance(void)
 
 /* ------------------------------------------------------------------------ */
 
-static const struct {
+struct test_case {
     const char *name;
     void (*fn)(void);
-} cases[] = {
+};
+
+/* Run once per format pass (version 1, version 2, version 2 + zstd). */
+static const struct test_case generic_cases[] = {
     {"round trip: several ranges, random and zero pages, high addresses", case_roundtrip_ranges},
     {"round trip: page sizes 512 B to 2 MiB", case_roundtrip_page_sizes},
-    {"blocks end at the page cap and at the data cap", case_block_limits},
     {"all-zero pages are elided", case_zero_pages_elided},
     {"incremental: absent pages give -ENODATA", case_incremental},
     {"zero ranges", case_zero_ranges},
@@ -1691,6 +1721,12 @@ static const struct {
     {"truncation at every offset, 4 KiB pages", case_truncation_4096},
     {"every bit flipped at every byte, 512 B pages", case_flips_512_all_bits},
     {"a bit flipped at every byte, 4 KiB pages", case_flips_4096},
+    {"concurrent readers", case_concurrent_readers},
+};
+
+/* Run once. */
+static const struct test_case cases[] = {
+    {"blocks end at the page cap and at the data cap", case_block_limits},
     {"hostile: control images are valid", case_hostile_control},
     {"hostile: magic, version (-EPROTO), reserved", case_hostile_version_magic},
     {"hostile: page size 0, 3, 256, 2^22, 2^30", case_hostile_page_size},
@@ -1703,29 +1739,50 @@ static const struct {
     {"writer errors: -EIO from read_page, -EBADF, -EPIPE, -ENOSPC", case_writer_errors},
     {"writer rejects bad sources before writing", case_writer_bad_sources},
     {"API argument checks", case_api_args},
-    {"concurrent readers", case_concurrent_readers},
     {"writer bytes match the documented layout", case_conformance},
+
 };
+
+static void run_case(const struct test_case *c, const char *pass, int *passed, int *failed)
+{
+    case_failures = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    c->fn();
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    if (case_failures) {
+        printf("image%s: %s ... FAILED (%d checks, %.0f ms)\n", pass, c->name, case_failures, ms);
+        (*failed)++;
+    } else {
+        printf("image%s: %s ... ok (%.0f ms)\n", pass, c->name, ms);
+        (*passed)++;
+    }
+}
 
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        case_failures = 0;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        cases[i].fn();
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-        if (case_failures) {
-            printf("image: %s ... FAILED (%d checks, %.0f ms)\n", cases[i].name, case_failures, ms);
-            failed++;
-        } else {
-            printf("image: %s ... ok (%.0f ms)\n", cases[i].name, ms);
-            passed++;
-        }
+    static const struct {
+        const char *name;
+        uint32_t version;
+        unsigned flags;
+    } passes[] = {
+        {" v1", SF_IMG_VERSION_1, 0},
+        {" v2", SF_IMG_VERSION, 0},
+        {" v2+zstd", SF_IMG_VERSION, SF_WRITE_ZSTD},
+    };
+    for (size_t p = 0; p < sizeof passes / sizeof *passes; p++) {
+        g_version = passes[p].version;
+        g_flags = passes[p].flags;
+        for (size_t i = 0; i < sizeof generic_cases / sizeof *generic_cases; i++)
+            run_case(&generic_cases[i], passes[p].name, &passed, &failed);
     }
+    g_version = SF_IMG_VERSION;
+    g_flags = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_case(&cases[i], "", &passed, &failed);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
