@@ -34,9 +34,9 @@ static int gen_page(void *ctx, uint64_t addr, void *buf)
 }
 
 static const struct sf_image_meta names[3] = {
-    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "[heap]"},
-    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ, "/usr/lib/x86_64-linux-gnu/libc.so.6"},
-    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "[anon:seed]"},
+    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "[heap]", 0},
+    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ, "/usr/lib/x86_64-linux-gnu/libc.so.6", 0x1000},
+    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "[anon:seed]", 0},
 };
 
 /* version 0: current; flags: SF_WRITE_*; the ranges named from names[] */

@@ -447,6 +447,7 @@ typedef struct {
                          "[heap]", "[stack]", "[anon:NAME]", ...; "" for an
                          anonymous mapping or when unknown; valid until
                          sf_image_close */
+    uint64_t offset;  /* a file mapping: offset in the file of addr; else 0 */
 } sf_image_mapping;
 
 /* Fills *m for the i-th range of the image (0 <= i < info.ranges, in

@@ -161,7 +161,7 @@ static bool page_is_zero(const uint8_t *p, size_t n)
 /* ------------------------------------------------------------------------ */
 
 struct map_ent {
-    uint64_t start, end;
+    uint64_t start, end, offset;
     uint32_t prot;
     char *name; /* "" for none */
 };
@@ -198,6 +198,7 @@ static int maps_line(struct maps *m, size_t *cap, const char *line, size_t len)
     prot |= perm[1] == 'w' ? SF_IMAGE_PROT_WRITE : 0;
     prot |= perm[2] == 'x' ? SF_IMAGE_PROT_EXEC : 0;
     prot |= perm[3] == 's' ? SF_IMAGE_PROT_SHARED : 0;
+    uint64_t offset = len > (size_t)(perm - line) + 5 ? strtoull(perm + 5, NULL, 16) : 0;
     /* the name starts after the fifth field and the spaces after it */
     const char *p = perm, *lim = line + len;
     for (int f = 0; f < 4 && p < lim; f++) {
@@ -217,7 +218,7 @@ static int maps_line(struct maps *m, size_t *cap, const char *line, size_t len)
         return -ENOMEM;
     memcpy(name, p, nl);
     name[nl] = 0;
-    m->v[m->n++] = (struct map_ent){s, e, prot, name};
+    m->v[m->n++] = (struct map_ent){s, e, offset, prot, name};
     return 0;
 }
 
@@ -281,15 +282,20 @@ static int ranges_with_maps(const struct sf_image_src *src, struct maps *m,
                 mi++;
             uint64_t to = end;
             uint32_t prot = 0;
+            uint64_t offset = 0;
             const char *name = "";
             if (mi < m->n && m->v[mi].start <= a) {
                 prot = m->v[mi].prot | SF_IMAGE_PROT_WRITE;
                 name = m->v[mi].name;
+                if (name[0] == '/')
+                    offset = m->v[mi].offset + (a - m->v[mi].start);
                 size_t k = mi;
                 /* following mappings that look the same join this part */
                 while (k + 1 < m->n && m->v[k].end < end && m->v[k + 1].start == m->v[k].end &&
                        (m->v[k + 1].prot | SF_IMAGE_PROT_WRITE) == prot &&
-                       strcmp(m->v[k + 1].name, name) == 0)
+                       strcmp(m->v[k + 1].name, name) == 0 &&
+                       (name[0] != '/' ||
+                        m->v[k + 1].offset == m->v[k].offset + (m->v[k].end - m->v[k].start)))
                     k++;
                 if (m->v[k].end < to)
                     to = m->v[k].end;
@@ -299,7 +305,7 @@ static int ranges_with_maps(const struct sf_image_src *src, struct maps *m,
             if ((r = grow((void **)&v, &cap, n, sizeof *v)) ||
                 (r = grow((void **)&vm, &capm, n, sizeof *vm)))
                 break;
-            vm[n] = (struct sf_image_meta){prot, name};
+            vm[n] = (struct sf_image_meta){prot, name, offset};
             v[n++] = (struct sf_image_range){a, to - a};
             a = to;
         }
@@ -457,6 +463,7 @@ static int write_table(struct writer *w, const struct sf_image_range *rg,
         }
         put32(e + SF_IMG2_R_PROT, mt ? mt[i].prot : 0);
         put32(e + SF_IMG2_R_NAMELEN, mt && mt[i].name ? (uint32_t)strlen(mt[i].name) : 0);
+        put64(e + SF_IMG2_R_OFFSET, mt ? mt[i].offset : 0);
         r = stage_put(&s, e, SF_IMG2_RANGE_SIZE);
     }
     /* version 2: the names, in range order, after the entries */
@@ -909,6 +916,7 @@ static int read_ranges(struct sf_image *img, uint64_t hdr_sum, uint64_t *offp, u
             uint64_t a = get64(e), l = get64(e + 8);
             uint32_t prot = v2 ? get32(e + SF_IMG2_R_PROT) : 0;
             uint32_t nl = v2 ? get32(e + SF_IMG2_R_NAMELEN) : 0;
+            uint64_t fo = v2 ? get64(e + SF_IMG2_R_OFFSET) : 0;
             uint64_t mask = img->page_size - 1;
             if (!l || (a & mask) || (l & mask) || l > UINT64_MAX - a ||
                 (img->nranges && a < prev_end) || (prot & ~PROT_BITS) || nl > SF_IMG_MAX_NAME) {
@@ -922,7 +930,7 @@ static int read_ranges(struct sf_image *img, uint64_t hdr_sum, uint64_t *offp, u
                 (r = grow((void **)&img->meta, &capm, img->nranges, sizeof *img->meta)))
                 goto out;
             /* name: its length until the names are read */
-            img->meta[img->nranges] = (struct sf_image_meta){prot, (const char *)(uintptr_t)nl};
+            img->meta[img->nranges] = (struct sf_image_meta){prot, (const char *)(uintptr_t)nl, fo};
             img->ranges[img->nranges++] = (struct sf_image_range){a, l};
         }
         off += n * es;
@@ -1182,7 +1190,8 @@ SF_API int sf_image_mapping_get(const sf_image *img, size_t i, sf_image_mapping 
         return -ENOENT;
     const struct sf_image_range *rg = &img->ranges[i];
     const struct sf_image_meta *mt = &img->meta[i];
-    *m = (sf_image_mapping){.addr = rg->addr, .len = rg->len, .prot = mt->prot, .name = mt->name};
+    *m = (sf_image_mapping){.addr = rg->addr, .len = rg->len, .prot = mt->prot, .name = mt->name,
+                            .offset = mt->offset};
     return 0;
 }
 

@@ -22,7 +22,7 @@
 #define SF_IMG_HDR_SIZE 72u
 #define SF_IMG_RANGE_SIZE 16u    /* version 1 */
 #define SF_IMG_BLK_HDR_SIZE 48u  /* version 1 */
-#define SF_IMG2_RANGE_SIZE 24u   /* version 2: + prot, name length */
+#define SF_IMG2_RANGE_SIZE 32u   /* version 2: + prot, name length, file offset */
 #define SF_IMG2_BLK_HDR_SIZE 56u /* version 2: + encoding, stored length */
 #define SF_IMG_TRAILER_SIZE 64u
 
@@ -59,6 +59,7 @@
 /* Version 2 range entry: addr u64, len u64, then these. */
 #define SF_IMG2_R_PROT 16       /* u32: SF_IMAGE_PROT_* bits */
 #define SF_IMG2_R_NAMELEN 20    /* u32: bytes of name in the name area */
+#define SF_IMG2_R_OFFSET 24     /* u64: file offset of addr (file mappings), else 0 */
 #define SF_IMG_MAX_NAME 4096u   /* a mapping name's longest length */
 
 /* Block encodings (version 2). */
@@ -98,6 +99,7 @@ struct sf_image_range {
 struct sf_image_meta {
     uint32_t prot;    /* SF_IMAGE_PROT_* */
     const char *name; /* mapping name; NULL or "" for none */
+    uint64_t offset;  /* offset in the mapped file of the range's first byte */
 };
 
 struct sf_image_src {
