@@ -427,6 +427,10 @@ static int cmd_info(int argc, char **argv)
         printf("  memory  %" PRIu64 " ranges, %.1f MiB\n", f->ranges, (double)f->bytes / 1048576.0);
         printf("  pages   %" PRIu64 " stored, %" PRIu64 " zero, %" PRIu64 " in the parent chain\n", f->pages_stored,
                f->pages_zero, f->pages_absent);
+        struct stat fst;
+        if (fstat(m->fd, &fst) == 0 && f->pages_stored)
+            printf("  file    %.1f MiB, %.2f of the stored pages' size\n", (double)fst.st_size / 1048576.0,
+                   (double)fst.st_size / ((double)f->pages_stored * f->page_size));
         if (ranges)
             print_mappings(m->im);
         set_free(&s);
