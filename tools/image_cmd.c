@@ -623,6 +623,7 @@ static int cmd_cat(int argc, char **argv)
     struct img *m = set_add(&s, args[0]);
     if (m->open_err) {
         fprintf(stderr, "snapfault image cat: %s: %s\n", args[0], m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+        set_free(&s);
         return 1;
     }
     char d[4096];
@@ -630,9 +631,12 @@ static int cmd_cat(int argc, char **argv)
     add_dir(&s, d);
     m = set_add(&s, args[0]);
     unsigned char *buf = malloc(len);
-    if (!buf)
+    if (!buf) {
+        set_free(&s);
         return 1;
+    }
     int rc = chain_read(&s, m, addr, buf, len);
+    set_free(&s);
     if (rc < 0) {
         fprintf(stderr, "snapfault image cat: %#" PRIx64 "+%" PRIu64 ": %s\n", addr, len, errmsg(rc));
         free(buf);
@@ -744,6 +748,9 @@ static int cmd_diff(int argc, char **argv)
     printf("\n");
     free(pa);
     free(pb);
+    free(ra.v);
+    free(rb.v);
+    set_free(&s);
     return unreadable ? 2 : (differ || only_a || only_b) ? 1 : 0;
 }
 

@@ -27,7 +27,7 @@ read -r _ buf len < <(grep '^buf ' info.txt)
 read -r _ var < <(grep '^var ' info.txt)
 named=$(sed -n 's/^anon-name //p' info.txt)
 last=chain/snap-3.sfimg
-note "buffer $buf+$len, sf_counter at $var, anon names: $named"
+note "buffer $buf+$len, sf_page at $var, anon names: $named"
 
 case "$case_name" in
 cat-chain)
@@ -52,7 +52,7 @@ names)
     cat ls.txt
     prog=$(readlink -f "$IMGCHAIN")
     varpage=$(printf '%#014x' $((var & ~4095)))
-    grep -q "range $varpage-.* rw-p .* $prog\$" ls.txt || bad "the data page of sf_counter is not named $prog"
+    grep -q "range $varpage-.* rw-p .* $prog\$" ls.txt || bad "the data page of sf_page is not named $prog"
     if [ "$named" = yes ]; then
         grep -q "range $(printf '%#014x' "$buf")-.* rw-p .*\[anon:sfbuf\]\$" ls.txt || bad "the buffer is not named [anon:sfbuf]"
     fi
@@ -93,9 +93,9 @@ export-core)
     "$SNAPFAULT_TOOL" image export "$last" --core core >/dev/null || bad "export --core failed"
     head -c 4 core | od -An -c | grep -q 'E   L   F' || bad "core is not an ELF file"
     command -v gdb >/dev/null 2>&1 || skip "gdb is not installed"
-    gdb -nx -batch -ex 'print sf_counter' -ex 'print/x *(unsigned char (*)[8])'"$buf" "$IMGCHAIN" core >gdb.txt 2>&1
+    gdb -nx -batch -ex 'print sf_page.counter' -ex 'print/x *(unsigned char (*)[8])'"$buf" "$IMGCHAIN" core >gdb.txt 2>&1
     cat gdb.txt
-    grep -q '^\$1 = 12345$' gdb.txt || bad "gdb does not print sf_counter = 12345 from the core"
+    grep -q '^\$1 = 12345$' gdb.txt || bad "gdb does not print sf_page.counter = 12345 from the core"
     grep -q '^\$2 = {0x42, 0x42' gdb.txt || bad "gdb does not read the buffer from the core"
     ;;
 *)
