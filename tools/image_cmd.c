@@ -946,16 +946,34 @@ static int write_full(int fd, const void *p, size_t n)
     return 0;
 }
 
-/* Copies [addr, addr+len) of m's chain to fd, 1 MiB at a time. */
-static int copy_range(struct set *s, struct img *m, uint64_t addr, uint64_t len, int fd)
+static bool all_zero(const uint8_t *p, size_t n) { return !n || (p[0] == 0 && !memcmp(p, p + 1, n - 1)); }
+
+/* Copies [addr, addr+len) of m's chain to fd, 1 MiB at a time.  sparse: an
+ * all-zero page is skipped with lseek (a hole; the caller sets the file's
+ * final size). */
+static int copy_range(struct set *s, struct img *m, uint64_t addr, uint64_t len, int fd, bool sparse)
 {
-    const size_t chunk = 1u << 20;
+    const size_t chunk = 1u << 20, ps = m->info.page_size;
     uint8_t *buf = malloc(chunk);
     int rc = buf ? 0 : -ENOMEM;
     for (uint64_t o = 0; !rc && o < len; o += chunk) {
         size_t n = len - o < chunk ? (size_t)(len - o) : chunk;
-        if (!(rc = chain_read(s, m, addr + o, buf, n)))
-            rc = write_full(fd, buf, n);
+        if ((rc = chain_read(s, m, addr + o, buf, n)))
+            break;
+        for (size_t i = 0; !rc && i < n;) {
+            size_t k = n - i < ps ? n - i : ps;
+            bool zero = sparse && all_zero(buf + i, k);
+            size_t j = i + k;
+            while (j < n && sparse && all_zero(buf + j, n - j < ps ? n - j : ps) == zero)
+                j += n - j < ps ? n - j : ps;
+            if (!sparse)
+                j = n;
+            if (zero)
+                rc = lseek(fd, (off_t)(j - i), SEEK_CUR) < 0 ? -errno : 0;
+            else
+                rc = write_full(fd, buf + i, j - i);
+            i = j;
+        }
     }
     free(buf);
     return rc;
@@ -994,7 +1012,9 @@ static int export_raw(struct set *s, struct img *m, const char *dir)
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
             return -errno;
-        rc = copy_range(s, m, mp.addr, mp.len, fd);
+        rc = copy_range(s, m, mp.addr, mp.len, fd, true);
+        if (!rc && ftruncate(fd, (off_t)mp.len) < 0)
+            rc = -errno;
         if (close(fd) < 0 && !rc)
             rc = -errno;
         if (!rc)
@@ -1006,7 +1026,8 @@ static int export_raw(struct set *s, struct img *m, const char *dir)
 /* ELF core file: the program header table describes one PT_NOTE (process
  * status, process info and the file mappings, as a kernel core dump has
  * them) and one PT_LOAD per range; the data of each range follows, page
- * aligned.  No registers are known: the status note carries zeros. */
+ * aligned, zero pages as holes.  No registers are known: the status note
+ * carries zeros. */
 #if defined(__x86_64__)
 #define CORE_MACHINE EM_X86_64
 #elif defined(__aarch64__)
@@ -1153,7 +1174,9 @@ static int export_core(struct set *s, struct img *m, const char *path)
     if (!rc && nr && lseek(fd, (off_t)ph[1].p_offset, SEEK_SET) < 0)
         rc = -errno;
     for (size_t i = 0; !rc && i < nr; i++)
-        rc = copy_range(s, m, ph[i + 1].p_vaddr, ph[i + 1].p_filesz, fd);
+        rc = copy_range(s, m, ph[i + 1].p_vaddr, ph[i + 1].p_filesz, fd, true);
+    if (!rc && ftruncate(fd, (off_t)off) < 0) /* zero pages at the end are holes */
+        rc = -errno;
     if (fd >= 0 && close(fd) < 0 && !rc)
         rc = -errno;
     if (rc && fd >= 0)
