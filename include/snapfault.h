@@ -72,6 +72,30 @@ typedef enum {
 } sf_backend;
 #define SF_BACKEND_COUNT 5
 
+/* Snapshot engines: how a snapshot holds the content it must keep.
+ *   COW     copy-on-write (uffd-sync, mprotect): the first write to a page
+ *           after a take faults into snapfault, which copies the page first.
+ *           Memory: only the pages written while snapshots live.  A write
+ *           after a take costs a fault plus a page copy.
+ *   MIRROR  uffd-async (kernel-resolved write protection, no fault path):
+ *           a shadow copy of tracked memory, filled in the background from
+ *           sf_track on and brought up to date by each take with the pages
+ *           written since the previous take; the old shadow content a live
+ *           snapshot still needs is kept as page versions.  Memory: one
+ *           shadow the size of tracked memory plus the versions.  Writes
+ *           cost nothing but the kernel's first-write fault per take.
+ * See sf_options.engine and SF_OPT_LOW_MEMORY for how AUTO chooses. */
+typedef enum {
+    SF_ENGINE_AUTO = 0,
+    SF_ENGINE_COW,
+    SF_ENGINE_MIRROR,
+} sf_engine;
+#define SF_ENGINE_COUNT 3
+
+/* "auto", "cow", "mirror"; NULL for an unknown value.  Thread-safe,
+ * async-signal-safe. */
+SF_API const char *sf_engine_name(sf_engine e);
+
 /* sf_options.flags */
 #define SF_OPT_SNAPSHOTS       (1u << 0) /* the tracker must support sf_snapshot_take */
 #define SF_OPT_INTHREAD_FAULTS (1u << 1) /* uffd-sync: resolve faults in the faulting
@@ -88,6 +112,9 @@ typedef enum {
                                             may then report unwritten neighbours */
 #define SF_OPT_EXACT           (1u << 5) /* never cluster: sf_collect reports exactly the
                                             written pages (default without snapshots) */
+#define SF_OPT_LOW_MEMORY      (1u << 8) /* with SF_OPT_SNAPSHOTS and AUTO: prefer the COW
+                                            engine (memory for written pages only) over
+                                            the mirror (a shadow of all tracked memory) */
 
 typedef struct {
     sf_backend backend;   /* SF_BACKEND_AUTO: best this process can use */
@@ -95,7 +122,32 @@ typedef struct {
     size_t store_limit;   /* bytes of page copies snapshots may hold; 0 = default
                              (SF_DEFAULT_STORE_LIMIT) */
     unsigned handler_threads; /* uffd-sync handler threads; 0 = default (2) */
+    sf_engine engine;     /* with SF_OPT_SNAPSHOTS: SF_ENGINE_AUTO (the policy below),
+                             SF_ENGINE_COW or SF_ENGINE_MIRROR */
 } sf_options;
+/* Engines, backends and memory.  The engine follows the backend: COW runs on
+ * uffd-sync and mprotect, MIRROR on uffd-async (soft-dirty has no snapshots).
+ * An explicit engine with a backend that cannot run it: -ENOTSUP.
+ *
+ * AUTO with SF_OPT_SNAPSHOTS picks MIRROR (backend uffd-async) when the
+ * kernel has WP_ASYNC and PAGEMAP_SCAN (sf_caps.auto_engine says), unless
+ * SF_OPT_LOW_MEMORY is set; else COW on the best sync backend.  Choose:
+ *   MIRROR  takes and restores cost the pages written since the previous
+ *           take / since the snapshot, writes cost only the kernel's
+ *           first-write fault, reads and images never touch live memory
+ *           (a background image costs the program nothing but bandwidth);
+ *           memory: a shadow as large as the tracked memory (filled in the
+ *           background from sf_track on) plus the versions live snapshots
+ *           need.  read(2) into tracked memory works unprivileged.
+ *   COW     memory: only the pages written while snapshots live; each first
+ *           write to a page after a take costs a fault and a page copy.
+ *
+ * store_limit: COW: the page copies snapshots may hold.  MIRROR with an
+ * explicit store_limit: shadow plus versions (an sf_track whose shadow would
+ * pass it fails with -ENOSPC; a take whose versions would pass it fails with
+ * -ENOSPC); MIRROR with store_limit 0: the versions may hold
+ * SF_DEFAULT_STORE_LIMIT and the shadow is not counted, so the default never
+ * refuses to track memory larger than 1 GiB. */
 #define SF_DEFAULT_STORE_LIMIT ((size_t)1 << 30)
 
 /* How uffd-sync delivers faults; visible in sf_probe and sf_stats. */
@@ -247,9 +299,15 @@ typedef struct {
     int backend_ok[SF_BACKEND_COUNT];   /* 0 if usable, else -errno */
     char why[SF_BACKEND_COUNT][160];    /* reason when not usable ("" if usable) */
     sf_backend auto_tracking;      /* what AUTO picks for tracking only */
-    sf_backend auto_snapshots;     /* what AUTO picks with SF_OPT_SNAPSHOTS */
+    sf_backend auto_snapshots;     /* what AUTO picks with SF_OPT_SNAPSHOTS (the
+                                      backend of auto_engine; with SF_OPT_LOW_MEMORY
+                                      AUTO picks the COW backend, uffd-sync or
+                                      mprotect) */
     sf_fault_mode sync_mode;       /* uffd-sync delivery AUTO would use */
     char sync_mode_why[160];
+    sf_engine auto_engine;         /* the engine AUTO picks with SF_OPT_SNAPSHOTS
+                                      (without SF_OPT_LOW_MEMORY) */
+    char auto_engine_why[160];
 } sf_caps;
 
 /* Probes what this kernel and process support, by really trying each
@@ -285,6 +343,11 @@ typedef struct {
     uint64_t snapshots_live;
     uint64_t snapshots_failed;
     uint64_t metadata_bytes;  /* per-page state and indexes */
+    sf_engine engine;         /* SF_ENGINE_AUTO: no snapshots */
+    uint64_t shadow_bytes;    /* mirror: bytes of shadow mapped (one per tracked byte) */
+    uint64_t version_bytes;   /* bytes of page versions held (= store_bytes) */
+    uint64_t take_copied;     /* mirror: pages takes copied into the shadow */
+    uint64_t precopied;       /* mirror: pages the background pre-copy copied */
 } sf_stats;
 
 /* Fills *st.  Counters are read without stopping faults, so they are

@@ -89,9 +89,8 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
             size_t p0 = (vec[i].start - r->start) >> sf_page_shift;
             size_t p1 = (vec[i].end - r->start) >> sf_page_shift;
             sf__bits_set(r->abits, p0, p1);
-            for (int k = 0; k < SF_MAX_SNAPSHOTS; k++)
-                if (r->sbits[k])
-                    sf__bits_set(r->sbits[k], p0, p1);
+            if (r->mbits) /* mirror snapshots: the shadow is stale */
+                sf__bits_set(r->mbits, p0, p1);
         }
         if (arg.walk_end <= pos)
             break; /* no progress: should not happen, never loop */
@@ -102,17 +101,17 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
 
 /* Stretches untracked by a partial sf_untrack are unregistered: the scan
  * (which checks WP_ASYNC) must skip them. */
-int sf__async_sync(sf_tracker *t, struct sf_region *r)
+int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     if (!atomic_load(&r->gone))
-        return scan(t, r, r->start, r->end);
-    for (size_t p = 0; p < r->npages;) {
+        return scan(t, r, r->start + (p0 << sf_page_shift), r->start + (p1 << sf_page_shift));
+    for (size_t p = p0; p < p1;) {
         if (atomic_load(&r->ps[p]) & PS_GONE) {
             p++;
             continue;
         }
         size_t q = p + 1;
-        while (q < r->npages && !(atomic_load(&r->ps[q]) & PS_GONE))
+        while (q < p1 && !(atomic_load(&r->ps[q]) & PS_GONE))
             q++;
         int rc = scan(t, r, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift));
         if (rc)
@@ -120,6 +119,11 @@ int sf__async_sync(sf_tracker *t, struct sf_region *r)
         p = q;
     }
     return 0;
+}
+
+int sf__async_sync(sf_tracker *t, struct sf_region *r)
+{
+    return sf__async_sync_range(t, r, 0, r->npages);
 }
 
 /* Reports the runs of the region's bitmap in address order; with reset
