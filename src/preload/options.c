@@ -13,6 +13,8 @@
 
 static const char *const mode_names[] = {"off", "track", "snapshot", NULL};
 static const char *const fork_names[] = {"follow", "untrack", NULL};
+/* In sf_engine order. */
+static const char *const engine_names[] = {"auto", "cow", "mirror", NULL};
 
 /* Defaults are written as they would be in the environment, so that the
  * table documents itself (`snapfault run --help` prints it). */
@@ -54,6 +56,9 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
                             "snapshot mode: a last image at exit and on SIGTERM/SIGINT/SIGHUP"},
     [SFP_OPT_TOP] = {"TOP", SFP_T_INT, "10", NULL, 1, 1000,
                      "entries in the summary's tables"},
+    [SFP_OPT_ENGINE] = {"ENGINE", SFP_T_CHOICE, "cow", engine_names, 0, 0,
+                        "snapshot mode: cow | mirror (a shadow of all tracked memory) | auto "
+                        "(the library's choice)"},
 };
 
 bool sfp_ieq(const char *a, const char *b)

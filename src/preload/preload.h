@@ -49,6 +49,7 @@ typedef enum {
     SFP_OPT_MAX_IMAGES,
     SFP_OPT_EXIT_IMAGE,
     SFP_OPT_TOP,
+    SFP_OPT_ENGINE,
     SFP_OPT_COUNT
 } sfp_opt;
 

@@ -1279,6 +1279,7 @@ static int create_tracker(void)
     if (g_mode == SFP_MODE_SNAPSHOT) {
         o.flags |= SF_OPT_SNAPSHOTS;
         o.store_limit = (size_t)sfp_opt_val(SFP_OPT_STORE_LIMIT);
+        o.engine = (sf_engine)sfp_opt_val(SFP_OPT_ENGINE);
     } else if (sfp_opt_val(SFP_OPT_ATTRIBUTE)) {
         /* Attribution samples the writer's stack from the fault's ucontext:
          * faults must arrive in the writing thread. */
