@@ -28,7 +28,10 @@
  *   (2) each page is captured atomically at some instant during the take;
  *       for one instant for all pages, stop the threads that write the
  *       tracked memory for the duration of sf_snapshot_take (its pause is the
- *       cost the snapshot issue measures).
+ *       cost the snapshot issue measures).  Mirror engine: a write racing
+ *       the take's copy is resolved by the kernel at once (never blocked);
+ *       its page lands in this snapshot or is written after it, page by
+ *       page, and is always seen by the next take and collect.
  *
  * Faults taken on tracked memory are resolved lock-free: a fault never waits
  * for a collect, a take or a track, and those never wait for faults except
@@ -62,10 +65,8 @@ typedef struct sf_tracker sf_tracker;
 
 typedef enum {
     SF_BACKEND_AUTO = 0,
-    SF_BACKEND_UFFD_ASYNC, /* kernel-resolved uffd-wp + PAGEMAP_SCAN; tracking only
-                              (asked for explicitly with SF_OPT_SNAPSHOTS: full-copy
-                              snapshots whose restore copies back only the pages
-                              written since, for restore-heavy loops) */
+    SF_BACKEND_UFFD_ASYNC, /* kernel-resolved uffd-wp + PAGEMAP_SCAN; with
+                              SF_OPT_SNAPSHOTS: the mirror engine (see sf_engine) */
     SF_BACKEND_UFFD_SYNC,  /* uffd-wp faults resolved by snapfault (in-thread or handler thread) */
     SF_BACKEND_MPROTECT,   /* mprotect + SIGSEGV, any kernel */
     SF_BACKEND_SOFTDIRTY,  /* /proc/self/clear_refs + pagemap bit 55 */
@@ -120,7 +121,7 @@ typedef struct {
     sf_backend backend;   /* SF_BACKEND_AUTO: best this process can use */
     unsigned flags;       /* SF_OPT_* */
     size_t store_limit;   /* bytes of page copies snapshots may hold; 0 = default
-                             (SF_DEFAULT_STORE_LIMIT) */
+                             (SF_DEFAULT_STORE_LIMIT); mirror: see below */
     unsigned handler_threads; /* uffd-sync handler threads; 0 = default (2) */
     sf_engine engine;     /* with SF_OPT_SNAPSHOTS: SF_ENGINE_AUTO (the policy below),
                              SF_ENGINE_COW or SF_ENGINE_MIRROR */
@@ -360,15 +361,20 @@ SF_API int sf_tracker_stats(const sf_tracker *t, sf_stats *st);
 
 typedef struct sf_snapshot sf_snapshot;
 
-/* Takes a copy-on-write snapshot of every range the tracker holds.  The
- * tracker must have been created with SF_OPT_SNAPSHOTS (-ENOTSUP
- * otherwise).  Up to SF_MAX_SNAPSHOTS live at once (-EAGAIN past that).
- * -ENOSPC: a copy snapshot (uffd-async tracker) would pass store_limit;
- * -ENOMEM: no memory for its bookkeeping.  (A copy-on-write snapshot that
- * cannot hold a page later, or whose pages could not be protected, fails
- * afterwards: its reads and writes answer -ENOSPC.)
- * The pause grows with the pages written since the previous take (or
- * collect), not with the tracked size.  Thread-safe (serialized), see
+/* Takes a snapshot of every range the tracker holds.  The tracker must
+ * have been created with SF_OPT_SNAPSHOTS (-ENOTSUP otherwise).  Up to
+ * SF_MAX_SNAPSHOTS live at once (-EAGAIN past that).  -ENOMEM: no memory
+ * for its bookkeeping.  COW engine: the pages written since the previous
+ * take (or collect) are protected; a snapshot that cannot hold a page
+ * later, or whose pages could not be protected, fails afterwards: its reads
+ * and writes answer -ENOSPC.  Mirror engine: the pages written since the
+ * previous take are copied into the shadow (their old shadow content kept
+ * as versions where a live snapshot needs it); -ENOSPC when those versions
+ * would pass store_limit (no snapshot; memory, tracking and the other
+ * snapshots are unharmed).  The first take after sf_track copies only
+ * what the background pre-copy has not (what was written since).
+ * The pause grows with the pages written since the previous take, not with
+ * the tracked size.  Thread-safe (serialized), see
  * note (2) of the table above.  Not async-signal-safe. */
 #define SF_MAX_SNAPSHOTS 64
 SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
@@ -377,12 +383,14 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
  * lie in memory tracked when s was taken and still tracked (-ENOENT
  * otherwise).  -ENOSPC: the snapshot failed (page store exhausted);
  * -ESTALE: invalidated by restoring an older snapshot.  buf may be tracked
- * memory.  Thread-safe, runs concurrently with writers and faults.
+ * memory.  Mirror engine: reads come from the shadow or versions, never
+ * from live memory.  Thread-safe, runs concurrently with writers and faults.
  * Not async-signal-safe. */
 SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, size_t len);
 
 /* Makes tracked memory equal to s again; cost grows with the pages written
- * since s.  Snapshots taken after s are invalidated (-ESTALE); s stays valid
+ * since s (both engines: COW copies back versions, mirror copies back from
+ * its shadow and versions and re-protects the pages in spans).  Snapshots taken after s are invalidated (-ESTALE); s stays valid
  * and may be restored again.  Ranges tracked after s was taken are left as
  * they are; ranges untracked since are skipped.  The caller stops writers of
  * the tracked memory during the call.  Restored pages count as dirty for
@@ -392,7 +400,9 @@ SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, s
 SF_API int sf_snapshot_restore(sf_snapshot *s);
 
 /* Streams a self-describing image of s to fd (from the current offset;
- * fd may be a pipe) while the program keeps running.  Returns 0 or
+ * fd may be a pipe) while the program keeps running (mirror engine: the
+ * pages come from the shadow, so the program's writes meanwhile cost it
+ * nothing but memory bandwidth).  Returns 0 or
  * -errno (-ENOSPC if the snapshot failed, -EPIPE if a pipe's reader went
  * away: SIGPIPE is not raised, -EIO/-errno from write).
  * Thread-safe: may run concurrently with writers, reads and takes; not with
