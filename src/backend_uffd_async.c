@@ -126,6 +126,38 @@ int sf__async_sync(sf_tracker *t, struct sf_region *r)
     return sf__async_sync_range(t, r, 0, r->npages);
 }
 
+/* Sets in bits (bit i for page i of [start, start + npages pages)) the
+ * pages that hold memory (present or swapped); a page without is read as
+ * zeros.  A query only: nothing is re-armed, any mapping may be asked. */
+int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits)
+{
+    struct page_region vec[SCAN_VEC];
+    uintptr_t pos = start, end = start + (npages << sf_page_shift);
+    while (pos < end) {
+        struct pm_scan_arg arg;
+        memset(&arg, 0, sizeof(arg));
+        arg.size = sizeof(arg);
+        arg.start = pos;
+        arg.end = end;
+        arg.vec = (uintptr_t)vec;
+        arg.vec_len = SCAN_VEC;
+        arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        long n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return -errno;
+        }
+        for (long i = 0; i < n; i++)
+            sf__bits_set(bits, (vec[i].start - start) >> sf_page_shift, (vec[i].end - start) >> sf_page_shift);
+        if (arg.walk_end <= pos)
+            break;
+        pos = arg.walk_end;
+    }
+    return 0;
+}
+
 /* Reports the runs of the region's bitmap in address order; with reset
  * each reported run is cleared, and runs the caller declined stay set for
  * the next collect.  Returns 0, 1 when emit said stop, or -errno. */

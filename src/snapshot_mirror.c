@@ -61,23 +61,28 @@ static void maxgen_raise(struct sf_region *r, size_t p, uint32_t g)
         ;
 }
 
-/* Rewrites shadow page p (a seqlock write: readers retry while BUSY). */
+/* Rewrites shadow page p (a seqlock write: readers retry while BUSY).
+ * src NULL: the content stays (both pages read as zeros), only sgen moves. */
 static void shadow_write(struct sf_region *r, size_t p, const void *src, uint32_t sgen)
 {
     _Atomic uint64_t *ps = &r->ps[p];
     uint64_t w = atomic_load(ps);
     atomic_store(ps, PS_WITH_ST(w, PS_BUSY));
     atomic_thread_fence(memory_order_seq_cst);
-    memcpy(shadow_page(r, p), src, sf_page_size);
+    if (src)
+        memcpy(shadow_page(r, p), src, sf_page_size);
     uint64_t nw = (w & ~(PS_ST_MASK | ((uint64_t)UINT32_MAX << PS_CGEN_SHIFT))) |
                   ((uint64_t)sgen << PS_CGEN_SHIFT);
     atomic_store_explicit(ps, nw, memory_order_release);
 }
 
 /* Brings the shadow of stale page p up to date as content of generation
- * ng (t->lock held, p not GONE).  -ENOSPC: no room for the version a live
- * snapshot needs; the page is left stale and the shadow as it was. */
-static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t ng)
+ * ng (t->lock held, p not GONE).  both_empty: the shadow page holds no
+ * memory and the live page reads as zeros, so nothing is copied and the
+ * shadow stays unpopulated.  -ENOSPC: no room
+ * for the version a live snapshot needs; the page is left stale and the
+ * shadow as it was. */
+static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t ng, bool both_empty)
 {
     uint32_t sg = sf__eff_cgen(r, atomic_load(&r->ps[p]));
     if (sg < ng && sf__snapshot_live_in(t, sg, ng - 1)) {
@@ -95,10 +100,36 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
         atomic_store(&v->inuse, 1);
         SF_STAT_INC(t, st_copies, 1);
     }
-    shadow_write(r, p, live_page(r, p), ng);
+    shadow_write(r, p, both_empty ? NULL : live_page(r, p), ng);
     bit_clear(r->mbits, p);
     maxgen_raise(r, p, ng);
     return 0;
+}
+
+/* Shadow pages of [p0, p1) of r that hold memory (bit i for page p0 + i);
+ * one that does not reads as zeros.  (The live side cannot be asked the
+ * same way: a never-written page under uffd-wp holds a PTE marker, which
+ * the kernel reports as swapped, and only privileged readers of pagemap
+ * can tell a marker from a page in swap; so its content decides.)  NULL
+ * when the query fails (then every stale page is copied). */
+static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
+{
+    size_t n = p1 - p0, words = (n + 63) >> 6;
+    uint64_t *sh = calloc(words, sizeof(uint64_t));
+    if (sh && sf__async_present(t, (uintptr_t)shadow_page(r, p0), n, sh)) {
+        free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
+static bool page_is_zero(const char *page)
+{
+    const uint64_t *w = (const uint64_t *)page;
+    for (size_t i = 0; i < sf_page_size / sizeof(uint64_t); i += 8)
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
+            return false;
+    return true;
 }
 
 /* Refreshes the stale pages of [p0, p1) of r (scanned just before).
@@ -107,6 +138,13 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
                           bool strict)
 {
     long n = 0;
+    size_t stale = 0;
+    for (size_t wi = p0 >> 6; wi < (p1 + 63) >> 6; wi++)
+        stale += (size_t)__builtin_popcountll(r->mbits[wi]);
+    /* Many stale pages (a shadow not filled yet): one query tells which
+     * shadow pages are still empty, so that zero pages (never written) do
+     * not populate the shadow.  For a few pages it is not worth a walk. */
+    uint64_t *hold = stale > (p1 - p0) / 16 ? holding(t, r, p0, p1) : NULL;
     for (size_t wi = p0 >> 6; wi < (p1 + 63) >> 6; wi++) {
         uint64_t m = r->mbits[wi];
         while (m) {
@@ -118,14 +156,19 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
                 bit_clear(r->mbits, p);
                 continue;
             }
-            if (refresh_page(t, r, p, ng)) {
-                if (strict)
+            /* A write racing the zero check shows in the next scan. */
+            bool empty = hold && !bit_test(hold, p - p0) && page_is_zero(live_page(r, p));
+            if (refresh_page(t, r, p, ng, empty)) {
+                if (strict) {
+                    free(hold);
                     return -ENOSPC;
+                }
                 continue;
             }
             n++;
         }
     }
+    free(hold);
     return n;
 }
 
