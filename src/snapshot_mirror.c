@@ -319,10 +319,12 @@ static int mirror_take(sf_tracker *t, sf_snapshot *s)
             continue;
         err = sf__async_sync(t, r);
         long c = err ? 0 : refresh_range(t, r, 0, r->npages, s->gen, true);
-        if (c < 0)
+        if (c < 0) {
             err = (int)c;
-        else
+        } else {
             SF_STAT_INC(t, st_take_copied, (uint64_t)c);
+            r->pc_next = r->npages; /* the shadow is whole: nothing left to pre-copy */
+        }
     }
     free(rs);
     /* On failure the pages copied so far keep their new content (their
