@@ -115,7 +115,9 @@ SF_API const char *sf_engine_name(sf_engine e);
                                             written pages (default without snapshots) */
 #define SF_OPT_LOW_MEMORY      (1u << 8) /* with SF_OPT_SNAPSHOTS and AUTO: prefer the COW
                                             engine (memory for written pages only) over
-                                            the mirror (a shadow of all tracked memory) */
+                                            the mirror (a shadow of all tracked memory);
+                                            -ENOTSUP with an explicit uffd-async backend,
+                                            -EINVAL with SF_ENGINE_MIRROR */
 
 typedef struct {
     sf_backend backend;   /* SF_BACKEND_AUTO: best this process can use */
