@@ -28,6 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define PC_CHUNK_PAGES 512 /* pre-copy step: 2 MiB of 4 KiB pages */
 
@@ -61,6 +64,29 @@ static void maxgen_raise(struct sf_region *r, size_t p, uint32_t g)
         ;
 }
 
+/* Copies one page into the shadow.  Takes copy scattered pages that no one
+ * reads soon: streaming stores skip reading the destination into the cache
+ * first (a third of the memory traffic), then a fence orders them before
+ * the state word's release store. */
+static void shadow_copy(void *dst, const void *src)
+{
+#if defined(__SSE2__)
+    const __m128i *s = src;
+    __m128i *d = dst;
+    for (size_t i = 0; i < sf_page_size / sizeof(__m128i); i += 4) {
+        __m128i a = _mm_load_si128(s + i), b = _mm_load_si128(s + i + 1);
+        __m128i c = _mm_load_si128(s + i + 2), e = _mm_load_si128(s + i + 3);
+        _mm_stream_si128(d + i, a);
+        _mm_stream_si128(d + i + 1, b);
+        _mm_stream_si128(d + i + 2, c);
+        _mm_stream_si128(d + i + 3, e);
+    }
+    _mm_sfence();
+#else
+    memcpy(dst, src, sf_page_size);
+#endif
+}
+
 /* Rewrites shadow page p (a seqlock write: readers retry while BUSY).
  * src NULL: the content stays (both pages read as zeros), only sgen moves. */
 static void shadow_write(struct sf_region *r, size_t p, const void *src, uint32_t sgen)
@@ -70,7 +96,7 @@ static void shadow_write(struct sf_region *r, size_t p, const void *src, uint32_
     atomic_store(ps, PS_WITH_ST(w, PS_BUSY));
     atomic_thread_fence(memory_order_seq_cst);
     if (src)
-        memcpy(shadow_page(r, p), src, sf_page_size);
+        shadow_copy(shadow_page(r, p), src);
     uint64_t nw = (w & ~(PS_ST_MASK | ((uint64_t)UINT32_MAX << PS_CGEN_SHIFT))) |
                   ((uint64_t)sgen << PS_CGEN_SHIFT);
     atomic_store_explicit(ps, nw, memory_order_release);
