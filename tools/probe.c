@@ -54,7 +54,7 @@ int cmd_probe(int argc, char **argv)
            sf_backend_name(!c.backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT));
     printf("\npreload modes (SNAPFAULT_BACKEND=auto):\n");
     printf("  track:              %s\n", sf_backend_name(c.auto_tracking));
-    printf("  snapshot:           %s (engine SNAPFAULT_ENGINE=cow by default)\n",
+    printf("  snapshot:           %s (SNAPFAULT_ENGINE=auto: cow; mirror: uffd-async)\n",
            sf_backend_name(c.auto_snapshots == SF_BACKEND_UFFD_ASYNC
                                ? (!c.backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT)
                                : c.auto_snapshots));

@@ -56,9 +56,9 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
                             "snapshot mode: a last image at exit and on SIGTERM/SIGINT/SIGHUP"},
     [SFP_OPT_TOP] = {"TOP", SFP_T_INT, "10", NULL, 1, 1000,
                      "entries in the summary's tables"},
-    [SFP_OPT_ENGINE] = {"ENGINE", SFP_T_CHOICE, "cow", engine_names, 0, 0,
+    [SFP_OPT_ENGINE] = {"ENGINE", SFP_T_CHOICE, "auto", engine_names, 0, 0,
                         "snapshot mode: cow | mirror (a shadow of all tracked memory) | auto "
-                        "(the library's choice)"},
+                        "(the backend's; cow with backend auto)"},
 };
 
 bool sfp_ieq(const char *a, const char *b)
