@@ -1,6 +1,9 @@
-/* test_snapshot.c - COW snapshot semantics on every backend that supports
- * them: point-in-time reads, shared copies, restore, images, exhaustion,
- * kernel writes, fork and untrack. */
+/* test_snapshot.c - snapshot semantics on both engines (COW on uffd-sync
+ * and mprotect, mirror on uffd-async): point-in-time reads, shared copies,
+ * restore, images, exhaustion, kernel writes, fork and untrack; then the
+ * mirror's own cases (dirty tracking across takes with writers running,
+ * restore after a partial untrack, pre-copy).  SF_TEST_ENGINE=cow|mirror
+ * runs one engine's variants. */
 #include "harness.h"
 
 #include <fcntl.h>

@@ -7,6 +7,8 @@
  * OPS/500 of them control operations), never by the clock.  Environment:
  *   SF_TEST_VARIANT      one variant by name ("mprotect", "small-store", ...;
  *                        "!NAME": all but it)
+ *   SF_TEST_ENGINE       one snapshot engine ("cow" or "mirror"; "!NAME":
+ *                        the other)
  *   SF_TEST_STORE_PAGES  a store of N pages for the backend variants
  *   SF_TEST_VMA_BUDGET   leave the mprotect backend about N VMAs of budget
  *                        (holds mappings while the first tracker sizes it)
