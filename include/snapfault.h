@@ -339,7 +339,8 @@ typedef struct {
     uint64_t pages_collected;
     uint64_t degraded;        /* mprotect: runs left writable for the VMA budget */
     uint64_t vma_estimate;    /* mprotect: VMAs this tracker's protections create */
-    uint64_t copies;          /* snapshot page copies made by faults */
+    uint64_t copies;          /* page versions saved (COW: by faults; mirror: old shadow
+                                 content kept by takes for live snapshots) */
     uint64_t copies_shared;   /* saves that reused an existing copy */
     uint64_t store_bytes;     /* bytes of page copies held now */
     uint64_t store_limit;
