@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/mpi_ckpt.py - libsnapfault-mpi against a full synchronous write (issue 12).
+"""bench/mpi_ckpt.py - libsnapfault-mpi against a full synchronous write.
 
 Runs examples/mpiheat under mpirun (default 2 ranks, 256 MiB of grid per
 rank) with a band of rows updated per step, checkpointing every K steps, and
@@ -73,7 +73,7 @@ def main():
     date = datetime.date.today().isoformat()
     out = a.out or os.path.join(here, 'results', f'{date}-{host}-mpi.md')
     L = []
-    L.append('# libsnapfault-mpi checkpoint benchmark (issue 12)\n')
+    L.append('# libsnapfault-mpi checkpoint benchmark\n')
     L.append(f'Produced by `bench/mpi_ckpt.py --np {a.np} --mb {a.mb}` on {date}, host {host}, '
              f'kernel {os.uname().release}, {os.cpu_count()} CPUs.\n')
     L.append('Kernel entry costs (`sfbench calib`) at the start and the end of the run '

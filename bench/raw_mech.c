@@ -534,5 +534,7 @@ int mech_lookup(const char *name, struct mech *m)
 {
     if (strncmp(name, "sf-", 3) == 0)
         return sf_mech_lookup(name, m);
+    if (sf_engine_lookup(name, m) == 0)
+        return 0;
     return raw_mech_lookup(name, m);
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-# bench/run.py - driver of the benchmark suite (issue 5): builds sfbench, runs each
+# bench/run.py - driver of the benchmark suite: builds sfbench, runs each
 # scenario's baseline and snapfault jobs interleaved, writes Markdown tables and SVG plots.
 """Usage: bench/run.py [--quick | --full] [--out DIR] [--only fault,collect,...]
 
 Builds sfbench in build-bench/ (meson; falls back to sfbench-raw, the
 baseline-only binary, if libsnapfault does not build, and to a direct gcc
-build if meson cannot configure), runs the scenarios of issue 5 with the
+build if meson cannot configure), runs the benchmark scenarios with the
 baseline and snapfault jobs of each row next to each other in time, and
 writes bench/results/<date>-<host>[-quick].md plus one SVG per scenario and
 the raw RESULT lines into the output folder (default bench/results/latest/).
@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 # ---------------------------------------------------------------------------
-# What each mode runs.  Sizes follow issue 5; quick mode shrinks what costs
+# What each mode runs.  Sizes follow the goals; quick mode shrinks what costs
 # minutes on a 2-core VM (named in the report header, never silently).
 # ---------------------------------------------------------------------------
 
@@ -40,6 +40,13 @@ RAW_FAULT = ["plain-write", "memcpy", "raw-async-wp", "raw-sigbus", "raw-sigbus-
 SF_FAULT = ["sf-uffd-async", "sf-uffd-sync-inthread", "sf-uffd-sync-handler", "sf-mprotect",
             "sf-soft-dirty", "sf-snap-auto", "sf-snap-uffd-sync-inthread",
             "sf-snap-uffd-sync-handler", "sf-snap-mprotect"]
+
+# Snapshot engines (bench/sf_mech.c engine_options): where the fault
+# delivery of uffd-sync matters (writes inside the measured loop), both.
+ENG_TAKE = ["mirror", "cow-uffd", "cow-mprotect", "auto"]
+ENG_FAULTS = ["mirror", "cow-uffd-handler", "cow-uffd-inthread", "cow-mprotect", "auto"]
+# the parts of the engines family, each selectable alone with --only
+ENGINE_PARTS = ["take-1pct", "take-all", "first-take", "engine-rollback", "bg-save", "engine-memory"]
 
 MODES = {
     "quick": dict(
@@ -59,6 +66,13 @@ MODES = {
                    sf=["sf-auto", "sf-mprotect"]),
         memory=dict(mib=1024, copies=1024,
                     mechs=["fork", "sf-auto", "sf-mprotect", "sf-snap-auto"]),
+        engines=dict(rounds=1,
+                     take=dict(points=[(256, 0)], takes=10, engines=ENG_TAKE),
+                     take_all=dict(mib=256, takes=3, engines=ENG_TAKE),
+                     first=dict(mib=256, engines=ENG_TAKE),
+                     rollback=dict(mib=256, iters=30, reps=2, engines=ENG_FAULTS),
+                     bgsave=dict(mib=256, reps=1, engines=ENG_FAULTS),
+                     memory=dict(mib=256, engines=ENG_TAKE)),
     ),
     # Sized for ~10 minutes on a loaded 2-core VM whose faults cost 20-100 us
     # (see README "Reading the numbers"); each fault-heavy step is bounded.
@@ -77,10 +91,19 @@ MODES = {
         memory=dict(mib=1024, copies=4096,
                     mechs=["fork", "sf-auto", "sf-uffd-async", "sf-uffd-sync", "sf-mprotect",
                            "sf-snap-auto", "sf-snap-mprotect"]),
+        # the snapshot engines at the sizes of their goals; ~10 minutes once
+        # the engines are fast (today's full-copy uffd-async engine is slower)
+        engines=dict(rounds=1,
+                     take=dict(points=[(1024, 0), (1024, 3), (4096, 0)], takes=10, engines=ENG_TAKE),
+                     take_all=dict(mib=1024, takes=4, engines=ENG_TAKE),
+                     first=dict(mib=1024, engines=ENG_TAKE),
+                     rollback=dict(mib=256, iters=100, reps=3, engines=ENG_FAULTS),
+                     bgsave=dict(mib=1024, reps=2, engines=ENG_FAULTS),
+                     memory=dict(mib=1024, engines=ENG_TAKE)),
     ),
 }
 
-SCENARIOS = ["fault", "collect", "pause", "bgsave", "rollback", "stall", "memory"]
+SCENARIOS = ["fault", "collect", "pause", "bgsave", "rollback", "stall", "memory", "engines"]
 
 # Figures of /work/shared/FIELD-NOTES.md ("measured here", 256 MiB, one thread),
 # quoted next to this run's raw figures so a slower or faster VM shows at once.
@@ -137,6 +160,37 @@ def jobs_for(scn, p):
     elif scn == "memory":
         for m in p["mechs"]:
             J.append((["memory", "--mech", m, "--mib", p["mib"], "--copies", p["copies"]], 300))
+    elif scn == "engines":
+        parts = p.get("parts", ENGINE_PARTS)
+        if "take-1pct" in parts:
+            q = p["take"]
+            for mib, live in q["points"]:
+                base = [["take", "--mech", "fork", "--mib", mib, "--pct", 1, "--takes", q["takes"]]] \
+                    if live == 0 else []
+                eng = [["take", "--mech", e, "--mib", mib, "--pct", 1, "--takes", q["takes"], "--live", live]
+                       for e in q["engines"]]
+                J += [(a, 600) for a in interleave(base, eng)]
+        if "take-all" in parts:
+            q = p["take_all"]
+            base = [["take", "--mech", b, "--mib", q["mib"], "--pct", 100, "--takes", q["takes"]]
+                    for b in ("fork", "raw-wp", "raw-mprotect")]
+            eng = [["take", "--mech", e, "--mib", q["mib"], "--pct", 100, "--takes", q["takes"]]
+                   for e in q["engines"]]
+            J += [(a, 600) for a in interleave(base, eng)]
+        if "first-take" in parts:
+            q = p["first"]
+            J += [(["first-take", "--mech", e, "--mib", q["mib"]], 300) for e in ["fork"] + q["engines"]]
+        if "engine-rollback" in parts:
+            q = p["rollback"]
+            J += [(["rollback", "--mech", e, "--mib", q["mib"], "--iters", q["iters"], "--reps", q["reps"],
+                    "--label", "engine-rollback"], 300) for e in interleave(["fork"], q["engines"])]
+        if "bg-save" in parts:
+            q = p["bgsave"]
+            J += [(["bg-save", "--mech", e, "--mib", q["mib"], "--reps", q["reps"]], 300)
+                  for e in interleave(["fork"], q["engines"])]
+        if "engine-memory" in parts:
+            q = p["memory"]
+            J += [(["engine-memory", "--mech", e, "--mib", q["mib"]], 300) for e in ["fork"] + q["engines"]]
     return [([str(x) for x in a], t) for a, t in J]
 
 
@@ -180,7 +234,7 @@ def gcc_fallback(bdir):
     os.makedirs(out, exist_ok=True)
     exe = os.path.join(out, "sfbench-raw")
     srcs = [os.path.join(HERE, f) for f in
-            ("sfbench.c", "util.c", "raw_mech.c", "scenarios.c", "sf_absent.c")]
+            ("sfbench.c", "util.c", "raw_mech.c", "scenarios.c", "engines.c", "sf_absent.c")]
     r = sh(["gcc", "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-o", exe]
            + srcs + ["-lpthread"])
     if r.returncode != 0:
@@ -193,7 +247,7 @@ def gcc_fallback(bdir):
 # ---------------------------------------------------------------------------
 
 IDENT = ["scenario", "mech", "pattern", "mib", "pages", "pct", "threads", "writers", "collect",
-         "dirty", "copies"]
+         "dirty", "copies", "live"]
 
 
 def parse_result(line):
@@ -310,7 +364,7 @@ def status_text(d):
         return "not run"
     st = d.get("status", "?")
     return {"unsupported": "unsupported", "not-built": "not built", "timeout": "timeout",
-            "wrong": "WRONG RESULT"}.get(st, st)
+            "wrong": "WRONG RESULT", "skip": "skip"}.get(st, st)
 
 
 def figure(d, field, unit="", scale=1.0):
@@ -820,9 +874,266 @@ def rep_memory(R, p):
     return "\n".join(md), svg, None
 
 
+def engine_kind(name, d):
+    """'mirror' or 'cow': by name, or for auto by the backend it got."""
+    if name == "mirror":
+        return "mirror"
+    if name.startswith("cow-"):
+        return "cow"
+    if d and d.get("status") == "ok":
+        if d.get("engine") in ("mirror", "cow"):  # sf_stats.engine, when the library has it
+            return d["engine"]
+        return "mirror" if d.get("backend") == "uffd-async" else "cow"
+    return None
+
+
+def engine_label(name, d):
+    if name == "auto" and d and d.get("backend"):
+        return "auto (%s)" % (d.get("engine") or d.get("backend"))
+    return name
+
+
+def rep_engines(R, p):
+    parts = p.get("parts", ENGINE_PARTS)
+    T = Table()
+    md = ["### 9. Snapshot engines", "",
+          "Each engine chosen through the public options only (bench/sf_mech.c `engine_options`): "
+          "**mirror** = `SF_BACKEND_UFFD_ASYNC` + `SF_OPT_SNAPSHOTS`; **cow-uffd** = "
+          "`SF_BACKEND_UFFD_SYNC` (default fault delivery; `-handler` / `-inthread` pin it); "
+          "**cow-mprotect** = `SF_BACKEND_MPROTECT`; **auto** = `SF_BACKEND_AUTO` + "
+          "`SF_OPT_SNAPSHOTS` (its goal is that of the engine it got). store_limit 2.5x the tracked "
+          "size (more with several live snapshots). Every baseline is measured in the same run.", ""]
+    skipped = []
+    svg_panels = []
+    parts_table = []
+
+    def note_skip(d, what):
+        if d and d.get("status") not in (None, "ok"):
+            skipped.append([what, status_text(d), d.get("reason", "")])
+
+    if "take-1pct" in parts:
+        t = parts_table.append(Table()) or parts_table[-1]
+        q = p["take"]
+        md += ["#### take-1pct: take after 1% of the pages were written", "",
+               "All pages resident and filled; per take: 1%% random pages written, then the timed take "
+               "(`live` = earlier snapshots kept live during it; 0: the previous one is released "
+               "first). fork(): the same process and memory, the fork() call in the parent (child "
+               "`_exit(0)`, reaped). Median and p99 of %d takes after one unmeasured; the verdict is "
+               "on the median." % q["takes"], ""]
+        tpos = len(md)
+        rows, cats, fk, en = [], [], [], []
+        for mib, live in q["points"]:
+            f = R.get(scenario="take-1pct", mech="fork", mib=mib, live=0)
+            note_skip(f, "take-1pct %d MiB fork" % mib)
+            for e in q["engines"]:
+                d = R.get(scenario="take-1pct", mech=e, mib=mib, live=live)
+                note_skip(d, "take-1pct %d MiB live %d %s" % (mib, live, e))
+                k = engine_kind(e, d)
+                goal = (">=", 10) if k == "mirror" else (">=", 4) if k == "cow" else None
+                t.add("take-1pct %d MiB, %d live: %s take vs fork" % (mib, live, engine_label(e, d)),
+                      figure(d, "take_ms", "ms"), figure(f, "take_ms", "ms"), "base/sf", goal, e, "fork()")
+                rows.append(["%d MiB" % mib, live, engine_label(e, d), figure(d, "take_ms", "ms")[0],
+                             figure(d, "take_p99_ms", "ms")[0], figure(d, "take_max_ms", "ms")[0],
+                             figure(d, "write_ns_per_page", "ns")[0], figure(f, "take_ms", "ms")[0],
+                             figure(f, "take_p99_ms", "ms")[0]])
+                cats.append("%d MiB live %d %s" % (mib, live, e))
+                fk.append(v_of(f, "take_ms"))
+                en.append(v_of(d, "take_ms"))
+        md += [md_table(["tracked", "live", "engine", "take p50", "take p99", "take max",
+                         "write per page", "fork p50", "fork p99"], rows), ""]
+        svg_panels.append(lambda y, c=cats, a=fk, b=en: svg_bar_panel(
+            y, "take-1pct: take vs fork()", c, [("fork()", a), ("take", b)], "ms"))
+
+        md[tpos:tpos] = [t.md(), ""] if t.rows else []
+
+    if "take-all" in parts:
+        t = parts_table.append(Table()) or parts_table[-1]
+        q = p["take_all"]
+        mib = q["mib"]
+        md += ["#### take-all: take after every page was written", "",
+               "%d MiB; all pages written (in order) since the previous take. raw-wp: a uffd "
+               "registered for WP, all pages made writable and written, then one timed "
+               "`UFFDIO_WRITEPROTECT` of the whole range; raw-mprotect: the same with one "
+               "`mprotect(PROT_READ)`. Median of %d." % (mib, q["takes"]), ""]
+        tpos = len(md)
+        f = R.get(scenario="take-all", mech="fork", mib=mib)
+        wp = R.get(scenario="take-all", mech="raw-wp", mib=mib)
+        mp = R.get(scenario="take-all", mech="raw-mprotect", mib=mib)
+        for d0, w in ((f, "fork"), (wp, "raw-wp"), (mp, "raw-mprotect")):
+            note_skip(d0, "take-all %s" % w)
+        rows = []
+        for e in q["engines"]:
+            d = R.get(scenario="take-all", mech=e, mib=mib)
+            note_skip(d, "take-all %s" % e)
+            k = engine_kind(e, d)
+            t.add("take-all %d MiB: %s take vs one UFFDIO_WRITEPROTECT" % (mib, engine_label(e, d)),
+                  figure(d, "take_ms", "ms"), figure(wp, "take_ms", "ms"), "sf/base",
+                  ("<=", 1.1) if k == "cow" else None, e, "raw-wp")
+            if e == "cow-mprotect":
+                t.add("take-all %d MiB: cow-mprotect take vs one mprotect" % mib, figure(d, "take_ms", "ms"),
+                      figure(mp, "take_ms", "ms"), "sf/base", None, e, "raw-mprotect")
+            t.add("take-all %d MiB: %s take vs fork" % (mib, engine_label(e, d)), figure(d, "take_ms", "ms"),
+                  figure(f, "take_ms", "ms"), "base/sf", None, e, "fork()")
+            rows.append([engine_label(e, d), figure(d, "take_ms", "ms")[0], figure(d, "take_max_ms", "ms")[0],
+                         figure(d, "write_ns_per_page", "ns")[0]])
+        for b, d0 in (("fork()", f), ("raw-wp", wp), ("raw-mprotect", mp)):
+            rows.append([b, figure(d0, "take_ms", "ms")[0], figure(d0, "take_max_ms", "ms")[0],
+                         figure(d0, "write_ns_per_page", "ns")[0]])
+        md += [md_table(["mechanism", "take p50", "take max", "write per page"], rows), ""]
+
+        md[tpos:tpos] = [t.md(), ""] if t.rows else []
+
+    if "first-take" in parts:
+        t = parts_table.append(Table()) or parts_table[-1]
+        q = p["first"]
+        mib = q["mib"]
+        md += ["#### first-take: the first take after sf_track", "",
+               "%d MiB resident and filled; sf_tracker_create + sf_track timed, then a bounded wait "
+               "for a background pre-copy (sf_tracker_stats polled every 5 ms until store_bytes "
+               "reaches the tracked size, stops growing for 200 ms, or 10 s passed: `wait end`), "
+               "then the first take; a second take after 1%% written. fork(): the first and a second "
+               "fork() of the process (1%% written between them). Goal: no take longer than the "
+               "fork at the same point." % mib, ""]
+        tpos = len(md)
+        f = R.get(scenario="first-take", mech="fork", mib=mib)
+        note_skip(f, "first-take fork")
+        rows = []
+        for e in q["engines"]:
+            d = R.get(scenario="first-take", mech=e, mib=mib)
+            note_skip(d, "first-take %s" % e)
+            t.add("first-take %d MiB: %s first take vs first fork" % (mib, engine_label(e, d)),
+                  figure(d, "first_take_ms", "ms"), figure(f, "first_take_ms", "ms"), "base/sf",
+                  (">=", 1), e, "fork()")
+            t.add("first-take %d MiB: %s second take (1%% written) vs second fork" % (mib, engine_label(e, d)),
+                  figure(d, "second_take_ms", "ms"), figure(f, "second_take_ms", "ms"), "base/sf",
+                  (">=", 1), e, "fork()")
+            rows.append([engine_label(e, d), figure(d, "track_ms", "ms")[0], figure(d, "wait_ms", "ms")[0],
+                         (d or {}).get("wait_end", ""), figure(d, "first_take_ms", "ms")[0],
+                         figure(d, "second_take_ms", "ms")[0]])
+        rows.append(["fork()", "", "", "", figure(f, "first_take_ms", "ms")[0], figure(f, "second_take_ms", "ms")[0]])
+        md += [md_table(["engine", "create + track", "wait", "wait end", "first take", "second take"], rows), ""]
+
+        md[tpos:tpos] = [t.md(), ""] if t.rows else []
+
+    if "engine-rollback" in parts:
+        t = parts_table.append(Table()) or parts_table[-1]
+        q = p["rollback"]
+        md += ["#### engine-rollback: write 64 random pages, restore", "",
+               "%d MiB, iterations per second (median of %d x %d). fork per iteration: the child "
+               "writes the 64 pages and exits, the parent waits (the fork-server reset). Each "
+               "repetition checks the last iteration's pages hold their original content again."
+               % (q["mib"], q["reps"], q["iters"]), ""]
+        tpos = len(md)
+        f = R.get(scenario="engine-rollback", mech="fork", mib=q["mib"])
+        note_skip(f, "engine-rollback fork")
+        cats, vals = ["fork per iteration"], [v_of(f, "iters_per_s")]
+        for e in q["engines"]:
+            d = R.get(scenario="engine-rollback", mech=e, mib=q["mib"])
+            note_skip(d, "engine-rollback %s" % e)
+            k = engine_kind(e, d)
+            goal = (">=", 50) if k == "mirror" else (">=", 15) if k == "cow" else None
+            t.add("rollback %d MiB, 64 pages: %s restore vs fork" % (q["mib"], engine_label(e, d)),
+                  figure(d, "iters_per_s", "it/s"), figure(f, "iters_per_s", "it/s"), "sf/base", goal, e,
+                  "fork per iteration")
+            cats.append(e)
+            vals.append(v_of(d, "iters_per_s"))
+        svg_panels.append(lambda y, c=cats, v=vals: svg_bar_panel(
+            y, "engine-rollback: iterations per second", c, [("it/s", v)], "it/s"))
+
+        md[tpos:tpos] = [t.md(), ""] if t.rows else []
+
+    if "bg-save" in parts:
+        t = parts_table.append(Table()) or parts_table[-1]
+        q = p["bgsave"]
+        mib = q["mib"]
+        md += ["#### bg-save: one mutator while a snapshot is saved", "",
+               "%d MiB; one mutator thread does random 8-byte writes over the whole range and samples "
+               "the clock every 16 writes (longest gap = longest stall). Engines: the mutator is "
+               "paused (flag + spin handshake) for the take only, then `sf_snapshot_write` streams "
+               "the image into a pipe drained by a thread of the process. fork(): the child "
+               "`write(2)`s the memory into the same kind of pipe while the parent mutates (a pipe, "
+               "not /dev/null: a write to /dev/null reads no page, so the child would save nothing). "
+               "Without a save: the same mutator, untracked, for as long as a save took. One "
+               "unmeasured save, then median of %d." % (mib, q["reps"]), ""]
+        tpos = len(md)
+        f = R.get(scenario="bg-save", mech="fork", mib=mib)
+        note_skip(f, "bg-save fork")
+        fp = v_of(f, "pause_ms")
+        rows = []
+        cats, tr = ["fork()"], [None if v_of(f, "throughput_ratio") is None else 100 * v_of(f, "throughput_ratio")]
+        for e in q["engines"]:
+            d = R.get(scenario="bg-save", mech=e, mib=mib)
+            note_skip(d, "bg-save %s" % e)
+            k = engine_kind(e, d)
+            lab = engine_label(e, d)
+            t.add("bg-save %d MiB: %s mutator throughput during the save vs without" % (mib, lab),
+                  figure(d, "ops_per_s_save", "ops/s"), figure(d, "ops_per_s_base", "ops/s"), "sf/base",
+                  (">=", 0.5) if k == "mirror" else None, e, "without save")
+            t.add("bg-save %d MiB: %s kept throughput vs fork's" % (mib, lab),
+                  figure(d, "throughput_ratio", "%", 100.0), figure(f, "throughput_ratio", "%", 100.0),
+                  "sf/base", (">=", 0.5) if k == "cow" else None, e, "fork()")
+            t.add("bg-save %d MiB: %s longest stall vs fork's pause" % (mib, lab), figure(d, "stall_ms", "ms"),
+                  (fmt(fp, "ms") if fp is not None else status_text(f), fp), "sf/base",
+                  ("<=", 1 / 3.0) if k else None, e, "fork() pause")
+            cats.append(e)
+            tr.append(None if v_of(d, "throughput_ratio") is None else 100 * v_of(d, "throughput_ratio"))
+        for e in ["fork"] + q["engines"]:
+            d = R.get(scenario="bg-save", mech=e, mib=mib)
+            rows.append([engine_label(e, d), figure(d, "save_ms", "ms")[0], figure(d, "pause_ms", "ms")[0],
+                         figure(d, "handshake_ms", "ms")[0], figure(d, "ops_per_s_save")[0],
+                         figure(d, "ops_per_s_base")[0], figure(d, "throughput_ratio", "%", 100.0)[0],
+                         figure(d, "stall_ms", "ms")[0], figure(d, "base_stall_ms", "ms")[0]])
+        md += [md_table(["side", "save", "fork/take pause", "handshake", "ops/s in save", "ops/s without",
+                         "kept", "longest stall", "longest stall w/o save"], rows), ""]
+        svg_panels.append(lambda y, c=cats, v=tr: svg_bar_panel(
+            y, "bg-save: mutator throughput during the save, % of without", c, [("%", v)], "%", log=False))
+
+        md[tpos:tpos] = [t.md(), ""] if t.rows else []
+
+    if "engine-memory" in parts:
+        t = parts_table.append(Table()) or parts_table[-1]
+        q = p["memory"]
+        mib = q["mib"]
+        md += ["#### engine-memory: memory per tracked GiB", "",
+               "%d MiB resident. From sf_tracker_stats (metadata_bytes, store_bytes; further "
+               "members printed as `sf_*` when the library has them, see bench/meson.build) and "
+               "VmRSS growth over the filled region alone: after sf_track (and the pre-copy wait), "
+               "with one live snapshot after 1%% written, with two live after another 1%%. fork(): "
+               "the child's page tables (VmPTE), and Pss_Anon of parent + child after 1%% written, "
+               "over the parent's before the fork." % mib, ""]
+        tpos = len(md)
+        rows = []
+        for e in ["fork"] + q["engines"]:
+            d = R.get(scenario="engine-memory", mech=e, mib=mib)
+            note_skip(d, "engine-memory %s" % e)
+            more = " ".join("%s=%s" % (k2, v) for k2, v in (d or {}).items()
+                            if k2.startswith("sf_") and k2 not in (
+                                "sf_faults", "sf_spurious", "sf_unprotected", "sf_copies", "sf_degraded",
+                                "sf_vma_estimate", "sf_store_bytes", "sf_metadata_bytes"))
+            rows.append([engine_label(e, d), figure(d, "metadata_per_gib", "MiB", 1 / 1048576.0)[0],
+                         figure(d, "store_per_gib", "MiB", 1 / 1048576.0)[0],
+                         figure(d, "rss_track_per_gib", "MiB", 1 / 1048576.0)[0],
+                         figure(d, "rss_live_per_gib", "MiB", 1 / 1048576.0)[0],
+                         figure(d, "rss_two_per_gib", "MiB", 1 / 1048576.0)[0]
+                         if v_of(d, "rss_two_per_gib") not in (None, -1.0) else "", more])
+        md += [md_table(["engine", "metadata / GiB", "store / GiB (1 live, 1%)", "RSS after track / GiB",
+                         "RSS 1 live / GiB", "RSS 2 live / GiB", "other stats"], rows), ""]
+
+        md[tpos:tpos] = [t.md(), ""] if t.rows else []
+
+    T.goals = [g for tt in parts_table for g in tt.goals]
+    if skipped:
+        md += ["Rows that did not run:", "", md_table(["row", "status", "reason"], skipped), ""]
+    if not svg_panels:
+        svg_panels = [lambda y: svg_bar_panel(y, "no data", ["-"], [("", [None])], "")]
+    svg = svg_doc("9. Snapshot engines", svg_panels)
+    return "\n".join(md), svg, T
+
+
 REPORTS = [("fault", "fault", rep_fault), ("collect", "collect", rep_collect), ("pause", "pause", rep_pause),
            ("bgsave", "bgsave", rep_bgsave), ("rollback", "rollback", rep_rollback),
-           ("stall", "stall", rep_stall), ("stall", "scaling", rep_scaling), ("memory", "memory", rep_memory)]
+           ("stall", "stall", rep_stall), ("stall", "scaling", rep_scaling), ("memory", "memory", rep_memory),
+           ("engines", "engines", rep_engines)]
 
 
 # ---------------------------------------------------------------------------
@@ -871,14 +1182,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="reduced sizes, < 2 min (default)")
-    g.add_argument("--full", action="store_true", help="issue 5 sizes, < 15 min")
+    g.add_argument("--full", action="store_true", help="the goals' sizes, < 15 min")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest"),
                     help="folder for the SVGs, results.md and the raw RESULT log")
     ap.add_argument("--results-dir", default=os.path.join(HERE, "results"),
                     help="where <date>-<host>.md is written")
     ap.add_argument("--sfbench", help="use this sfbench binary, do not build")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
-    ap.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    ap.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIOS)
+                    + "; or parts of engines: " + ",".join(ENGINE_PARTS))
     ap.add_argument("--rounds", type=int, help="override interleaved rounds per scenario")
     ap.add_argument("--from-log", help="re-render tables from a previous results.txt, run nothing")
     ap.add_argument("--dry-run", action="store_true", help="print the jobs and exit")
@@ -886,9 +1198,15 @@ def main():
     mode = "full" if a.full else "quick"
     P = MODES[mode]
     only = a.only.split(",") if a.only else SCENARIOS
+    parts = [s for s in only if s in ENGINE_PARTS]
+    if parts:
+        only = [s for s in only if s not in ENGINE_PARTS]
+        if "engines" not in only:
+            only.append("engines")
+            P["engines"]["parts"] = parts
     for s in only:
         if s not in SCENARIOS:
-            ap.error("unknown scenario %s" % s)
+            ap.error("unknown scenario %s (or an engines part: %s)" % (s, ",".join(ENGINE_PARTS)))
     if a.rounds:
         for s in P:
             if "rounds" in P[s]:
@@ -979,7 +1297,7 @@ def main():
                 "(absolute figures move with the VM; compare ratios, which come from the same run):", "",
                 md_table(["cost", "start of run", "end of run", "FIELD-NOTES"], crow), ""]
     if mode == "quick":
-        out += ["Quick mode shrinks sizes (named in each section); run `--full` for issue 5's sizes.", ""]
+        out += ["Quick mode shrinks sizes (named in each section); run `--full` for the goals' sizes.", ""]
     goals = []
     sections = []
     for scn, fname, fn in REPORTS:

@@ -1,4 +1,4 @@
-/* scenarios.c - the measurement loops of issue 5, one subcommand each; the
+/* scenarios.c - the measurement loops, one subcommand each; the
  * same loop drives a raw mechanism, fork() or snapfault through struct mech. */
 #include "sfbench.h"
 
@@ -637,6 +637,7 @@ int cmd_rollback(void)
     size_t dirty = (size_t)opt_long("dirty", 64);
     long iters = opt_long("iters", 200);
     int reps = (int)opt_long("reps", 3);
+    const char *label = opt_str("label", "rollback"); /* the engines family: engine-rollback */
     opt_check_all_used();
     if (reps < 1 || iters < 1 || dirty < 1 || dirty > 4096)
         die("bad --reps/--iters/--dirty");
@@ -646,7 +647,7 @@ int cmd_rollback(void)
     if (!is_fork)
         m = lookup_or_die(name);
     char kv[256], extra[512] = "";
-    snprintf(kv, sizeof kv, "scenario=rollback mech=%s mib=%zu dirty=%zu", name, len / MIB, dirty);
+    snprintf(kv, sizeof kv, "scenario=%s mech=%s mib=%zu dirty=%zu", label, name, len / MIB, dirty);
     m.base = region_alloc(len, 1);
     m.len = len;
     double *rate = calloc((size_t)reps, sizeof *rate);

@@ -33,3 +33,20 @@ int sf_mech_lookup(const char *name, struct mech *m)
                (strncmp(name, "sf-snap-", 8) == 0 ? MECH_SNAPSHOT : 0);
     return 0;
 }
+
+const char *const sf_engine_names[] = {
+    "mirror", "cow-uffd", "cow-uffd-handler", "cow-uffd-inthread", "cow-mprotect", "auto", NULL,
+};
+
+int sf_engine_lookup(const char *name, struct mech *m)
+{
+    for (int i = 0; sf_engine_names[i]; i++)
+        if (strcmp(sf_engine_names[i], name) == 0) {
+            memset(m, 0, sizeof *m);
+            m->name = name;
+            m->ops = &absent_ops;
+            m->flags = MECH_SNAPFAULT | MECH_ABSENT | MECH_SNAPSHOT | MECH_ENGINE;
+            return 0;
+        }
+    return -ENOENT;
+}

@@ -1,4 +1,4 @@
-/* sfbench.h - shared declarations of sfbench, the benchmark binary of issue 5:
+/* sfbench.h - shared declarations of sfbench, the benchmark binary:
  * timing, statistics, RESULT output, kernel ABI fallbacks and the mechanism table. */
 #ifndef SFBENCH_H
 #define SFBENCH_H
@@ -125,6 +125,15 @@ long proc_kb(pid_t pid, const char *file, const char *field); /* -1 if absent */
 
 struct mech;
 
+/* What the snapshot-engine scenarios read from sf_tracker_stats. */
+struct mech_stats {
+    uint64_t tracked_bytes, store_bytes, store_limit, metadata_bytes, copies, snapshots_live;
+    int has_precopy;          /* the library counts a background pre-copy: */
+    uint64_t precopied_pages; /* pages it copied so far */
+    /* statistics the library has beyond these (" k=v ..."), "" if none */
+    char more[256];
+};
+
 struct mech_ops {
     /* Starts tracking m->base..len.  0, or -errno (-ENOTSUP: row unsupported). */
     int (*setup)(struct mech *m);
@@ -141,6 +150,8 @@ struct mech_ops {
     void (*extra)(struct mech *m, char *buf, size_t n);
     /* Bytes of tracker metadata and of snapshot page copies held; may be NULL. */
     int (*memory)(struct mech *m, uint64_t *metadata, uint64_t *store, uint64_t *copies);
+    /* The tracker's statistics (struct mech_stats below); may be NULL. */
+    int (*stats)(struct mech *m, struct mech_stats *st);
     void (*teardown)(struct mech *m);
 };
 
@@ -148,6 +159,7 @@ struct mech_ops {
 #define MECH_SNAPSHOT  (1u << 1) /* arm takes a snapshot, disarm releases it */
 #define MECH_SNAPFAULT (1u << 2) /* goes through libsnapfault */
 #define MECH_ABSENT    (1u << 3) /* snapfault row in a binary built without it */
+#define MECH_ENGINE    (1u << 4) /* a snapshot engine by name (engines.c): -ENOTSUP is a skip */
 
 struct mech {
     const char *name;
@@ -155,7 +167,8 @@ struct mech {
     unsigned flags;
     char *base;
     size_t len;
-    size_t store_limit; /* snapfault: sf_options.store_limit (0: default) */
+    size_t store_limit; /* snapfault: sf_options.store_limit (0: default; engines: 2.5x len) */
+    int live;           /* snapshots: earlier snapshots an arm keeps live (0: none) */
     void *priv;
     char why[256]; /* reason for an unsupported/error row */
 };
@@ -166,6 +179,11 @@ struct mech {
 int mech_lookup(const char *name, struct mech *m);
 int raw_mech_lookup(const char *name, struct mech *m);
 int sf_mech_lookup(const char *name, struct mech *m);
+/* A snapshot engine by name ("mirror", "cow-uffd", "cow-uffd-handler",
+ * "cow-uffd-inthread", "cow-mprotect", "auto"; sf_mech.c): 0, or -ENOENT
+ * if name is not an engine. */
+int sf_engine_lookup(const char *name, struct mech *m);
+extern const char *const sf_engine_names[];
 extern const char *const raw_mech_names[];
 /* "linked" or the reason the snapfault side is absent from this binary. */
 const char *sf_side_status(void);
@@ -173,8 +191,9 @@ const char *sf_side_status(void);
 void sf_side_probe(void);
 
 /* Prints the RESULT of a row that could not run: status=unsupported for
- * -ENOTSUP (the brief's contract with the library), not-built for a
- * snapfault row in the raw-only binary, error otherwise.  key_vals carries
+ * -ENOTSUP (the brief's contract with the library; status=skip for a
+ * snapshot engine), not-built for a snapfault row in the raw-only binary,
+ * error otherwise.  key_vals carries
  * the row's identifying keys ("scenario=fault mech=... pattern=seq"). */
 void result_failed(const char *key_vals, const struct mech *m, int rc, const char *stage);
 
@@ -187,6 +206,10 @@ int cmd_bgsave(void);
 int cmd_rollback(void);
 int cmd_stall(void);
 int cmd_memory(void);
+int cmd_take(void);
+int cmd_first_take(void);
+int cmd_bg_save(void);
+int cmd_engine_memory(void);
 int cmd_probe(void);
 int cmd_calib(void);
 

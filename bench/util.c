@@ -104,9 +104,10 @@ void die_async(const char *msg)
 void result_failed(const char *key_vals, const struct mech *m, int rc, const char *stage)
 {
     char why[300], msg[400];
-    const char *status = (m->flags & MECH_ABSENT) ? "not-built"
-                         : rc == -ENOTSUP         ? "unsupported"
-                                                  : "error";
+    const char *status = (m->flags & MECH_ABSENT)                     ? "not-built"
+                         : rc == -ENOTSUP && (m->flags & MECH_ENGINE) ? "skip"
+                         : rc == -ENOTSUP                             ? "unsupported"
+                                                                      : "error";
     snprintf(msg, sizeof msg, "%s: %s", stage, m->why[0] ? m->why : strerror(-rc));
     result("%s status=%s err=%d reason=\"%s\"", key_vals, status, rc,
            quote_safe(msg, why, sizeof why));

@@ -28,7 +28,7 @@
  *   (2) each page is captured atomically at some instant during the take;
  *       for one instant for all pages, stop the threads that write the
  *       tracked memory for the duration of sf_snapshot_take (its pause is the
- *       cost the snapshot issue measures).  Mirror engine: a write racing
+ *       cost bench/ measures as the take time).  Mirror engine: a write racing
  *       the take's copy is resolved by the kernel at once (never blocked);
  *       its page lands in this snapshot or is written after it, page by
  *       page, and is always seen by the next take and collect.
@@ -295,8 +295,10 @@ typedef struct {
     int uffd_sigbus;               /* UFFD_FEATURE_SIGBUS */
     int pagemap_scan;              /* PAGEMAP_SCAN ioctl (6.7+) */
     int soft_dirty;                /* CONFIG_MEM_SOFT_DIRTY works (probed by a write) */
-    int thp_enabled;               /* THP not "never": use MADV_NOHUGEPAGE on tracked
-                                      ranges for 4 KiB granularity */
+    int thp_enabled;               /* THP not "never".  Tracking stays 4 KiB exact:
+                                      arming keeps huge pages, the first write
+                                      after it splits the one written (every
+                                      backend), see doc/PRELOAD.md */
     long max_map_count;            /* vm.max_map_count */
     long map_count;                /* VMAs in this process now */
     int backend_ok[SF_BACKEND_COUNT];   /* 0 if usable, else -errno */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test-mpiheat.sh CASE MPIHEAT SNAPFAULT TEST_SFM_API - the 'mpi' suite (issue 12).
+# test-mpiheat.sh CASE MPIHEAT SNAPFAULT TEST_SFM_API - the 'mpi' suite.
 # Runs examples/mpiheat under mpirun with 4 ranks and checks, by events and
 # final checksums only (never by timing):
 #   kill-restart      a rank SIGKILLs itself after version 3 is complete;

@@ -40,7 +40,12 @@ int cmd_probe(int argc, char **argv)
     printf("  uffd SIGBUS mode:            %s\n", yesno(c.uffd_sigbus));
     printf("  PAGEMAP_SCAN:                %s\n", yesno(c.pagemap_scan));
     printf("  soft-dirty bits:             %s\n", yesno(c.soft_dirty));
-    printf("  transparent huge pages:      %s\n", c.thp_enabled ? "enabled (snapfault sets MADV_NOHUGEPAGE)" : "never");
+    /* Arming part of a huge page splits it at the next write, with every
+     * backend: tracking stays 4 KiB-grained and the huge pages are gone. */
+    printf("  transparent huge pages:      %s\n",
+           c.thp_enabled ? "enabled; tracking a range splits its huge pages at the next write "
+                           "(run --thp keep leaves such ranges untracked)"
+                         : "never");
     printf("  VMAs: %ld of vm.max_map_count %ld\n", c.map_count, c.max_map_count);
     printf("\nbackends:\n");
     for (int b = 1; b < SF_BACKEND_COUNT; b++)

@@ -16,8 +16,10 @@ struct label {
     unsigned id;
     char kind[16];
     unsigned long lo, hi;
-    char name[128];
+    char prot[8];
+    char name[192];
     unsigned long long cum, peak;
+    double peak_rate; /* MiB/s over one interval's real length */
     bool gone;
 };
 
@@ -32,7 +34,7 @@ struct dirty {
 };
 
 struct record {
-    char pid[32], exe[512], backend[64], faults[64];
+    char pid[32], ppid[32], exe[512], backend[64], faults[64];
     long interval_ms, page;
     struct label *labels;
     size_t nlabels;
@@ -43,9 +45,12 @@ struct record {
     char **attr, **warn;
     size_t nattr, nwarn;
     bool ended;
-    unsigned long long end_ms;
+    unsigned long long end_ms, end_pages;
+    char how[16];
     size_t bad_lines;
 };
+
+static double mib(unsigned long long pages, long page) { return (double)pages * (double)page / 1048576.0; }
 
 static void *grow(void *p, size_t n, size_t size)
 {
@@ -145,6 +150,7 @@ static int parse_record(const char *path, struct record *r)
         if (tag == 'P') {
             char tmp[64];
             field(rest, "pid", r->pid, sizeof(r->pid));
+            field(rest, "ppid", r->ppid, sizeof(r->ppid));
             field(rest, "exe", r->exe, sizeof(r->exe));
             field(rest, "backend", r->backend, sizeof(r->backend));
             field(rest, "faults", r->faults, sizeof(r->faults));
@@ -154,13 +160,29 @@ static int parse_record(const char *path, struct record *r)
                 r->page = 4096;
         } else if (tag == 'L') {
             unsigned id;
-            char kind[16], name[128];
+            char kind[16], name[192], prot[8] = "";
             unsigned long lo, hi;
-            if (sscanf(rest, "%u\t%15s\t%lx\t%lx\t%127[^\n]", &id, kind, &lo, &hi, name) != 5) {
+            int used = 0;
+            if (sscanf(rest, "%u\t%15s\t%lx\t%lx\t%n", &id, kind, &lo, &hi, &used) != 4 || !used) {
                 r->bad_lines++;
                 continue;
             }
+            /* L ID KIND START END PROT NAME; records without PROT
+             * (older ones) have the name right after END */
+            const char *nm = rest + used;
+            if (strlen(nm) > 5 && nm[4] == '\t' && strchr("r-", nm[0]) && strchr("w-", nm[1]) &&
+                strchr("x-", nm[2]) && strchr("ps", nm[3])) {
+                memcpy(prot, nm, 4);
+                prot[4] = 0;
+                nm += 5;
+            }
+            if (!*nm) {
+                r->bad_lines++;
+                continue;
+            }
+            snprintf(name, sizeof(name), "%.191s", nm);
             struct label *l = label_get(r, id);
+            snprintf(l->prot, sizeof(l->prot), "%s", prot);
             snprintf(l->kind, sizeof(l->kind), "%s", kind);
             snprintf(l->name, sizeof(l->name), "%s", name);
             l->lo = lo;
@@ -195,8 +217,12 @@ static int parse_record(const char *path, struct record *r)
             if (sscanf(rest, "%llu\t%u", &t, &id) == 2)
                 label_get(r, id)->gone = true;
         } else if (tag == 'E') {
+            unsigned long long t, ivs, pages, peak;
+            char how[16];
             r->ended = true;
             r->end_ms = strtoull(rest, NULL, 10);
+            if (sscanf(rest, "%llu\t%llu\t%llu\t%llu\t%15s", &t, &ivs, &pages, &peak, how) == 5)
+                snprintf(r->how, sizeof(r->how), "%s", how);
         } else if (tag == 'A') {
             r->attr = grow(r->attr, r->nattr, sizeof(*r->attr));
             r->attr[r->nattr++] = strdup(rest);
@@ -213,17 +239,37 @@ static int parse_record(const char *path, struct record *r)
     return 0;
 }
 
-static double mib(unsigned long long pages, long page) { return (double)pages * (double)page / 1048576.0; }
 
-/* Seconds covered by interval i (from the previous one, or from start),
- * never less than the nominal interval: the last one, cut short by the
- * exit, would otherwise show a rate spike it does not have. */
+/* Seconds covered by interval i: from the previous collect (or the start
+ * of tracking) to this one, its real length (a last interval cut short by
+ * the exit is short, and so are the pages it holds), at least 1 ms (the
+ * record's resolution). */
 static double span(const struct record *r, size_t i)
 {
     unsigned long long prev = i ? r->iv[i - 1].t_ms : 0;
-    double s = (double)(r->iv[i].t_ms - prev) / 1000.0;
-    double nominal = r->interval_ms > 0 ? (double)r->interval_ms / 1000.0 : 0.1;
-    return s < nominal ? nominal : s;
+    unsigned long long ms = r->iv[i].t_ms > prev ? r->iv[i].t_ms - prev : 0;
+    return (double)(ms ? ms : 1) / 1000.0;
+}
+
+/* The length every mean is taken over: the duration, and never less than
+ * the intervals' lengths summed, so that no mean exceeds its peak. */
+static double mean_over(const struct record *r)
+{
+    double sum = 0;
+    for (size_t i = 0; i < r->niv; i++)
+        sum += span(r, i);
+    double dur = r->ended ? (double)r->end_ms / 1000.0 : r->niv ? (double)r->iv[r->niv - 1].t_ms / 1000.0 : 0;
+    return dur > sum ? dur : sum;
+}
+
+static void label_rates(struct record *r)
+{
+    for (size_t j = 0; j < r->nd; j++) {
+        struct label *l = label_get(r, r->d[j].label);
+        double rate = mib(r->d[j].pages, r->page) / span(r, r->d[j].ival);
+        if (rate > l->peak_rate)
+            l->peak_rate = rate;
+    }
 }
 
 static int cmp_cum(const void *a, const void *b)
@@ -251,25 +297,27 @@ static void summary(const char *path, struct record *r, int top)
             cmax = r->iv[i].collect_us;
     }
     double dur = r->ended ? (double)r->end_ms / 1000.0 : r->niv ? (double)r->iv[r->niv - 1].t_ms / 1000.0 : 0;
+    double over = mean_over(r);
+    label_rates(r);
     printf("record:    %s\n", path);
     printf("process:   pid %s, %s\n", r->pid[0] ? r->pid : "?", r->exe[0] ? r->exe : "?");
     printf("backend:   %s (faults: %s), interval %ld ms\n", r->backend, r->faults, r->interval_ms);
     printf("duration:  %.2f s, %zu intervals%s\n", dur, r->niv,
            r->ended ? "" : " (no exit record: the process was killed or is still running)");
     printf("dirtied:   %llu pages (%.1f MiB); mean %.1f MiB/s; peak %.1f MiB/s (%llu pages) at %.2f s\n",
-           total, mib(total, r->page), dur > 0 ? mib(total, r->page) / dur : 0.0, peak_rate, peak, peak_t);
+           total, mib(total, r->page), over > 0 ? mib(total, r->page) / over : 0.0, peak_rate, peak, peak_t);
     printf("tracked:   up to %.1f MiB\n", (double)max_tracked / 1048576.0);
     printf("collect:   mean %.0f us, max %llu us\n", r->niv ? (double)csum / (double)r->niv : 0.0, cmax);
     qsort(r->labels, r->nlabels, sizeof(*r->labels), cmp_cum);
     printf("\ntop mappings by pages dirtied:\n");
-    printf("%12s %10s %11s %11s  %-5s  %s\n", "pages", "MiB", "mean MiB/s", "peak MiB/s", "kind", "mapping");
+    printf("%12s %10s %11s %11s  %-5s %-4s  %s\n", "pages", "MiB", "mean MiB/s", "peak MiB/s", "kind", "prot",
+           "mapping");
     for (size_t i = 0; i < r->nlabels && (int)i < top; i++) {
         struct label *l = &r->labels[i];
         if (!l->cum)
             break;
-        printf("%12llu %10.1f %11.2f %11.1f  %-5s  %s%s\n", l->cum, mib(l->cum, r->page),
-               dur > 0 ? mib(l->cum, r->page) / dur : 0.0,
-               r->interval_ms > 0 ? mib(l->peak, r->page) / ((double)r->interval_ms / 1000.0) : 0.0, l->kind,
+        printf("%12llu %10.1f %11.2f %11.1f  %-5s %-4s  %s%s\n", l->cum, mib(l->cum, r->page),
+               over > 0 ? mib(l->cum, r->page) / over : 0.0, l->peak_rate, l->kind, l->prot[0] ? l->prot : "-",
                l->name, l->gone ? " (unmapped)" : "");
     }
     if (r->nattr) {
@@ -423,11 +471,173 @@ static int write_svg(const char *out, struct record *r, int top)
     return 0;
 }
 
+static void free_record(struct record *r)
+{
+    for (size_t i = 0; i < r->nattr; i++)
+        free(r->attr[i]);
+    for (size_t i = 0; i < r->nwarn; i++)
+        free(r->warn[i]);
+    free(r->attr);
+    free(r->warn);
+    free(r->labels);
+    free(r->iv);
+    free(r->d);
+}
+
+/* ------------------------------------------------------------------------
+ * A process tree: several records (one per process, as make or git leave
+ * them), summarised together.  Each record is read with the same bounded
+ * reader and only its totals are kept.
+ * ------------------------------------------------------------------------ */
+struct proc {
+    char pid[32], ppid[32], exe[256], how[16];
+    unsigned long long pages;
+    double secs, peak_rate;
+    bool ended;
+};
+
+struct prog {
+    char exe[256];
+    unsigned long long pages, procs;
+    double secs;
+};
+
+static int cmp_proc(const void *a, const void *b)
+{
+    const struct proc *x = a, *y = b;
+    return x->pages < y->pages ? 1 : x->pages > y->pages ? -1 : strcmp(x->pid, y->pid);
+}
+
+static int cmp_prog(const void *a, const void *b)
+{
+    const struct prog *x = a, *y = b;
+    return x->pages < y->pages ? 1 : x->pages > y->pages ? -1 : strcmp(x->exe, y->exe);
+}
+
+static bool is_record(const char *path)
+{
+    static const char magic[] = "#snapfault-track ";
+    char head[sizeof(magic) - 1];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && read(fd, head, sizeof(head)) == (ssize_t)sizeof(head) &&
+              memcmp(head, magic, sizeof(head)) == 0;
+    close(fd);
+    return ok;
+}
+
+static int report_tree(char **files, size_t n, int top)
+{
+    struct proc *pv = calloc(n ? n : 1, sizeof(*pv));
+    struct prog *gv = calloc(n ? n : 1, sizeof(*gv));
+    if (!pv || !gv) {
+        fprintf(stderr, "snapfault report: out of memory\n");
+        return 1;
+    }
+    size_t np = 0, ng = 0, unreadable = 0, killed = 0;
+    unsigned long long total = 0;
+    double first_peak = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct record r;
+        if (parse_record(files[i], &r)) {
+            unreadable++;
+            continue;
+        }
+        struct proc *p = &pv[np++];
+        snprintf(p->pid, sizeof(p->pid), "%s", r.pid[0] ? r.pid : "?");
+        snprintf(p->ppid, sizeof(p->ppid), "%s", r.ppid[0] ? r.ppid : "?");
+        snprintf(p->exe, sizeof(p->exe), "%.255s", r.exe[0] ? r.exe : "?");
+        snprintf(p->how, sizeof(p->how), "%s", r.ended ? (r.how[0] ? r.how : "exit") : "killed");
+        p->ended = r.ended;
+        killed += !r.ended;
+        for (size_t k = 0; k < r.niv; k++) {
+            p->pages += r.iv[k].pages;
+            double rate = mib(r.iv[k].pages, r.page) / span(&r, k);
+            if (rate > p->peak_rate)
+                p->peak_rate = rate;
+        }
+        p->secs = mean_over(&r);
+        if (p->peak_rate > first_peak)
+            first_peak = p->peak_rate;
+        total += p->pages * (unsigned long long)r.page / 4096;
+        size_t g;
+        for (g = 0; g < ng; g++)
+            if (strcmp(gv[g].exe, p->exe) == 0)
+                break;
+        if (g == ng)
+            snprintf(gv[ng++].exe, sizeof(gv[0].exe), "%s", p->exe);
+        gv[g].pages += p->pages;
+        gv[g].procs++;
+        gv[g].secs += p->secs;
+        free_record(&r);
+    }
+    if (!np) {
+        fprintf(stderr, "snapfault report: no readable track records\n");
+        free(pv);
+        free(gv);
+        return 1;
+    }
+    qsort(pv, np, sizeof(*pv), cmp_proc);
+    qsort(gv, ng, sizeof(*gv), cmp_prog);
+    printf("process tree: %zu records (%zu processes without an exit record)%s\n", np, killed,
+           unreadable ? ", some files unreadable" : "");
+    printf("dirtied:      %llu pages (%.1f MiB) in all; highest rate of one process %.1f MiB/s\n", total,
+           mib(total, 4096), first_peak);
+    printf("\nprograms by pages dirtied:\n%12s %10s %8s %10s  %s\n", "pages", "MiB", "procs", "seconds",
+           "program");
+    for (size_t g = 0; g < ng && (int)g < top; g++)
+        printf("%12llu %10.1f %8llu %10.2f  %s\n", gv[g].pages, mib(gv[g].pages, 4096), gv[g].procs, gv[g].secs,
+               gv[g].exe);
+    printf("\nprocesses by pages dirtied:\n%12s %10s %8s %8s %8s %11s  %s\n", "pages", "MiB", "pid", "ppid", "ended",
+           "peak MiB/s", "program");
+    for (size_t i = 0; i < np && (int)i < top; i++)
+        printf("%12llu %10.1f %8s %8s %8s %11.1f  %s\n", pv[i].pages, mib(pv[i].pages, 4096), pv[i].pid, pv[i].ppid,
+               pv[i].how, pv[i].peak_rate, pv[i].exe);
+    free(pv);
+    free(gv);
+    return unreadable ? 1 : 0;
+}
+
+/* The track records in a directory (DIR/snapfault.PID.sft, or any name). */
+static size_t dir_records(const char *path, char ***out)
+{
+    DIR *d = opendir(path);
+    size_t n = 0;
+    *out = NULL;
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+        if (!is_record(p))
+            continue;
+        *out = grow(*out, n, sizeof(**out));
+        (*out)[n++] = strdup(p);
+    }
+    closedir(d);
+    return n;
+}
+
 /* ------------------------------------------------------------------------
  * A snapshot image directory: the chains its index files describe.
  * ------------------------------------------------------------------------ */
-static int report_dir(const char *path)
+static int report_dir(const char *path, int top)
 {
+    char **recs;
+    size_t nrec = dir_records(path, &recs);
+    if (nrec) {
+        printf("records in %s:\n", path);
+        int rc = report_tree(recs, nrec, top);
+        for (size_t i = 0; i < nrec; i++)
+            free(recs[i]);
+        free(recs);
+        return rc;
+    }
     DIR *d = opendir(path);
     if (!d) {
         fprintf(stderr, "snapfault report: %s: %s\n", path, strerror(errno));
@@ -485,7 +695,7 @@ static int report_dir(const char *path)
     }
     closedir(d);
     if (!nindex) {
-        fprintf(stderr, "snapfault report: %s: no snapshot index files\n", path);
+        fprintf(stderr, "snapfault report: %s: no track records and no snapshot index files\n", path);
         return 1;
     }
     printf("\n(snapfault image verify %s checks every image and parent link)\n", path);
@@ -495,15 +705,19 @@ static int report_dir(const char *path)
 int cmd_report(int argc, char **argv)
 {
     const char *file = NULL, *svg = NULL;
+    char **files = NULL;
+    size_t nfiles = 0;
     int top = 10;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) {
             printf("usage: snapfault report FILE [--svg OUT.svg] [--top N]\n"
-                   "       snapfault report DIR\n\n"
+                   "       snapfault report FILE FILE... | DIR [--top N]\n\n"
                    "FILE is a track-mode record: prints the total and peak dirty rate, a table of\n"
                    "mappings by pages dirtied and, with write attribution, the top writing call\n"
                    "stacks.  --svg also writes a plot of the dirty rate over time per mapping.\n"
-                   "DIR is a snapshot-mode image directory: prints its image chains.\n");
+                   "Several FILEs, or a DIR holding track records (snapfault run --output DIR/),\n"
+                   "are summarised as one process tree: programs and processes by pages dirtied.\n"
+                   "A DIR holding snapshot indexes: prints its image chains.\n");
             return 0;
         }
         if (strcmp(argv[i], "--svg") == 0) {
@@ -516,19 +730,24 @@ int cmd_report(int argc, char **argv)
                 usage_error("report", "--top needs a positive number");
         } else if (argv[i][0] == '-' && argv[i][1]) {
             usage_error("report", "unknown option '%s'", argv[i]);
-        } else if (file) {
-            usage_error("report", "one FILE at a time");
         } else {
-            file = argv[i];
+            files = grow(files, nfiles, sizeof(*files));
+            files[nfiles++] = argv[i];
+            file = files[0];
         }
     }
     if (!file)
         usage_error("report", "missing FILE");
+    if (nfiles > 1) {
+        if (svg)
+            usage_error("report", "--svg takes one record");
+        return report_tree(files, nfiles, top);
+    }
     struct stat st;
     if (stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
         if (svg)
             usage_error("report", "--svg needs a track record, not a directory");
-        return report_dir(file);
+        return report_dir(file, top);
     }
     struct record r;
     if (parse_record(file, &r))

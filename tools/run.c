@@ -3,7 +3,9 @@
 #include "tools.h"
 #include "preload.h"
 
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +26,13 @@ static void help(void)
            "  --interval DURATION           track mode: collect period (default 100ms)\n"
            "  --snapshot-every DURATION     snapshot mode: take one every DURATION\n"
            "  --snapshot-signal SIG         snapshot mode: take one on SIG (default USR2, 0 = none)\n"
-           "  --output PATH                 track: record file; snapshot: image directory;\n"
-           "                                %%p is the pid (default snapfault.%%p.sft / .d)\n"
+           "  --output PATH                 track: record file, or DIR/ for one record per\n"
+           "                                process in DIR; snapshot: image directory;\n"
+           "                                %%p is the pid (default snapfault.%%p.sft / .d);\n"
+           "                                a file path, never - or a device\n"
+           "  --thp split|keep              transparent huge pages: split by tracking (default)\n"
+           "                                or kept, their ranges left untracked\n"
+           "  --stats-file FILE             append the summary to FILE (implies -s), not stderr\n"
            "  --include LIST                heap,anon,data,stacks (default heap,anon,data)\n"
            "  --attribute                   sample the call stacks of first writes (libunwind)\n"
            "  --fork follow|untrack         forked children: own output, or untracked\n"
@@ -35,14 +42,15 @@ static void help(void)
            "                                cow with backend auto)\n"
            "  --max-images N                snapshot mode: stop after N images\n"
            "  --no-exit-image               snapshot mode: no last image at exit\n"
-           "  --show-stats, -s              print a summary on stderr at exit\n"
+           "  --show-stats, -s              print a summary at exit (on the stderr the program\n"
+           "                                started with)\n"
            "  --verbose, -v                 say what the preload does\n"
            "  --preload PATH                the preload library to use\n"
            "\n"
            "Every option is a SNAPFAULT_* environment variable of the preload:\n");
     for (int o = 0; o < SFP_OPT_COUNT; o++)
         printf("  SNAPFAULT_%-17s %-16s %s\n", sfp_option_table[o].name,
-               sfp_option_table[o].dflt[0] ? sfp_option_table[o].dflt : "-", sfp_option_table[o].help);
+               sfp_option_table[o].dflt[0] ? sfp_option_table[o].dflt : "(none)", sfp_option_table[o].help);
 }
 
 /* The preload next to this executable in the build tree, or installed. */
@@ -93,6 +101,8 @@ static const struct flag flags[] = {
     {"--show-stats", SFP_OPT_SHOW_STATS, "1"},
     {"-s", SFP_OPT_SHOW_STATS, "1"},
     {"--verbose", SFP_OPT_VERBOSE, "1"},
+    {"--thp", SFP_OPT_THP, NULL},
+    {"--stats-file", SFP_OPT_STATS_FILE, NULL},
     {"-v", SFP_OPT_VERBOSE, "1"},
 };
 
@@ -100,8 +110,36 @@ static const struct flag flags[] = {
  * writable: refusing here is clearer than a warning from the preload. */
 static void check_output(const char *path, bool snapshot)
 {
+    /* Records are files, one per process: "-" and devices are refused
+     * before the program starts rather than becoming files named "-" or
+     * /dev/stdout.PID. */
+    struct stat st;
+    if (strcmp(path, "-") == 0)
+        usage_error("run", "--output -: records go to a file or a directory, not to stdout (the program's own)");
+    if ((strncmp(path, "/dev/", 5) == 0 && strncmp(path, "/dev/shm/", 9) != 0) || strncmp(path, "/proc/", 6) == 0 ||
+        (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)))
+        usage_error("run", "--output %s: not a regular file or directory path", path);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && !snapshot) {
+        if (access(path, W_OK | X_OK) != 0)
+            usage_error("run", "--output %s: cannot write in it: %s", path, strerror(errno));
+        return; /* one record per process inside */
+    }
+    size_t len = strlen(path);
+    if (!snapshot && len > 1 && path[len - 1] == '/') {
+        /* a directory to be: made here, one record per process inside */
+        char d[PATH_MAX];
+        snprintf(d, sizeof(d), "%.*s", (int)(len - 1), path);
+        if (mkdir(d, 0700) != 0 && errno != EEXIST)
+            usage_error("run", "--output %s: cannot create the directory: %s", path, strerror(errno));
+        return;
+    }
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode) && snapshot)
+        usage_error("run", "--output %s: exists and is not a directory (snapshot mode writes images into one)",
+                    path);
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", path);
+    for (size_t k = strlen(dir); k > 1 && dir[k - 1] == '/'; k--)
+        dir[k - 1] = 0; /* imgs/ is created in . */
     char *slash = strrchr(dir, '/');
     if (!slash)
         snprintf(dir, sizeof(dir), ".");
@@ -109,7 +147,6 @@ static void check_output(const char *path, bool snapshot)
         dir[1] = 0;
     else
         *slash = 0;
-    struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         usage_error("run", "--output %s: directory %s does not exist", path, dir);
     if (access(dir, W_OK | X_OK) != 0)
@@ -118,10 +155,141 @@ static void check_output(const char *path, bool snapshot)
         fprintf(stderr, "snapfault run: note: %s exists; the program's records go to %s.PID\n", path, path);
 }
 
+static bool quiet(void)
+{
+    const char *q = getenv("SNAPFAULT_QUIET");
+    long long v;
+    const char *why;
+    return q && sfp_option_parse(SFP_OPT_QUIET, q, &v, &why) == 0 && v;
+}
+
+/* Unknown SNAPFAULT_* names in the environment (with the closest option
+ * when it looks like a misspelling), and options that do nothing in the
+ * mode: said once here; SNAPFAULT_NOTED keeps the preload from saying
+ * them again in every process. */
+static void env_notes(int mode, const bool given[SFP_OPT_COUNT])
+{
+    extern char **environ;
+    static const char *const modes[] = {"off", "track", "snapshot"};
+    bool q = quiet();
+    for (char **e = environ; e && *e && !q; e++) {
+        if (strncasecmp(*e, "SNAPFAULT_", 10) != 0)
+            continue;
+        const char *name = *e + 10, *eq = strchr(name, '=');
+        if (!eq)
+            continue;
+        size_t n = (size_t)(eq - name);
+        bool known = sfp_known_other_name(name, n) || (n == 5 && strncasecmp(name, "NOTED", 5) == 0);
+        for (int o = 0; o < SFP_OPT_COUNT && !known; o++)
+            known = strlen(sfp_option_table[o].name) == n && strncasecmp(name, sfp_option_table[o].name, n) == 0;
+        if (known)
+            continue;
+        int near = sfp_option_closest(name, n);
+        if (near >= 0)
+            fprintf(stderr, "snapfault run: warning: unknown setting SNAPFAULT_%.*s ignored; did you mean "
+                            "SNAPFAULT_%s?\n", (int)n, name, sfp_option_table[near].name);
+        else
+            fprintf(stderr, "snapfault run: warning: unknown setting SNAPFAULT_%.*s ignored\n", (int)n, name);
+    }
+    for (int o = 0; o < SFP_OPT_COUNT && !q && mode != SFP_MODE_OFF; o++) {
+        if (sfp_option_applies((sfp_opt)o, mode))
+            continue;
+        const char *flag = NULL;
+        for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++)
+            if (flags[k].opt == (sfp_opt)o && flags[k].name[1] == '-') {
+                flag = flags[k].name;
+                break;
+            }
+        char env[64];
+        snprintf(env, sizeof(env), "SNAPFAULT_%s", sfp_option_table[o].name);
+        if (given[o])
+            fprintf(stderr, "snapfault run: warning: %s has no effect in %s mode\n", flag ? flag : env, modes[mode]);
+        else if (getenv(env))
+            fprintf(stderr, "snapfault run: warning: %s has no effect in %s mode\n", env, modes[mode]);
+    }
+    setenv("SNAPFAULT_NOTED", "1", 1);
+}
+
+/* The file execvp would run. */
+static bool resolve(const char *prog, char *out, size_t cap)
+{
+    if (strchr(prog, '/')) {
+        snprintf(out, cap, "%s", prog);
+        return access(out, X_OK) == 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    for (const char *p = path; *p;) {
+        const char *c = strchr(p, ':');
+        size_t n = c ? (size_t)(c - p) : strlen(p);
+        snprintf(out, cap, "%.*s/%s", (int)n, n ? p : ".", prog);
+        struct stat st;
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0)
+            return true;
+        p += n + (c != NULL);
+    }
+    return false;
+}
+
+/* Why the loader will ignore LD_PRELOAD for this program, or NULL: a
+ * static ELF (no PT_INTERP), or a set-user/group-ID program that runs
+ * with other credentials (AT_SECURE).  A script is judged by its
+ * interpreter. */
+static const char *untracked_why(const char *file, int depth)
+{
+    static char why[PATH_MAX + 64];
+    struct stat st;
+    if (stat(file, &st) != 0)
+        return NULL;
+    if (((st.st_mode & S_ISUID) && st.st_uid != geteuid()) || ((st.st_mode & S_ISGID) && st.st_gid != getegid()))
+        return (st.st_mode & S_ISUID) ? "a set-user-ID program (the loader ignores LD_PRELOAD there)"
+                                      : "a set-group-ID program (the loader ignores LD_PRELOAD there)";
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    unsigned char head[256];
+    ssize_t n = read(fd, head, sizeof(head) - 1);
+    const char *res = NULL;
+    if (n > 2 && head[0] == '#' && head[1] == '!' && depth < 4) {
+        head[n] = 0;
+        char *p = (char *)head + 2;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        char *e = p;
+        while (*e && *e != ' ' && *e != '\t' && *e != '\n')
+            e++;
+        *e = 0;
+        char interp[PATH_MAX];
+        snprintf(interp, sizeof(interp), "%s", p);
+        close(fd);
+        return untracked_why(interp, depth + 1);
+    }
+    if (n >= (ssize_t)sizeof(Elf64_Ehdr) && memcmp(head, ELFMAG, SELFMAG) == 0 && head[EI_CLASS] == ELFCLASS64) {
+        Elf64_Ehdr eh;
+        memcpy(&eh, head, sizeof(eh));
+        bool interp = false;
+        for (unsigned i = 0; i < eh.e_phnum && !interp; i++) {
+            Elf64_Phdr ph;
+            if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + (Elf64_Off)i * eh.e_phentsize)) != sizeof(ph))
+                break;
+            interp = ph.p_type == PT_INTERP;
+        }
+        if (!interp) {
+            snprintf(why, sizeof(why), "statically linked (%s has no ELF interpreter, so nothing reads LD_PRELOAD)",
+                     file);
+            res = why;
+        }
+    }
+    close(fd);
+    return res;
+}
+
 int cmd_run(int argc, char **argv)
 {
     char preload[PATH_MAX] = "";
     const char *mode = NULL, *output = NULL;
+    bool given[SFP_OPT_COUNT] = {false};
     int i;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -173,14 +341,52 @@ int cmd_run(int argc, char **argv)
             mode = val;
         if (f->opt == SFP_OPT_OUTPUT)
             output = val;
+        given[f->opt] = true;
+        char stats_abs[2 * PATH_MAX + 2];
+        if (f->opt == SFP_OPT_STATS_FILE && val[0] != '/') {
+            /* the program may change directory: the preload opens it by
+             * an absolute name */
+            char cwd[PATH_MAX];
+            if (!getcwd(cwd, sizeof(cwd)))
+                usage_error("run", "--stats-file %s: %s", val, strerror(errno));
+            snprintf(stats_abs, sizeof(stats_abs), "%s/%s", cwd, val);
+            val = stats_abs;
+        }
         char name[64];
         snprintf(name, sizeof(name), "SNAPFAULT_%s", sfp_option_table[f->opt].name);
         setenv(name, val, 1);
     }
     if (i >= argc)
         usage_error("run", "missing PROGRAM");
+    if (!mode)
+        mode = getenv("SNAPFAULT_MODE");
+    long long mode_v = SFP_MODE_TRACK;
+    const char *why;
+    if (mode && sfp_option_parse(SFP_OPT_MODE, mode, &mode_v, &why))
+        mode_v = SFP_MODE_TRACK;
     if (output)
-        check_output(output, mode && strcmp(mode, "snapshot") == 0);
+        check_output(output, mode_v == SFP_MODE_SNAPSHOT);
+    env_notes((int)mode_v, given);
+    char prog[PATH_MAX];
+    const char *untracked = mode_v != SFP_MODE_OFF && resolve(argv[i], prog, sizeof(prog)) ? untracked_why(prog, 0)
+                                                                                          : NULL;
+    if (untracked && !quiet()) {
+        const char *v = getenv("SNAPFAULT_VERBOSE");
+        long long vv = 0;
+        bool verbose = v && sfp_option_parse(SFP_OPT_VERBOSE, v, &vv, &why) == 0 && vv;
+        fprintf(stderr, "snapfault run: warning: %s runs untracked: %s; no record%s will appear\n", argv[i],
+                verbose ? untracked : strncmp(untracked, "statically", 10) == 0 ? "statically linked" : "set-ID program",
+                mode_v == SFP_MODE_SNAPSHOT ? " or image" : "");
+        const char *sf = getenv("SNAPFAULT_STATS_FILE"), *ss = getenv("SNAPFAULT_SHOW_STATS");
+        if ((sf && *sf) || (ss && sfp_option_parse(SFP_OPT_SHOW_STATS, ss, &vv, &why) == 0 && vv)) {
+            FILE *out = sf && *sf ? fopen(sf, "a") : stderr;
+            if (out) {
+                fprintf(out, "snapfault: pid %d (%s): untracked, %s: no summary\n", (int)getpid(), argv[i], untracked);
+                if (out != stderr)
+                    fclose(out);
+            }
+        }
+    }
     if (!preload[0]) {
         const char *env = getenv("SNAPFAULT_PRELOAD_LIB");
         if (env && *env) {

@@ -43,6 +43,7 @@ size_t sfp_fmt(char *buf, size_t cap, const char *fmt, ...)
     return (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
+static void vmsg(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static void vmsg(const char *fmt, va_list ap)
 {
     int saved = errno;

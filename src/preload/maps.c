@@ -10,8 +10,12 @@
 
 char *sfp_maps_read(size_t *len)
 {
-    int fd = (int)sfp_raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/maps",
-                                  O_RDONLY | O_CLOEXEC, 0, 0, 0);
+    return sfp_proc_read("/proc/self/maps", len);
+}
+
+char *sfp_proc_read(const char *path, size_t *len)
+{
+    int fd = (int)sfp_raw_syscall(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC, 0, 0, 0);
     if (fd < 0)
         return NULL;
     size_t cap = 1 << 16, n = 0;
@@ -138,4 +142,57 @@ size_t sfp_objects(struct sfp_object *out, size_t max)
     struct objs_ctx c = {out, max, 0, true};
     dl_iterate_phdr(obj_cb, &c);
     return c.n;
+}
+
+/* /proc/self/smaps: the VMAs that hold transparent huge pages now
+ * (AnonHugePages) or are marked for them (MADV_HUGEPAGE: "hg" in VmFlags,
+ * unless "nh" too), in address order. */
+size_t sfp_thp_ranges(struct sfp_thp_range **out)
+{
+    size_t len, n = 0, cap = 0;
+    *out = NULL;
+    char *buf = sfp_proc_read("/proc/self/smaps", &len);
+    if (!buf)
+        return 0;
+    struct sfp_thp_range cur = {0, 0, 0, false};
+    bool have = false;
+    char *p = buf, *end = buf + len;
+    while (p < end) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        char c = *p;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) {
+            struct sfp_mapline ml;
+            char *q = p;
+            if (sfp_maps_next(&q, eol, &ml)) {
+                cur = (struct sfp_thp_range){ml.start, ml.end, 0, false};
+                have = true;
+            }
+        } else if (have && eol - p > 14 && strncmp(p, "AnonHugePages:", 14) == 0) {
+            char *q = p + 14;
+            while (q < eol && *q == ' ')
+                q++;
+            while (q < eol && *q >= '0' && *q <= '9')
+                cur.huge_kb = cur.huge_kb * 10 + (unsigned long)(*q++ - '0');
+        } else if (have && eol - p > 8 && strncmp(p, "VmFlags:", 8) == 0) {
+            *eol = 0;
+            cur.marked = strstr(p, " hg") && !strstr(p, " nh");
+            if (cur.huge_kb || cur.marked) {
+                if (n == cap) {
+                    size_t nc = cap ? 2 * cap : 16;
+                    struct sfp_thp_range *o2 = sfp_realloc(*out, nc * sizeof(**out));
+                    if (!o2)
+                        break;
+                    *out = o2;
+                    cap = nc;
+                }
+                (*out)[n++] = cur;
+            }
+            have = false;
+        }
+        p = eol + 1;
+    }
+    sfp_free(buf);
+    return n;
 }

@@ -13,6 +13,7 @@
 
 static const char *const mode_names[] = {"off", "track", "snapshot", NULL};
 static const char *const fork_names[] = {"follow", "untrack", NULL};
+static const char *const thp_names[] = {"split", "keep", NULL};
 /* In sf_engine order. */
 static const char *const engine_names[] = {"auto", "cow", "mirror", NULL};
 
@@ -56,10 +57,80 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
                             "snapshot mode: a last image at exit and on SIGTERM/SIGINT/SIGHUP"},
     [SFP_OPT_TOP] = {"TOP", SFP_T_INT, "10", NULL, 1, 1000,
                      "entries in the summary's tables"},
+    [SFP_OPT_THP] = {"THP", SFP_T_CHOICE, "split", thp_names, 0, 0,
+                     "transparent huge pages: split (tracked 4 KiB-grained) | keep (left untracked)"},
+    [SFP_OPT_STATS_FILE] = {"STATS_FILE", SFP_T_STRING, "", NULL, 0, 0,
+                            "append the summary to this file (implies SHOW_STATS; default: stderr)"},
     [SFP_OPT_ENGINE] = {"ENGINE", SFP_T_CHOICE, "auto", engine_names, 0, 0,
                         "snapshot mode: cow | mirror (a shadow of all tracked memory) | auto "
                         "(the backend's; cow with backend auto)"},
 };
+
+/* Not options, but read by the library (DEBUG), by `snapfault run`
+ * (PRELOAD_LIB) or by the compat suite (TOOL): never called unknown. */
+static const char *const other_names[] = {"DEBUG", "PRELOAD_LIB", "TOOL", NULL};
+
+bool sfp_known_other_name(const char *name, size_t n)
+{
+    for (int i = 0; other_names[i]; i++)
+        if (strlen(other_names[i]) == n && strncasecmp(name, other_names[i], n) == 0)
+            return true;
+    return false;
+}
+
+/* Levenshtein distance without case, for names of at most 31 characters. */
+static size_t name_distance(const char *a, size_t na, const char *b)
+{
+    size_t nb = strlen(b), row[32];
+    if (na > 31 || nb > 31)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= nb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= na; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= nb; j++) {
+            size_t up = row[j];
+            size_t sub = diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            size_t best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
+            row[j] = sub < best ? sub : best;
+            diag = up;
+        }
+    }
+    return row[nb];
+}
+
+int sfp_option_closest(const char *name, size_t n)
+{
+    int best = -1;
+    size_t bd = SIZE_MAX;
+    for (int o = 0; o < SFP_OPT_COUNT; o++) {
+        size_t d = name_distance(name, n, sfp_option_table[o].name);
+        if (d < bd)
+            bd = d, best = o;
+    }
+    /* a third of the name may be wrong, at least one character */
+    size_t limit = n / 3 > 1 ? n / 3 : 1;
+    return bd <= limit ? best : -1;
+}
+
+bool sfp_option_applies(sfp_opt o, int mode)
+{
+    switch (o) {
+    case SFP_OPT_SNAPSHOT_SIGNAL:
+    case SFP_OPT_SNAPSHOT_EVERY:
+    case SFP_OPT_STORE_LIMIT:
+    case SFP_OPT_MAX_IMAGES:
+    case SFP_OPT_EXIT_IMAGE:
+        return mode == SFP_MODE_SNAPSHOT;
+    case SFP_OPT_ATTRIBUTE:
+    case SFP_OPT_ATTRIBUTE_DEPTH:
+    case SFP_OPT_STATS_FILE:
+        return mode == SFP_MODE_TRACK;
+    default:
+        return true;
+    }
+}
 
 bool sfp_ieq(const char *a, const char *b)
 {

@@ -19,6 +19,7 @@
  * ------------------------------------------------------------------------ */
 enum sfp_mode { SFP_MODE_OFF = 0, SFP_MODE_TRACK, SFP_MODE_SNAPSHOT };
 enum sfp_fork { SFP_FORK_FOLLOW = 0, SFP_FORK_UNTRACK };
+enum sfp_thp { SFP_THP_SPLIT = 0, SFP_THP_KEEP };
 
 /* SNAPFAULT_INCLUDE bits */
 #define SFP_INC_HEAP   (1u << 0)
@@ -49,6 +50,9 @@ typedef enum {
     SFP_OPT_MAX_IMAGES,
     SFP_OPT_EXIT_IMAGE,
     SFP_OPT_TOP,
+    /* user-facing defaults: huge pages, where the summary goes */
+    SFP_OPT_THP,
+    SFP_OPT_STATS_FILE,
     SFP_OPT_ENGINE,
     SFP_OPT_COUNT
 } sfp_opt;
@@ -68,6 +72,14 @@ extern const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT];
  * strings, pointing into text), or -1 with a reason in why. */
 int sfp_option_parse(sfp_opt o, const char *text, long long *val, const char **why);
 bool sfp_ieq(const char *a, const char *b); /* ASCII, without case */
+/* SNAPFAULT_* names that are not options but are read by someone (the
+ * library's DEBUG, the command's PRELOAD_LIB, ...): never warned about. */
+bool sfp_known_other_name(const char *name, size_t n);
+/* The option whose name is closest to name[0..n) (edit distance, without
+ * case), or -1 when none is close enough to be a misspelling. */
+int sfp_option_closest(const char *name, size_t n);
+/* Options given that do nothing in mode (enum sfp_mode): a bit per option. */
+bool sfp_option_applies(sfp_opt o, int mode);
 /* config.c (preload only).  Loads every option from envp (NULL: defaults only).  secure: ignore the
  * environment (setuid).  Warnings for bad values go through sfp_warn. */
 void sfp_options_load(char *const *envp, bool secure);

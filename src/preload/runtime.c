@@ -54,6 +54,11 @@ static bool g_finished;               /* the E record is written */
 static struct sfp_out *g_out;
 static char g_out_path[512];
 static uint64_t g_seq, g_total_pages, g_peak_pages, g_peak_seq, g_collect_ns, g_collect_max_ns;
+/* Rates use each interval's real length: from the previous collect (or the
+ * start of tracking) to this one.  g_span_ns sums them, so that the mean
+ * (total over the duration) can never exceed the peak. */
+static uint64_t g_last_collect_ns, g_span_ns;
+static double g_peak_rate; /* pages per second */
 static uint64_t g_scans, g_scan_ns; /* reconciles with /proc/self/maps */
 
 void sfp_lock(void) { pthread_mutex_lock(&g_lock); }
@@ -107,6 +112,7 @@ static uint32_t label_new(enum sfp_kind kind, const char *name, uintptr_t lo, ui
     l->lo = lo;
     l->hi = hi;
     l->announce = true;
+    sfp_fmt(l->prot, sizeof(l->prot), "rw-p");
     sfp_fmt(l->name, sizeof(l->name), "%s", name);
     return (uint32_t)sfp_nlabels++;
 }
@@ -220,6 +226,62 @@ static void refused_forget(uintptr_t start, uintptr_t end)
             g_refused[i] = g_refused[--g_nrefused];
         else
             i++;
+}
+
+/* ------------------------------------------------------------------------
+ * Transparent huge pages.  Arming a page inside a huge page (write-protect
+ * or mprotect of part of it) splits the huge page on the next write, with
+ * every backend: tracking is 4 KiB-grained and the program loses its huge
+ * pages.  With SNAPFAULT_THP=keep, ranges the program asked huge pages for
+ * (MADV_HUGEPAGE) or already holds huge pages in are left untracked, and
+ * the record says so (a W line per range).
+ * ------------------------------------------------------------------------ */
+#define SFP_HUGE (2u << 20)
+static bool g_thp_keep;
+static uint64_t g_thp_kept, g_thp_kept_bytes;
+static struct sfp_thp_range *g_thp;
+static size_t g_nthp;
+static uintptr_t *g_thp_noted; /* starts of the ranges said already */
+static size_t g_nthp_noted, g_thp_noted_cap;
+
+static bool thp_possible(uintptr_t start, uintptr_t end)
+{
+    uintptr_t a = (start + SFP_HUGE - 1) & ~(uintptr_t)(SFP_HUGE - 1);
+    return a + SFP_HUGE <= end && a >= start;
+}
+
+static const struct sfp_thp_range *thp_overlap(uintptr_t start, uintptr_t end)
+{
+    for (size_t i = 0; i < g_nthp; i++) {
+        if (g_thp[i].start >= end)
+            break;
+        if (start < g_thp[i].end)
+            return &g_thp[i];
+    }
+    return NULL;
+}
+
+static void track_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void thp_note(const struct sfp_thp_range *r)
+{
+    for (size_t i = 0; i < g_nthp_noted; i++)
+        if (g_thp_noted[i] == r->start)
+            return;
+    if (g_nthp_noted == g_thp_noted_cap) {
+        size_t cap = g_thp_noted_cap ? 2 * g_thp_noted_cap : 16;
+        uintptr_t *n2 = sfp_realloc(g_thp_noted, cap * sizeof(*n2));
+        if (!n2)
+            return;
+        g_thp_noted = n2;
+        g_thp_noted_cap = cap;
+    }
+    g_thp_noted[g_nthp_noted++] = r->start;
+    g_thp_kept++;
+    g_thp_kept_bytes += r->end - r->start;
+    track_note("huge pages kept (THP=keep): %lx-%lx (%lu kB in huge pages%s) left untracked",
+               (unsigned long)r->start, (unsigned long)r->end, r->huge_kb,
+               r->marked ? ", MADV_HUGEPAGE" : "");
 }
 
 /* ------------------------------------------------------------------------
@@ -404,6 +466,11 @@ void sfp_track_new(uintptr_t start, uintptr_t end, int prot, int flags)
     end = page_up(end);
     if (sfp_own_overlaps(start, end))
         return;
+    /* THP=keep: a mapping that can hold a huge page is left to the
+     * scanner, which sees whether the program asked for huge pages
+     * (MADV_HUGEPAGE) or got them; armed, its huge pages would split. */
+    if (g_thp_keep && thp_possible(start, end))
+        return;
     char name[40];
     sfp_fmt(name, sizeof(name), "anon@%lx", (unsigned long)start);
     track_range(start, end, label_new(SFP_K_ANON, name, start, end));
@@ -533,6 +600,7 @@ static void cand_add(uintptr_t start, uintptr_t end)
 }
 
 static char g_exe_base[64] = "program";
+static char g_exe_path[160] = "program";
 
 static const struct sfp_object *object_of(uintptr_t start, uintptr_t end)
 {
@@ -550,7 +618,7 @@ static int classify(const struct sfp_mapline *ml, const struct sfp_mapline *prev
         return -1;
     const char *path = ml->path;
     if (strcmp(path, "[heap]") == 0) {
-        sfp_fmt(name, cap, "heap");
+        sfp_fmt(name, cap, "[heap]");
         return (g_include & SFP_INC_HEAP) ? SFP_K_HEAP : -1;
     }
     const struct sfp_object *obj = object_of(ml->start, ml->end);
@@ -565,7 +633,8 @@ static int classify(const struct sfp_mapline *ml, const struct sfp_mapline *prev
          * file is anonymous and always works. */
         if (ml->inode && g_backend != SF_BACKEND_MPROTECT)
             return -1;
-        sfp_fmt(name, cap, "data:%s", g_exe_base);
+        sfp_fmt(name, cap, "%s", ml->inode ? path : prev && prev->inode && prev->end == ml->start ? prev->path
+                                                                                                : g_exe_path);
         return SFP_K_DATA;
     }
     if (strncmp(path, "[anon:", 6) == 0 || (!*path && !ml->inode)) {
@@ -579,7 +648,10 @@ static int classify(const struct sfp_mapline *ml, const struct sfp_mapline *prev
                          !prev->inode && !*prev->path;
         if (stacklike && atomic_load(&sfp_prefault_needed))
             return -1;
-        sfp_fmt(name, cap, "anon@%lx", (unsigned long)ml->start);
+        if (*path)
+            sfp_fmt(name, cap, "%s", path); /* [anon:NAME] (prctl PR_SET_VMA_ANON_NAME) */
+        else
+            sfp_fmt(name, cap, "anon@%lx", (unsigned long)ml->start);
         return SFP_K_ANON;
     }
     return -1; /* [stack], [vvar], files, devices, shared memory */
@@ -670,6 +742,19 @@ static void reconcile_body(void)
         sfp_free(buf);
         return;
     }
+    if (g_thp_keep) {
+        sfp_free(g_thp);
+        g_nthp = sfp_thp_ranges(&g_thp);
+        /* what is tracked and now backed by huge pages (or marked for
+         * them) is let go, before the next write splits them */
+        for (size_t t = 0; t < g_nthp; t++) {
+            size_t i = seg_lower_bound(g_thp[t].start);
+            if (i < g_nsegs && g_segs[i].start < g_thp[t].end) {
+                untrack_range(g_thp[t].start, g_thp[t].end);
+                thp_note(&g_thp[t]);
+            }
+        }
+    }
 
     /* Pass 1: parts of segments that no line keeps valid any more (unmapped
      * or re-protected where the interposers could not see) are dropped. */
@@ -720,6 +805,11 @@ static void reconcile_body(void)
         cand_add(m->start, m->end);
         if (refused_overlaps(m->start, m->end))
             continue;
+        const struct sfp_thp_range *huge = g_thp_keep ? thp_overlap(m->start, m->end) : NULL;
+        if (huge) {
+            thp_note(huge);
+            continue;
+        }
         size_t i = seg_lower_bound(m->start);
         if (i < g_nsegs && g_segs[i].start <= m->start && g_segs[i].end >= m->end)
             continue; /* fully tracked already */
@@ -734,7 +824,7 @@ static void reconcile_body(void)
         uint32_t label;
         if (kind == SFP_K_HEAP) {
             if (g_heap_label == UINT32_MAX)
-                g_heap_label = label_new(SFP_K_HEAP, "heap", m->start, m->end);
+                g_heap_label = label_new(SFP_K_HEAP, name, m->start, m->end);
             label = g_heap_label;
         } else if (kind == SFP_K_DATA) {
             if (g_data_label == UINT32_MAX)
@@ -745,7 +835,14 @@ static void reconcile_body(void)
             struct sfp_label *l = i < g_nsegs && g_segs[i].start < m->end ? &sfp_labels[g_segs[i].label]
                                                                         : NULL;
             label = l ? (uint32_t)(l - sfp_labels) : label_new((enum sfp_kind)kind, name, m->start, m->end);
+            /* named after it was mapped (prctl PR_SET_VMA_ANON_NAME) */
+            if (l && strncmp(l->name, "anon@", 5) == 0 && name[0] == '[') {
+                sfp_fmt(l->name, sizeof(l->name), "%s", name);
+                l->announce = true;
+            }
         }
+        if (label != UINT32_MAX && sfp_labels[label].nsegs == 0)
+            sfp_fmt(sfp_labels[label].prot, sizeof(sfp_labels[label].prot), "%s", m->perms);
         track_outside_registries(m->start, m->end, label);
     }
     sfp_free(lines);
@@ -894,10 +991,34 @@ int sfp_create_output(const char *tmpl, char *path, size_t cap)
 {
     bool had_pid;
     size_t n = expand(tmpl, path, cap, &had_pid);
+    /* "-" is not stdout here: records are per process, and the program's
+     * stdout is its own.  Refused, as `snapfault run` refuses it, and so are
+     * devices (/dev/stdout, /dev/null; /dev/shm is a file system). */
+    if (strcmp(path, "-") == 0 || (strncmp(path, "/dev/", 5) == 0 && strncmp(path, "/dev/shm/", 9) != 0) ||
+        strncmp(path, "/proc/", 6) == 0)
+        return -EINVAL;
+    /* A directory (existing, or named with a trailing slash) holds one
+     * record per process: DIR/snapfault.PID.sft. */
+    struct stat st;
+    bool slash = n && path[n - 1] == '/';
+    if (slash || (sfp_raw_syscall(SYS_newfstatat, AT_FDCWD, (long)path, (long)&st, 0, 0, 0) == 0 &&
+                  S_ISDIR(st.st_mode))) {
+        if (slash)
+            sfp_raw_syscall(SYS_mkdirat, AT_FDCWD, (long)path, 0700, 0, 0, 0);
+        n += sfp_fmt(path + n, cap - n, "%ssnapfault.%d.sft", slash ? "" : "/", (int)g_pid);
+        had_pid = true;
+    }
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_APPEND;
     int fd = (int)sfp_raw_syscall(SYS_openat, AT_FDCWD, (long)path, flags, 0600, 0, 0);
     if (fd != -EEXIST)
         return fd;
+    /* Something that is not a regular file (/dev/stdout, a fifo, a
+     * device) is not a record: never create a file beside it (in /dev). */
+    if (sfp_raw_syscall(SYS_newfstatat, AT_FDCWD, (long)path, (long)&st, AT_SYMLINK_NOFOLLOW, 0, 0) == 0 &&
+        !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+        return -EINVAL;
+    if (sfp_raw_syscall(SYS_newfstatat, AT_FDCWD, (long)path, (long)&st, 0, 0, 0) == 0 && !S_ISREG(st.st_mode))
+        return -EINVAL;
     /* Taken already: by a parent or sibling of the same run (a fixed
      * name), or by the program this process was before an exec (same
      * pid).  This process writes beside it, never over it. */
@@ -998,11 +1119,31 @@ static void write_labels(void)
     for (size_t i = 0; i < sfp_nlabels; i++) {
         struct sfp_label *l = &sfp_labels[i];
         if (l->announce && l->nsegs) {
-            sfp_out_printf(g_out, "L\t%u\t%s\t%lx\t%lx\t%s\n", l->id, sfp_kind_names[l->kind],
-                           (unsigned long)l->lo, (unsigned long)l->hi, l->name);
+            sfp_out_printf(g_out, "L\t%u\t%s\t%lx\t%lx\t%s\t%s\n", l->id, sfp_kind_names[l->kind],
+                           (unsigned long)l->lo, (unsigned long)l->hi, l->prot, l->name);
             l->announce = false;
         }
     }
+}
+
+/* A note for the reader of the record (W), or for -v in snapshot mode. */
+static void track_note(const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sfp_info("%s", msg);
+    /* In snapshot mode the images lack what is left untracked: said once
+     * without -v too. */
+    static bool said;
+    if (g_mode == SFP_MODE_SNAPSHOT && !said) {
+        said = true;
+        sfp_warn("%s: the images do not hold it", msg);
+    }
+    if (g_mode == SFP_MODE_TRACK && g_out)
+        sfp_out_printf(g_out, "W\t%llu\t%s\n", (unsigned long long)((sfp_now_ns() - sfp_t0_ns) / 1000000), msg);
 }
 
 /* Re-arming (collect, take) waits up to 100 ms for calls that retry a
@@ -1027,6 +1168,11 @@ static void track_interval(void)
         sfp_warn_once(SFP_ONCE_TRACK, "collect failed: %s", sf_strerror(rc));
         return;
     }
+    uint64_t from = g_last_collect_ns ? g_last_collect_ns : sfp_t0_ns;
+    uint64_t span = t1 > from ? t1 - from : 1;
+    g_last_collect_ns = t1;
+    g_span_ns += span;
+    double per_s = 1e9 / (double)span;
     g_collect_ns += t1 - t0;
     if (t1 - t0 > g_collect_max_ns)
         g_collect_max_ns = t1 - t0;
@@ -1047,6 +1193,8 @@ static void track_interval(void)
             l->cum += l->ival;
             if (l->ival > l->peak)
                 l->peak = l->ival;
+            if ((double)l->ival * per_s > l->peak_rate)
+                l->peak_rate = (double)l->ival * per_s;
             sfp_out_printf(g_out, "D\t%llu\t%u\t%llu\t%llu\t%llu\n", (unsigned long long)g_seq, l->id,
                            (unsigned long long)l->ival,
                            (unsigned long long)(l->ival << sf_page_shift), (unsigned long long)l->cum);
@@ -1058,8 +1206,10 @@ static void track_interval(void)
         }
     }
     g_total_pages += pages;
-    if (pages > g_peak_pages) {
+    if (pages > g_peak_pages)
         g_peak_pages = pages;
+    if ((double)pages * per_s > g_peak_rate) {
+        g_peak_rate = (double)pages * per_s;
         g_peak_seq = g_seq;
     }
     sfp_out_flush(g_out);
@@ -1097,11 +1247,103 @@ static int cmp_label_cum(const void *a, const void *b)
     return x->cum < y->cum ? 1 : x->cum > y->cum ? -1 : 0;
 }
 
+/* The summary (SHOW_STATS, STATS_FILE) goes to a descriptor taken at
+ * start-up: a dup of stderr as it was then (the program may close or
+ * redirect its own later), or the stats file opened for appending.  Both
+ * are close-on-exec: a program this one executes opens its own.  -1: none. */
+static int g_stats_fd = -1;
+static dev_t g_stats_dev;
+static ino_t g_stats_ino;
+
+/* The descriptor, if it is still the file it was: a program that closed
+ * it and opened something else at the same number gets stderr instead. */
+int sfp_stats_fd(void)
+{
+    struct stat st;
+    if (g_stats_fd < 0)
+        return -1;
+    if (sfp_raw_syscall(SYS_fstat, g_stats_fd, (long)&st, 0, 0, 0, 0) != 0 || st.st_dev != g_stats_dev ||
+        st.st_ino != g_stats_ino)
+        return 2;
+    return g_stats_fd;
+}
+
+static void stats_remember(int fd)
+{
+    struct stat st;
+    g_stats_fd = fd;
+    if (fd >= 0 && sfp_raw_syscall(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) == 0) {
+        g_stats_dev = st.st_dev;
+        g_stats_ino = st.st_ino;
+    }
+}
+
+/* A descriptor far above the program's usual ones, close-on-exec. */
+static int dup_high(int fd)
+{
+    static const int floors[] = {1000, 100, 10};
+    for (size_t i = 0; i < sizeof(floors) / sizeof(floors[0]); i++) {
+        long r = sfp_raw_syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floors[i], 0, 0, 0);
+        if (r >= 0)
+            return (int)r;
+    }
+    return -1;
+}
+
+static void stats_open(void)
+{
+    const char *file = sfp_opt_str(SFP_OPT_STATS_FILE);
+    if (sfp_opt_explicit(SFP_OPT_STATS_FILE) && *file) {
+        int fd = (int)sfp_raw_syscall(SYS_openat, AT_FDCWD, (long)file,
+                                      O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600, 0, 0);
+        if (fd < 0) {
+            sfp_warn("cannot open the stats file %s: %s; the summary goes to stderr", file, sfp_errstr(fd));
+        } else {
+            int hi = dup_high(fd);
+            if (hi >= 0) {
+                sfp_raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
+                fd = hi;
+            }
+            stats_remember(fd);
+            return;
+        }
+    } else if (!sfp_opt_val(SFP_OPT_SHOW_STATS)) {
+        return;
+    }
+    stats_remember(dup_high(2));
+}
+
+/* The summary is built whole and written with one write(2), so that the
+ * processes of a tree appending to one stats file never interleave. */
+struct sumbuf {
+    char *p;
+    size_t n, cap;
+};
+
+static void sum_add(struct sumbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sum_add(struct sumbuf *b, const char *fmt, ...)
+{
+    if (!b->p)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        b->n += (size_t)n < b->cap - b->n ? (size_t)n : b->cap - b->n - 1;
+}
+
 static void track_summary(bool to_file, const char *how)
 {
     uint64_t dur_ns = sfp_now_ns() - sfp_t0_ns;
+    /* The mean is over the whole run and at least over the intervals
+     * collected: so mean <= peak, the peak being the highest of the
+     * intervals' rates over their real lengths. */
+    uint64_t over_ns = dur_ns > g_span_ns ? dur_ns : g_span_ns;
     double secs = (double)dur_ns / 1e9, mib = (double)(g_total_pages << sf_page_shift) / 1048576.0;
-    double peak_mibs = (double)(g_peak_pages << sf_page_shift) / 1048576.0 / ((double)g_interval_ms / 1000.0);
+    double page_mib = (double)sf_page_size / 1048576.0;
+    double mean_mibs = over_ns ? mib / ((double)over_ns / 1e9) : 0.0;
+    double peak_mibs = g_peak_rate * page_mib;
     if (to_file) {
         sfp_out_printf(g_out, "E\t%llu\t%llu\t%llu\t%llu\t%s\n", (unsigned long long)(dur_ns / 1000000),
                        (unsigned long long)g_seq, (unsigned long long)g_total_pages,
@@ -1112,49 +1354,52 @@ static void track_summary(bool to_file, const char *how)
         sfp_out_flush(g_out);
         return;
     }
-    if (!sfp_opt_val(SFP_OPT_SHOW_STATS))
+    int sfd = sfp_stats_fd();
+    if (sfd < 0)
         return;
-    char buf[1024];
+    long top = (long)sfp_opt_val(SFP_OPT_TOP);
+    struct sumbuf b = {NULL, 0, 4096 + (size_t)top * 256};
+    b.p = sfp_malloc(b.cap);
     sf_stats st;
     sf_tracker_stats(sfp_tracker, &st);
-    size_t n = sfp_fmt(buf, sizeof(buf),
-                       "snapfault: pid %d (%s), track mode, backend %s (%s), %.2f s, %llu intervals of %ld ms\n"
-                       "snapfault: dirtied %llu pages (%.1f MiB): mean %.1f MiB/s, peak %.1f MiB/s "
-                       "(interval %llu)\n"
-                       "snapfault: tracked now %.1f MiB in %llu ranges; %llu faults; collect mean %.0f us, "
-                       "max %.0f us; maps scan mean %.0f us\n",
-                       (int)g_pid, how, sf_backend_name(g_backend), sf_fault_mode_name(g_fault_mode), secs,
-                       (unsigned long long)g_seq, g_interval_ms, (unsigned long long)g_total_pages, mib,
-                       secs > 0 ? mib / secs : 0.0, peak_mibs, (unsigned long long)g_peak_seq,
-                       (double)st.tracked_bytes / 1048576.0, (unsigned long long)st.regions,
-                       (unsigned long long)st.faults,
-                       g_seq ? (double)g_collect_ns / (double)g_seq / 1000.0 : 0.0,
-                       (double)g_collect_max_ns / 1000.0,
-                       g_scans ? (double)g_scan_ns / (double)g_scans / 1000.0 : 0.0);
-    sfp_write_all(2, buf, n);
+    sum_add(&b,
+            "snapfault: pid %d (%s), track mode, backend %s (%s), %.2f s, %llu intervals of %ld ms\n"
+            "snapfault: dirtied %llu pages (%.1f MiB): mean %.1f MiB/s, peak %.1f MiB/s (interval %llu)\n"
+            "snapfault: tracked now %.1f MiB in %llu ranges; %llu faults; collect mean %.0f us, "
+            "max %.0f us; maps scan mean %.0f us\n",
+            (int)g_pid, how, sf_backend_name(g_backend), sf_fault_mode_name(g_fault_mode), secs,
+            (unsigned long long)g_seq, g_interval_ms, (unsigned long long)g_total_pages, mib, mean_mibs,
+            peak_mibs, (unsigned long long)g_peak_seq, (double)st.tracked_bytes / 1048576.0,
+            (unsigned long long)st.regions, (unsigned long long)st.faults,
+            g_seq ? (double)g_collect_ns / (double)g_seq / 1000.0 : 0.0, (double)g_collect_max_ns / 1000.0,
+            g_scans ? (double)g_scan_ns / (double)g_scans / 1000.0 : 0.0);
+    if (g_thp_kept)
+        sum_add(&b, "snapfault: %llu ranges with transparent huge pages left untracked (THP=keep), "
+                    "%.1f MiB\n",
+                (unsigned long long)g_thp_kept, (double)g_thp_kept_bytes / 1048576.0);
     struct sfp_label **v = sfp_malloc((sfp_nlabels ? sfp_nlabels : 1) * sizeof(*v));
-    if (!v)
-        return;
-    size_t k = 0;
-    for (size_t i = 0; i < sfp_nlabels; i++)
-        if (sfp_labels[i].cum)
-            v[k++] = &sfp_labels[i];
-    qsort(v, k, sizeof(*v), cmp_label_cum);
-    long top = (long)sfp_opt_val(SFP_OPT_TOP);
-    n = sfp_fmt(buf, sizeof(buf), "snapfault: top mappings by pages dirtied:\n"
-                                  "snapfault: %12s %10s %12s  %s\n",
-                "pages", "MiB", "peak MiB/s", "mapping");
-    sfp_write_all(2, buf, n);
-    for (size_t i = 0; i < k && (long)i < top; i++) {
-        n = sfp_fmt(buf, sizeof(buf), "snapfault: %12llu %10.1f %12.1f  %s (%s)\n",
-                    (unsigned long long)v[i]->cum, (double)(v[i]->cum << sf_page_shift) / 1048576.0,
-                    (double)(v[i]->peak << sf_page_shift) / 1048576.0 / ((double)g_interval_ms / 1000.0),
-                    v[i]->name, sfp_kind_names[v[i]->kind]);
-        sfp_write_all(2, buf, n);
+    if (v) {
+        size_t k = 0;
+        for (size_t i = 0; i < sfp_nlabels; i++)
+            if (sfp_labels[i].cum)
+                v[k++] = &sfp_labels[i];
+        qsort(v, k, sizeof(*v), cmp_label_cum);
+        sum_add(&b, "snapfault: top mappings by pages dirtied:\n"
+                    "snapfault: %12s %10s %11s %11s  %-5s %s\n",
+                "pages", "MiB", "mean MiB/s", "peak MiB/s", "kind", "mapping");
+        for (size_t i = 0; i < k && (long)i < top; i++)
+            sum_add(&b, "snapfault: %12llu %10.1f %11.2f %11.1f  %-5s %s\n", (unsigned long long)v[i]->cum,
+                    (double)v[i]->cum * page_mib,
+                    over_ns ? (double)v[i]->cum * page_mib / ((double)over_ns / 1e9) : 0.0,
+                    v[i]->peak_rate * page_mib, sfp_kind_names[v[i]->kind], v[i]->name);
+        sfp_free(v);
     }
-    sfp_free(v);
+    if (b.p) {
+        sfp_write_all(sfd, b.p, b.n);
+        sfp_free(b.p);
+    }
     if (g_attr)
-        sfp_attr_report(2, (int)top, true);
+        sfp_attr_report(sfd, (int)top, true);
     else if (sfp_opt_val(SFP_OPT_ATTRIBUTE))
         sfp_warn("write attribution needs a sync backend; %s is in use, no call stacks were sampled",
                  sf_backend_name(g_backend));
@@ -1326,6 +1571,7 @@ static int setup_tracking(void)
     exe_name(exe, sizeof(exe));
     const char *slash = strrchr(exe, '/');
     sfp_fmt(g_exe_base, sizeof(g_exe_base), "%s", slash ? slash + 1 : exe);
+    sfp_fmt(g_exe_path, sizeof(g_exe_path), "%s", exe);
     g_attr = false;
     if (g_mode == SFP_MODE_TRACK && sfp_opt_val(SFP_OPT_ATTRIBUTE)) {
         if (!atomic_load(&sfp_prefault_needed))
@@ -1342,7 +1588,9 @@ static int setup_tracking(void)
         int fd = g_out ? sfp_create_output(tmpl, g_out_path, sizeof(g_out_path)) : -ENOMEM;
         if (fd < 0) {
             sfp_warn_once(SFP_ONCE_OUTPUT, "cannot create %s: %s; tracking without records",
-                          g_out_path[0] ? g_out_path : tmpl, sfp_errstr(fd));
+                          g_out_path[0] ? g_out_path : tmpl,
+                          fd == -EINVAL ? "not a regular file (records go to a file or a directory)"
+                                        : sfp_errstr(fd));
             if (g_out)
                 g_out->failed = true;
         } else {
@@ -1364,6 +1612,46 @@ static int setup_tracking(void)
 
 static void strip_preload_env(void);
 static void save_env(void);
+
+/* Settings that look wrong are said once per run: on the first process
+ * (or by `snapfault run`), which then marks the environment so that the
+ * programs it executes stay quiet (SNAPFAULT_NOTED is saved with the
+ * other settings and so reaches them too). */
+static void user_notes(void)
+{
+    for (char **e = environ; e && *e; e++)
+        if (strncmp(*e, "SNAPFAULT_NOTED=", 16) == 0)
+            return;
+    bool said = false;
+    for (char **e = environ; e && *e; e++) {
+        if (strncasecmp(*e, "SNAPFAULT_", 10) != 0)
+            continue;
+        const char *name = *e + 10, *eq = strchr(name, '=');
+        if (!eq)
+            continue;
+        size_t n = (size_t)(eq - name);
+        bool known = sfp_known_other_name(name, n) || (n == 5 && strncasecmp(name, "NOTED", 5) == 0);
+        for (int o = 0; o < SFP_OPT_COUNT && !known; o++)
+            known = strlen(sfp_option_table[o].name) == n && strncasecmp(name, sfp_option_table[o].name, n) == 0;
+        if (known)
+            continue;
+        int near = sfp_option_closest(name, n);
+        if (near >= 0)
+            sfp_warn("unknown setting SNAPFAULT_%.*s ignored; did you mean SNAPFAULT_%s?", (int)n, name,
+                     sfp_option_table[near].name);
+        else
+            sfp_warn("unknown setting SNAPFAULT_%.*s ignored (snapfault run --help lists them)", (int)n, name);
+        said = true;
+    }
+    static const char *const modes[] = {"off", "track", "snapshot"};
+    for (int o = 0; o < SFP_OPT_COUNT; o++)
+        if (sfp_opt_explicit((sfp_opt)o) && g_mode != SFP_MODE_OFF && !sfp_option_applies((sfp_opt)o, g_mode)) {
+            sfp_warn("SNAPFAULT_%s has no effect in %s mode", sfp_option_table[o].name, modes[g_mode]);
+            said = true;
+        }
+    if (said)
+        setenv("SNAPFAULT_NOTED", "1", 1);
+}
 static bool g_follow;
 _Atomic int sfp_chain_active;
 static void fork_prepare(void);
@@ -1387,6 +1675,9 @@ __attribute__((constructor(101))) static void sfp_init(void)
     g_mode = secure ? SFP_MODE_OFF : (int)sfp_opt_val(SFP_OPT_MODE);
     g_include = (unsigned)sfp_opt_val(SFP_OPT_INCLUDE);
     g_interval_ms = (long)sfp_opt_val(SFP_OPT_INTERVAL);
+    g_thp_keep = sfp_opt_val(SFP_OPT_THP) == SFP_THP_KEEP;
+    if (!secure)
+        user_notes();
     if (!sfp_opt_val(SFP_OPT_FOLLOW_EXEC))
         strip_preload_env();
     else if (g_mode != SFP_MODE_OFF) {
@@ -1403,6 +1694,7 @@ __attribute__((constructor(101))) static void sfp_init(void)
         sfp_in_runtime--;
         return;
     }
+    stats_open();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     exclude_main_tls();
     pthread_mutex_lock(&g_lock);
@@ -1548,6 +1840,10 @@ static void forget_parent_tracker(void)
     g_nprev = 0;
     g_first_scan = true;
     g_seq = g_total_pages = g_peak_pages = g_peak_seq = g_collect_ns = g_collect_max_ns = 0;
+    g_last_collect_ns = g_span_ns = 0;
+    g_peak_rate = 0;
+    g_thp_kept = g_thp_kept_bytes = 0;
+    g_nthp_noted = 0;
     g_scans = g_scan_ns = 0;
     g_out_path[0] = 0;
 }

@@ -23,7 +23,9 @@ struct sfp_label {
     uint64_t ival;          /* pages dirtied in the current interval */
     uint64_t cum;           /* pages dirtied since start */
     uint64_t peak;          /* most pages in one interval */
-    char name[96];
+    double peak_rate;       /* highest pages per second over one interval's real length */
+    char prot[5];           /* permissions in /proc/self/maps when adopted ("rw-p") */
+    char name[160];         /* the mapping's name: [heap], a file, [anon:NAME], anon@ADDR */
 };
 
 /* One line of /proc/self/maps. */
@@ -38,6 +40,14 @@ struct sfp_mapline {
 
 /* maps.c */
 char *sfp_maps_read(size_t *len);               /* private heap; NULL on failure */
+char *sfp_proc_read(const char *path, size_t *len); /* a /proc file, whole, terminated */
+/* VMAs backed by, or marked for, transparent huge pages (smaps). */
+struct sfp_thp_range {
+    uintptr_t start, end;
+    unsigned long huge_kb; /* AnonHugePages */
+    bool marked;           /* MADV_HUGEPAGE */
+};
+size_t sfp_thp_ranges(struct sfp_thp_range **out); /* *out on the private heap */
 bool sfp_maps_next(char **cursor, char *end, struct sfp_mapline *ml);
 /* Writable load segments of loaded objects (data + bss), page-rounded. */
 struct sfp_object {
@@ -56,6 +66,9 @@ uint64_t sfp_now_ns(void);               /* CLOCK_MONOTONIC */
 struct sfp_label *sfp_label_at(uintptr_t addr); /* under the runtime lock */
 void sfp_reconcile(void);                /* under the runtime lock */
 size_t sfp_drop_unregistered(void);      /* under the runtime lock */
+/* Where the summary goes (a dup of stderr taken at start-up, or the stats
+ * file); -1 when no summary was asked for. */
+int sfp_stats_fd(void);
 
 /* Output files: expands %p, creates 0600 with O_EXCL|O_NOFOLLOW; a path
  * without %p that exists already gets ".PID" appended.  -errno on failure. */
