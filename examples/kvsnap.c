@@ -3,6 +3,12 @@
  * without fork().  `kvsnap verify FILE` reloads an image and checks it.
  *
  *   kvsnap [--mb N] [--threads N] [--seconds S | --puts N] [--saves N] [--out DIR]
+ *          [--engine auto|cow|mirror]
+ *
+ * --engine: cow (writers pay a fault and a page copy per first write after
+ * a save) or mirror (writers pay nothing but the kernel's first-write
+ * fault; the take copies what was written since the previous save into a
+ * shadow, and the image streams from the shadow, never live memory).
  *
  * The writers warm up and the rate without a save is measured for
  * --seconds/4 each, or (--puts N, the test suite) until N puts each were
@@ -202,6 +208,7 @@ int main(int argc, char **argv)
     double seconds = 3;
     uint64_t puts = 0; /* 0: warm up and measure for seconds/4 each */
     const char *out = "/tmp";
+    sf_engine engine = SF_ENGINE_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mb") && i + 1 < argc)
             mb = strtoul(argv[++i], NULL, 10);
@@ -215,9 +222,14 @@ int main(int argc, char **argv)
             saves = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc)
             out = argv[++i];
-        else {
+        else if (!strcmp(argv[i], "--engine") && i + 1 < argc && (!strcmp(argv[i + 1], "auto") ||
+                 !strcmp(argv[i + 1], "cow") || !strcmp(argv[i + 1], "mirror"))) {
+            i++;
+            engine = !strcmp(argv[i], "cow") ? SF_ENGINE_COW : !strcmp(argv[i], "mirror") ? SF_ENGINE_MIRROR
+                                                                                       : SF_ENGINE_AUTO;
+        } else {
             fprintf(stderr, "usage: kvsnap [--mb N] [--threads N] [--seconds S | --puts N] [--saves N] "
-                            "[--out DIR]\n"
+                            "[--out DIR] [--engine auto|cow|mirror]\n"
                             "       kvsnap verify FILE\n");
             return 2;
         }
@@ -240,7 +252,7 @@ int main(int argc, char **argv)
     pthread_rwlock_init(&save_lock, NULL);
 
     sf_tracker *t;
-    sf_options opt = {.flags = SF_OPT_SNAPSHOTS};
+    sf_options opt = {.flags = SF_OPT_SNAPSHOTS, .engine = engine};
     int rc = sf_tracker_create(&t, &opt);
     if (!rc)
         rc = sf_track(t, arena, arena_len);
@@ -248,8 +260,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvsnap: snapfault: %s\n", sf_strerror(rc));
         return 1;
     }
-    printf("kvsnap: %zu MiB store, %u writer threads, backend %s (%s)\n", mb, nthreads,
-           sf_backend_name(sf_tracker_backend(t)), sf_fault_mode_name(sf_tracker_fault_mode(t)));
+    sf_stats est;
+    sf_tracker_stats(t, &est);
+    printf("kvsnap: %zu MiB store, %u writer threads, %s engine, backend %s (%s)\n", mb, nthreads,
+           sf_engine_name(est.engine), sf_backend_name(sf_tracker_backend(t)),
+           sf_fault_mode_name(sf_tracker_fault_mode(t)));
 
     pthread_t th[64];
     struct writer_arg wa[64];

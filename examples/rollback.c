@@ -3,7 +3,12 @@
  * fuzzers use today, measured in the same process.
  *
  *   rollback [--mb N] [--pages N] [--seconds S | --iterations N] [--backend NAME]
+ *            [--engine auto|cow|mirror]
  *
+ * --engine picks the snapshot engine: cow (copy-on-write, a fault and a page
+ * copy per first write) or mirror (uffd-async: writes resolved by the
+ * kernel, restore copies back from a shadow); run it once with each to see
+ * both side by side.
  * --seconds runs each loop for a while (a measurement); --iterations runs
  * the restore loop N times and the fork baseline N/20 times, at least once
  * (the test suite: the same checks on any machine). */
@@ -68,6 +73,7 @@ int main(int argc, char **argv)
     unsigned long iterations = 0; /* 0: run for `seconds` */
     sf_backend backend = SF_BACKEND_AUTO;
     unsigned flags = SF_OPT_SNAPSHOTS;
+    sf_engine engine = SF_ENGINE_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mb") && i + 1 < argc)
             mb = strtoul(argv[++i], NULL, 10);
@@ -84,11 +90,19 @@ int main(int argc, char **argv)
                 return 2;
             }
             backend = (sf_backend)b;
+        } else if (!strcmp(argv[i], "--engine") && i + 1 < argc) {
+            i++;
+            engine = !strcmp(argv[i], "cow") ? SF_ENGINE_COW : !strcmp(argv[i], "mirror") ? SF_ENGINE_MIRROR
+                   : !strcmp(argv[i], "auto") ? SF_ENGINE_AUTO : SF_ENGINE_COUNT;
+            if (engine == SF_ENGINE_COUNT) {
+                fprintf(stderr, "rollback: unknown engine %s\n", argv[i]);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--in-thread"))
             flags |= SF_OPT_INTHREAD_FAULTS;
         else {
             fprintf(stderr, "usage: rollback [--mb N] [--pages N] [--seconds S | --iterations N] "
-                            "[--backend NAME] [--in-thread]\n");
+                            "[--backend NAME] [--engine auto|cow|mirror] [--in-thread]\n");
             return 2;
         }
     }
@@ -127,7 +141,7 @@ int main(int argc, char **argv)
     double fork_rate = (double)forks / (now_s() - a);
 
     sf_tracker *t;
-    sf_options opt = {.backend = backend, .flags = flags};
+    sf_options opt = {.backend = backend, .flags = flags, .engine = engine};
     int rc = sf_tracker_create(&t, &opt);
     if (!rc)
         rc = sf_track(t, state, len);
@@ -161,8 +175,8 @@ int main(int argc, char **argv)
     sf_tracker_stats(t, &st);
     printf("rollback: %zu MiB state, %u random pages dirtied per iteration\n", mb, pages);
     printf("  fork per iteration:    %10.0f iterations/s\n", fork_rate);
-    printf("  sf_snapshot_restore:   %10.0f iterations/s  (%.1fx), %.1f us per restored page, backend %s, %s\n",
-           sf_rate, sf_rate / fork_rate, 1e6 / sf_rate / ((double)restored / (double)iters),
+    printf("  sf_snapshot_restore:   %10.0f iterations/s  (%.1fx), %.1f us per restored page, %s engine, backend %s, %s\n",
+           sf_rate, sf_rate / fork_rate, 1e6 / sf_rate / ((double)restored / (double)iters), sf_engine_name(st.engine),
            sf_backend_name(sf_tracker_backend(t)), sf_fault_mode_name(sf_tracker_fault_mode(t)));
     printf("  final state %s the snapshot; %" PRIu64 " faults, %" PRIu64 " copies, %" PRIu64 " reused\n",
            ok ? "equals" : "DIFFERS FROM", st.faults, st.copies, st.copies_shared);

@@ -28,7 +28,10 @@
  *   (2) each page is captured atomically at some instant during the take;
  *       for one instant for all pages, stop the threads that write the
  *       tracked memory for the duration of sf_snapshot_take (its pause is the
- *       cost bench/ measures as the take time).
+ *       cost bench/ measures as the take time).  Mirror engine: a write racing
+ *       the take's copy is resolved by the kernel at once (never blocked);
+ *       its page lands in this snapshot or is written after it, page by
+ *       page, and is always seen by the next take and collect.
  *
  * Faults taken on tracked memory are resolved lock-free: a fault never waits
  * for a collect, a take or a track, and those never wait for faults except
@@ -62,15 +65,37 @@ typedef struct sf_tracker sf_tracker;
 
 typedef enum {
     SF_BACKEND_AUTO = 0,
-    SF_BACKEND_UFFD_ASYNC, /* kernel-resolved uffd-wp + PAGEMAP_SCAN; tracking only
-                              (asked for explicitly with SF_OPT_SNAPSHOTS: full-copy
-                              snapshots whose restore copies back only the pages
-                              written since, for restore-heavy loops) */
+    SF_BACKEND_UFFD_ASYNC, /* kernel-resolved uffd-wp + PAGEMAP_SCAN; with
+                              SF_OPT_SNAPSHOTS: the mirror engine (see sf_engine) */
     SF_BACKEND_UFFD_SYNC,  /* uffd-wp faults resolved by snapfault (in-thread or handler thread) */
     SF_BACKEND_MPROTECT,   /* mprotect + SIGSEGV, any kernel */
     SF_BACKEND_SOFTDIRTY,  /* /proc/self/clear_refs + pagemap bit 55 */
 } sf_backend;
 #define SF_BACKEND_COUNT 5
+
+/* Snapshot engines: how a snapshot holds the content it must keep.
+ *   COW     copy-on-write (uffd-sync, mprotect): the first write to a page
+ *           after a take faults into snapfault, which copies the page first.
+ *           Memory: only the pages written while snapshots live.  A write
+ *           after a take costs a fault plus a page copy.
+ *   MIRROR  uffd-async (kernel-resolved write protection, no fault path):
+ *           a shadow copy of tracked memory, filled in the background from
+ *           sf_track on and brought up to date by each take with the pages
+ *           written since the previous take; the old shadow content a live
+ *           snapshot still needs is kept as page versions.  Memory: one
+ *           shadow the size of tracked memory plus the versions.  Writes
+ *           cost nothing but the kernel's first-write fault per take.
+ * See sf_options.engine and SF_OPT_LOW_MEMORY for how AUTO chooses. */
+typedef enum {
+    SF_ENGINE_AUTO = 0,
+    SF_ENGINE_COW,
+    SF_ENGINE_MIRROR,
+} sf_engine;
+#define SF_ENGINE_COUNT 3
+
+/* "auto", "cow", "mirror"; NULL for an unknown value.  Thread-safe,
+ * async-signal-safe. */
+SF_API const char *sf_engine_name(sf_engine e);
 
 /* sf_options.flags */
 #define SF_OPT_SNAPSHOTS       (1u << 0) /* the tracker must support sf_snapshot_take */
@@ -88,14 +113,44 @@ typedef enum {
                                             may then report unwritten neighbours */
 #define SF_OPT_EXACT           (1u << 5) /* never cluster: sf_collect reports exactly the
                                             written pages (default without snapshots) */
+#define SF_OPT_LOW_MEMORY      (1u << 8) /* with SF_OPT_SNAPSHOTS and AUTO: prefer the COW
+                                            engine (memory for written pages only) over
+                                            the mirror (a shadow of all tracked memory);
+                                            -ENOTSUP with an explicit uffd-async backend,
+                                            -EINVAL with SF_ENGINE_MIRROR */
 
 typedef struct {
     sf_backend backend;   /* SF_BACKEND_AUTO: best this process can use */
     unsigned flags;       /* SF_OPT_* */
     size_t store_limit;   /* bytes of page copies snapshots may hold; 0 = default
-                             (SF_DEFAULT_STORE_LIMIT) */
+                             (SF_DEFAULT_STORE_LIMIT); mirror: see below */
     unsigned handler_threads; /* uffd-sync handler threads; 0 = default (2) */
+    sf_engine engine;     /* with SF_OPT_SNAPSHOTS: SF_ENGINE_AUTO (the policy below),
+                             SF_ENGINE_COW or SF_ENGINE_MIRROR */
 } sf_options;
+/* Engines, backends and memory.  The engine follows the backend: COW runs on
+ * uffd-sync and mprotect, MIRROR on uffd-async (soft-dirty has no snapshots).
+ * An explicit engine with a backend that cannot run it: -ENOTSUP.
+ *
+ * AUTO with SF_OPT_SNAPSHOTS picks MIRROR (backend uffd-async) when the
+ * kernel has WP_ASYNC and PAGEMAP_SCAN (sf_caps.auto_engine says), unless
+ * SF_OPT_LOW_MEMORY is set; else COW on the best sync backend.  Choose:
+ *   MIRROR  takes and restores cost the pages written since the previous
+ *           take / since the snapshot, writes cost only the kernel's
+ *           first-write fault, reads and images never touch live memory
+ *           (a background image costs the program nothing but bandwidth);
+ *           memory: a shadow as large as the tracked memory (filled in the
+ *           background from sf_track on) plus the versions live snapshots
+ *           need.  read(2) into tracked memory works unprivileged.
+ *   COW     memory: only the pages written while snapshots live; each first
+ *           write to a page after a take costs a fault and a page copy.
+ *
+ * store_limit: COW: the page copies snapshots may hold.  MIRROR with an
+ * explicit store_limit: shadow plus versions (an sf_track whose shadow would
+ * pass it fails with -ENOSPC; a take whose versions would pass it fails with
+ * -ENOSPC); MIRROR with store_limit 0: the versions may hold
+ * SF_DEFAULT_STORE_LIMIT and the shadow is not counted, so the default never
+ * refuses to track memory larger than 1 GiB. */
 #define SF_DEFAULT_STORE_LIMIT ((size_t)1 << 30)
 
 /* How uffd-sync delivers faults; visible in sf_probe and sf_stats. */
@@ -249,9 +304,15 @@ typedef struct {
     int backend_ok[SF_BACKEND_COUNT];   /* 0 if usable, else -errno */
     char why[SF_BACKEND_COUNT][160];    /* reason when not usable ("" if usable) */
     sf_backend auto_tracking;      /* what AUTO picks for tracking only */
-    sf_backend auto_snapshots;     /* what AUTO picks with SF_OPT_SNAPSHOTS */
+    sf_backend auto_snapshots;     /* what AUTO picks with SF_OPT_SNAPSHOTS (the
+                                      backend of auto_engine; with SF_OPT_LOW_MEMORY
+                                      AUTO picks the COW backend, uffd-sync or
+                                      mprotect) */
     sf_fault_mode sync_mode;       /* uffd-sync delivery AUTO would use */
     char sync_mode_why[160];
+    sf_engine auto_engine;         /* the engine AUTO picks with SF_OPT_SNAPSHOTS
+                                      (without SF_OPT_LOW_MEMORY) */
+    char auto_engine_why[160];
 } sf_caps;
 
 /* Probes what this kernel and process support, by really trying each
@@ -280,13 +341,19 @@ typedef struct {
     uint64_t pages_collected;
     uint64_t degraded;        /* mprotect: runs left writable for the VMA budget */
     uint64_t vma_estimate;    /* mprotect: VMAs this tracker's protections create */
-    uint64_t copies;          /* snapshot page copies made by faults */
+    uint64_t copies;          /* page versions saved (COW: by faults; mirror: old shadow
+                                 content kept by takes for live snapshots) */
     uint64_t copies_shared;   /* saves that reused an existing copy */
     uint64_t store_bytes;     /* bytes of page copies held now */
     uint64_t store_limit;
     uint64_t snapshots_live;
     uint64_t snapshots_failed;
     uint64_t metadata_bytes;  /* per-page state and indexes */
+    sf_engine engine;         /* SF_ENGINE_AUTO: no snapshots */
+    uint64_t shadow_bytes;    /* mirror: bytes of shadow mapped (one per tracked byte) */
+    uint64_t version_bytes;   /* bytes of page versions held (= store_bytes) */
+    uint64_t take_copied;     /* mirror: pages takes copied into the shadow */
+    uint64_t precopied;       /* mirror: pages the background pre-copy copied */
 } sf_stats;
 
 /* Fills *st.  Counters are read without stopping faults, so they are
@@ -299,15 +366,20 @@ SF_API int sf_tracker_stats(const sf_tracker *t, sf_stats *st);
 
 typedef struct sf_snapshot sf_snapshot;
 
-/* Takes a copy-on-write snapshot of every range the tracker holds.  The
- * tracker must have been created with SF_OPT_SNAPSHOTS (-ENOTSUP
- * otherwise).  Up to SF_MAX_SNAPSHOTS live at once (-EAGAIN past that).
- * -ENOSPC: a copy snapshot (uffd-async tracker) would pass store_limit;
- * -ENOMEM: no memory for its bookkeeping.  (A copy-on-write snapshot that
- * cannot hold a page later, or whose pages could not be protected, fails
- * afterwards: its reads and writes answer -ENOSPC.)
- * The pause grows with the pages written since the previous take (or
- * collect), not with the tracked size.  Thread-safe (serialized), see
+/* Takes a snapshot of every range the tracker holds.  The tracker must
+ * have been created with SF_OPT_SNAPSHOTS (-ENOTSUP otherwise).  Up to
+ * SF_MAX_SNAPSHOTS live at once (-EAGAIN past that).  -ENOMEM: no memory
+ * for its bookkeeping.  COW engine: the pages written since the previous
+ * take (or collect) are protected; a snapshot that cannot hold a page
+ * later, or whose pages could not be protected, fails afterwards: its reads
+ * and writes answer -ENOSPC.  Mirror engine: the pages written since the
+ * previous take are copied into the shadow (their old shadow content kept
+ * as versions where a live snapshot needs it); -ENOSPC when those versions
+ * would pass store_limit (no snapshot; memory, tracking and the other
+ * snapshots are unharmed).  The first take after sf_track copies only
+ * what the background pre-copy has not (what was written since).
+ * The pause grows with the pages written since the previous take, not with
+ * the tracked size.  Thread-safe (serialized), see
  * note (2) of the table above.  Not async-signal-safe. */
 #define SF_MAX_SNAPSHOTS 64
 SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
@@ -316,12 +388,14 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
  * lie in memory tracked when s was taken and still tracked (-ENOENT
  * otherwise).  -ENOSPC: the snapshot failed (page store exhausted);
  * -ESTALE: invalidated by restoring an older snapshot.  buf may be tracked
- * memory.  Thread-safe, runs concurrently with writers and faults.
+ * memory.  Mirror engine: reads come from the shadow or versions, never
+ * from live memory.  Thread-safe, runs concurrently with writers and faults.
  * Not async-signal-safe. */
 SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, size_t len);
 
 /* Makes tracked memory equal to s again; cost grows with the pages written
- * since s.  Snapshots taken after s are invalidated (-ESTALE); s stays valid
+ * since s (both engines: COW copies back versions, mirror copies back from
+ * its shadow and versions and re-protects the pages in spans).  Snapshots taken after s are invalidated (-ESTALE); s stays valid
  * and may be restored again.  Ranges tracked after s was taken are left as
  * they are; ranges untracked since are skipped.  The caller stops writers of
  * the tracked memory during the call.  Restored pages count as dirty for
@@ -331,7 +405,9 @@ SF_API int sf_snapshot_read(const sf_snapshot *s, const void *addr, void *buf, s
 SF_API int sf_snapshot_restore(sf_snapshot *s);
 
 /* Streams a self-describing image of s to fd (from the current offset;
- * fd may be a pipe) while the program keeps running.  Returns 0 or
+ * fd may be a pipe) while the program keeps running (mirror engine: the
+ * pages come from the shadow, so the program's writes meanwhile cost it
+ * nothing but memory bandwidth).  Returns 0 or
  * -errno (-ENOSPC if the snapshot failed, -EPIPE if a pipe's reader went
  * away: SIGPIPE is not raised, -EIO/-errno from write).
  * Thread-safe: may run concurrently with writers, reads and takes; not with

@@ -89,9 +89,8 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
             size_t p0 = (vec[i].start - r->start) >> sf_page_shift;
             size_t p1 = (vec[i].end - r->start) >> sf_page_shift;
             sf__bits_set(r->abits, p0, p1);
-            for (int k = 0; k < SF_MAX_SNAPSHOTS; k++)
-                if (r->sbits[k])
-                    sf__bits_set(r->sbits[k], p0, p1);
+            if (r->mbits) /* mirror snapshots: the shadow is stale */
+                sf__bits_set(r->mbits, p0, p1);
         }
         if (arg.walk_end <= pos)
             break; /* no progress: should not happen, never loop */
@@ -102,22 +101,59 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
 
 /* Stretches untracked by a partial sf_untrack are unregistered: the scan
  * (which checks WP_ASYNC) must skip them. */
-int sf__async_sync(sf_tracker *t, struct sf_region *r)
+int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     if (!atomic_load(&r->gone))
-        return scan(t, r, r->start, r->end);
-    for (size_t p = 0; p < r->npages;) {
+        return scan(t, r, r->start + (p0 << sf_page_shift), r->start + (p1 << sf_page_shift));
+    for (size_t p = p0; p < p1;) {
         if (atomic_load(&r->ps[p]) & PS_GONE) {
             p++;
             continue;
         }
         size_t q = p + 1;
-        while (q < r->npages && !(atomic_load(&r->ps[q]) & PS_GONE))
+        while (q < p1 && !(atomic_load(&r->ps[q]) & PS_GONE))
             q++;
         int rc = scan(t, r, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift));
         if (rc)
             return rc;
         p = q;
+    }
+    return 0;
+}
+
+int sf__async_sync(sf_tracker *t, struct sf_region *r)
+{
+    return sf__async_sync_range(t, r, 0, r->npages);
+}
+
+/* Sets in bits (bit i for page i of [start, start + npages pages)) the
+ * pages that hold memory (present or swapped); a page without is read as
+ * zeros.  A query only: nothing is re-armed, any mapping may be asked. */
+int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits)
+{
+    struct page_region vec[SCAN_VEC];
+    uintptr_t pos = start, end = start + (npages << sf_page_shift);
+    while (pos < end) {
+        struct pm_scan_arg arg;
+        memset(&arg, 0, sizeof(arg));
+        arg.size = sizeof(arg);
+        arg.start = pos;
+        arg.end = end;
+        arg.vec = (uintptr_t)vec;
+        arg.vec_len = SCAN_VEC;
+        arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        long n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return -errno;
+        }
+        for (long i = 0; i < n; i++)
+            sf__bits_set(bits, (vec[i].start - start) >> sf_page_shift, (vec[i].end - start) >> sf_page_shift);
+        if (arg.walk_end <= pos)
+            break;
+        pos = arg.walk_end;
     }
     return 0;
 }

@@ -92,10 +92,13 @@ struct sf_region {
     _Atomic size_t gone;            /* pages untracked by partial sf_untrack */
     _Atomic long vmas;              /* mprotect: estimated VMAs inside */
     /* uffd-async: pages the kernel reported written, not yet collected
-     * (abits), and written since each copy snapshot's take (sbits[slot]).
-     * Collectors only (t->lock). */
+     * (abits), and, for the mirror engine, pages whose shadow copy is
+     * stale (mbits: written since last copied into the shadow).  Every
+     * scan sets both.  Collectors only (t->lock). */
     uint64_t *abits;
-    uint64_t *sbits[SF_MAX_SNAPSHOTS];
+    uint64_t *mbits;
+    char *shadow;                   /* mirror: the region's shadow copy */
+    size_t pc_next;                 /* mirror: next page for the pre-copy */
     _Atomic size_t last_fault;      /* sequential-write detection */
     _Atomic unsigned streak;
     struct sf_region *next_free;    /* grace-period reclamation list */
@@ -162,6 +165,7 @@ extern const struct sf_backend_ops sf__backend_softdirty;
 
 struct sf_snapshot_slot; /* snapshot.c */
 struct sf_store;         /* store.c */
+struct sf_engine_ops;    /* snapshot.h */
 
 struct sf_tracker {
     const struct sf_backend_ops *ops;
@@ -185,18 +189,23 @@ struct sf_tracker {
     struct sf_snapshot *snaps[SF_MAX_SNAPSHOTS];
     _Atomic uint32_t live_gen[SF_MAX_SNAPSHOTS]; /* gen of live slot, 0 = free */
     _Atomic int failed_slot[SF_MAX_SNAPSHOTS];
+    const struct sf_engine_ops *engine; /* NULL: no snapshots */
     struct sf_store *store;
     size_t store_limit;
+    bool shadow_counted;       /* mirror: the shadow counts against store_limit */
     bool exact;                /* no clustering of neighbour pages */
-    bool copy_snapshots;       /* uffd-async: snapshots are full copies */
-    size_t copy_bytes;         /* bytes held by copy snapshots */
+    /* mirror engine: the pre-copy thread (snapshot_mirror.c) */
+    pthread_t pc_thread;
+    bool pc_started;
+    _Atomic int pc_stop;
+    pthread_cond_t pc_cond;    /* with t->lock: new pre-copy work or stop */
     _Atomic int take_failed;   /* a take could not protect some page */
     _Atomic uint64_t rearm_seq; /* bumped by every walk that protects pages */
     _Atomic uint32_t res_seq;   /* handler threads: pages opened and woken */
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
-        st_degraded, st_copies, st_shared, st_failed;
+        st_degraded, st_copies, st_shared, st_failed, st_take_copied, st_precopied;
     _Atomic long vma_estimate;
     long vma_budget;
 };
@@ -254,20 +263,24 @@ void sf__store_destroy(sf_tracker *t);
 void sf__store_stats(const sf_tracker *t, uint64_t *bytes);
 
 /* backend_uffd_async.c: moves what the kernel marked written into the
- * region's bitmaps (and re-arms it).  Collector side. */
+ * region's bitmaps (and re-arms it); the range form scans pages [p0, p1)
+ * only.  Both skip GONE pages.  Collector side (t->lock). */
 int sf__async_sync(sf_tracker *t, struct sf_region *r);
+int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1);
+int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits);
 static inline void sf__bits_set(uint64_t *b, size_t p0, size_t p1)
 {
     for (size_t p = p0; p < p1; p++)
         b[p >> 6] |= 1ull << (p & 63);
 }
 
-/* snapshot_copy.c: snapshots of uffd-async trackers (full copies). */
-int sf__copysnap_take(sf_tracker *t, sf_snapshot *s);
-int sf__copysnap_read(const sf_snapshot *s, uintptr_t addr, void *buf, size_t len);
-int sf__copysnap_restore(sf_snapshot *s, long *restored, bool *changed);
-void sf__copysnap_free(sf_snapshot *s);
-int sf__copysnap_page(const sf_snapshot *s, const sf_snapshot *parent, uintptr_t addr, void *buf);
+/* snapshot.c: the engine a tracker with these options and backend uses
+ * (NULL without SF_OPT_SNAPSHOTS), or an error pointer's -errno in *err. */
+const struct sf_engine_ops *sf__engine_for(sf_engine e, sf_backend b, int *err);
+/* snapshot.c: engine hooks the tracker calls (no-ops without an engine) */
+int sf__engine_attach(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1);
+void sf__engine_region_fini(sf_tracker *t, struct sf_region *r);
+void sf__engine_destroy(sf_tracker *t);
 
 /* probe.c */
 int sf__probe_cached(const sf_caps **out);

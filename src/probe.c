@@ -167,7 +167,23 @@ static void probe(void)
 
     why(c, SF_BACKEND_AUTO, 0, "%s", "");
     c->auto_tracking = !c->backend_ok[SF_BACKEND_UFFD_ASYNC] ? SF_BACKEND_UFFD_ASYNC : SF_BACKEND_MPROTECT;
-    c->auto_snapshots = !c->backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT;
+    /* Snapshots: the mirror engine where the kernel resolves writes itself
+     * (no fault per first write after a take, takes and restores cost the
+     * pages written); it holds a shadow of all tracked memory, so a caller
+     * short of memory asks for COW with SF_OPT_LOW_MEMORY. */
+    sf_backend cow = !c->backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT;
+    if (!c->backend_ok[SF_BACKEND_UFFD_ASYNC]) {
+        c->auto_engine = SF_ENGINE_MIRROR;
+        c->auto_snapshots = SF_BACKEND_UFFD_ASYNC;
+        snprintf(c->auto_engine_why, sizeof(c->auto_engine_why),
+                 "mirror on uffd-async: the kernel has WP_ASYNC and PAGEMAP_SCAN (costs a shadow the size of tracked memory; SF_OPT_LOW_MEMORY gives COW on %s)",
+                 sf_backend_name(cow));
+    } else {
+        c->auto_engine = SF_ENGINE_COW;
+        c->auto_snapshots = cow;
+        snprintf(c->auto_engine_why, sizeof(c->auto_engine_why), "COW on %s: uffd-async unusable (%.100s)",
+                 sf_backend_name(cow), c->why[SF_BACKEND_UFFD_ASYNC]);
+    }
     munmap(page, sf_page_size);
 }
 

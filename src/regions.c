@@ -186,8 +186,6 @@ void sf__region_free(struct sf_region *r)
     if (!r)
         return;
     free(r->abits);
-    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
-        free(r->sbits[i]);
     munmap(r->meta, r->meta_bytes);
     free(r);
 }

@@ -25,12 +25,7 @@ struct sf_store {
     _Atomic uint64_t free_head;
     _Atomic size_t bump;
     _Atomic size_t used;
-};
-
-/* A copy snapshot's copy of one region (snapshot_copy.c). */
-struct sf_copy {
-    uintptr_t start, end;
-    char *buf;
+    _Atomic size_t reserved; /* slots set aside for mirror shadows */
 };
 
 struct sf_snapshot {
@@ -41,11 +36,69 @@ struct sf_snapshot {
     int64_t taken_ns;
     _Atomic int stale;
     _Atomic int refs; /* the owner's 1 + writers in progress */
-    struct sf_copy *copies; /* copy snapshots (uffd-async trackers) */
-    size_t ncopies, copy_bytes;
 };
+
+/* Frees versions after a grace period: readers may still be walking them. */
+struct vlist {
+    struct sf_version **v;
+    size_t n, cap;
+};
+
+/* A snapshot engine: how snapshots hold page contents.  snapshot.c keeps
+ * slots, generations, refcounts, the public API, version chains and gc;
+ * an engine supplies the parts below.  Every call but read_page and
+ * content_epoch runs with t->lock held (and not in a fork child). */
+struct sf_engine_ops {
+    sf_engine id;
+    /* per tracker set-up (t->store_limit set) and tear-down; destroy may
+     * run in a fork child (then it must not touch the parent's threads) */
+    int (*create)(sf_tracker *t);
+    void (*destroy)(sf_tracker *t);
+    /* pages [p0, p1) of r start being tracked (a new region, or pages a
+     * partial untrack left GONE tracked again); optional */
+    int (*attach)(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1);
+    /* r is about to be freed (no reader can see it any more); optional */
+    void (*region_fini)(sf_tracker *t, struct sf_region *r);
+    /* s has its slot (live) and gen; t->gen is already s->gen + 1 */
+    int (*take)(sf_tracker *t, sf_snapshot *s);
+    /* len bytes at off of the page at page_addr as s holds it: 0, -ENOENT
+     * (not in s), -ENOSPC; lock-free, concurrent with writers */
+    int (*read_page)(const sf_snapshot *s, uintptr_t page_addr, void *buf, size_t off, size_t len);
+    /* the generation in which page_addr's content in snapshot gen g began,
+     * 0 if not in it (images: unchanged since a parent = same epoch) */
+    uint32_t (*content_epoch)(const sf_snapshot *s, uintptr_t page_addr, uint32_t g);
+    /* writes s back into memory; returns the pages restored; *changed
+     * when memory was written; versions it drops go into dead */
+    long (*restore)(sf_snapshot *s, struct vlist *dead, int *err, bool *changed);
+    /* s's slot was freed (live_gen 0) */
+    void (*release)(sf_tracker *t, sf_snapshot *s);
+};
+extern const struct sf_engine_ops sf__engine_cow;
+extern const struct sf_engine_ops sf__engine_mirror;
+
+/* snapshot.c: helpers shared by the engines */
+static inline uint32_t sf__eff_cgen(const struct sf_region *r, uint64_t w)
+{
+    uint32_t cg = PS_CGEN(w);
+    return cg > r->track_gen ? cg : r->track_gen;
+}
+struct sf_version *sf__version_for(struct sf_region *r, size_t page, uint32_t g);
+void sf__version_unlink(struct sf_version *v);
+void sf__vlist_add(struct vlist *l, struct sf_version *v);
+void sf__vlist_free(sf_tracker *t, struct vlist *l); /* grace wait, then free */
+void sf__versions_gc(sf_tracker *t);                 /* drops what no live snapshot needs */
+void sf__snapshot_fail_range(sf_tracker *t, uint32_t lo, uint32_t hi);
+bool sf__snapshot_live_in(sf_tracker *t, uint32_t lo, uint32_t hi);
 
 struct sf_version *sf__store_alloc(struct sf_store *st);
 void sf__store_free(struct sf_store *st, struct sf_version *v);
 void *sf__store_data(struct sf_store *st, const struct sf_version *v);
+/* Sets n slots aside (a mirror shadow counted against store_limit):
+ * -ENOSPC if versions held plus reservations would pass the store. */
+int sf__store_reserve(struct sf_store *st, size_t n);
+void sf__store_unreserve(struct sf_store *st, size_t n);
+/* The generation in which page_addr's content in snapshot generation g
+ * began (the page's CGEN, or the covering version's lo), 0 if the page is
+ * not in it.  Lock-free (a grace section).  Both engines keep CGEN. */
+uint32_t sf__content_epoch(const sf_snapshot *s, uintptr_t page_addr, uint32_t g);
 #endif

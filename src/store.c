@@ -50,9 +50,28 @@ void sf__store_destroy(sf_tracker *t)
     t->store = NULL;
 }
 
-/* Async-signal-safe.  NULL when the store is exhausted. */
+int sf__store_reserve(struct sf_store *st, size_t n)
+{
+    size_t r = atomic_load(&st->reserved);
+    do {
+        if (atomic_load(&st->used) + r + n > st->nslots)
+            return -ENOSPC;
+    } while (!atomic_compare_exchange_weak(&st->reserved, &r, r + n));
+    return 0;
+}
+
+void sf__store_unreserve(struct sf_store *st, size_t n)
+{
+    atomic_fetch_sub(&st->reserved, n);
+}
+
+/* Async-signal-safe.  NULL when the store is exhausted (or what is left
+ * is reserved for mirror shadows). */
 struct sf_version *sf__store_alloc(struct sf_store *st)
 {
+    if (atomic_load_explicit(&st->reserved, memory_order_relaxed) &&
+        atomic_load(&st->used) + atomic_load(&st->reserved) >= st->nslots)
+        return NULL;
     uint64_t h = atomic_load(&st->free_head);
     while ((uint32_t)h) {
         uint32_t slot = (uint32_t)h - 1;

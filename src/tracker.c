@@ -1,6 +1,7 @@
 /* tracker.c - trackers, track/untrack, and collect: the collector side of
  * the page-state machine (fault.c is the handler side). */
 #include "internal.h"
+#include "snapshot.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@ static const struct sf_backend_ops *const backends[SF_BACKEND_COUNT] = {
 };
 
 #define SF_OPT_ALL (SF_OPT_SNAPSHOTS | SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS | \
-                    SF_OPT_KERNEL_WRITES | SF_OPT_CLUSTER | SF_OPT_EXACT)
+                    SF_OPT_KERNEL_WRITES | SF_OPT_CLUSTER | SF_OPT_EXACT | SF_OPT_LOW_MEMORY)
 
 
 SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
@@ -36,8 +37,21 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
     sf__probe_cached(&caps);
     bool snaps = opt->flags & SF_OPT_SNAPSHOTS;
     sf_backend b = opt->backend;
-    if (b == SF_BACKEND_AUTO) {
-        b = snaps ? caps->auto_snapshots : caps->auto_tracking;
+    if ((unsigned)opt->engine >= SF_ENGINE_COUNT ||
+        (opt->engine == SF_ENGINE_MIRROR && (opt->flags & SF_OPT_LOW_MEMORY)))
+        return -EINVAL;
+    if (b == SF_BACKEND_AUTO && snaps) {
+        /* The engine policy (see sf_options in snapfault.h): mirror where
+         * the kernel resolves writes itself, unless asked to save memory;
+         * COW on the best sync backend otherwise. */
+        sf_backend cow = !caps->backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT;
+        sf_engine e = opt->engine;
+        if (e == SF_ENGINE_AUTO)
+            e = (opt->flags & (SF_OPT_LOW_MEMORY | SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS))
+                    ? SF_ENGINE_COW : caps->auto_engine;
+        b = e == SF_ENGINE_MIRROR ? SF_BACKEND_UFFD_ASYNC : cow;
+    } else if (b == SF_BACKEND_AUTO) {
+        b = caps->auto_tracking;
         /* In-thread faults were asked for: uffd-sync can do them. */
         if (!snaps && (opt->flags & (SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS)) &&
             !caps->backend_ok[SF_BACKEND_UFFD_SYNC])
@@ -69,14 +83,19 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
         (t->fault_mode == SF_FAULTS_SIGNAL || t->fault_mode == SF_FAULTS_INTHREAD))
         err = -ENOTSUP;
     t->store_limit = opt->store_limit ? opt->store_limit : SF_DEFAULT_STORE_LIMIT;
-    /* Kernel-resolved faults leave no chance to copy before a write: the
-     * async backend's snapshots are full copies (snapshot_copy.c). */
-    t->copy_snapshots = snaps && b == SF_BACKEND_UFFD_ASYNC;
-    if (!err && snaps && !t->copy_snapshots)
-        err = sf__store_create(t, t->store_limit);
+    /* The engine follows the backend (snapshot.c): COW needs a fault path,
+     * uffd-async's kernel-resolved writes get a mirror. */
+    const struct sf_engine_ops *engine = NULL;
+    if (!err && snaps)
+        engine = sf__engine_for(opt->engine, b, &err);
+    if (!err && engine && (opt->flags & SF_OPT_LOW_MEMORY) && engine->id == SF_ENGINE_MIRROR)
+        err = -ENOTSUP; /* an explicit uffd-async backend: only a mirror */
+    t->shadow_counted = opt->store_limit != 0;
+    if (!err && engine && !(err = engine->create(t)))
+        t->engine = engine;
     if (err) {
         t->ops->close(t);
-        sf__store_destroy(t);
+        sf__engine_destroy(t);
         pthread_mutex_destroy(&t->lock);
         free(t);
         return err;
@@ -117,6 +136,8 @@ static int revive(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
         atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C));
     atomic_fetch_sub(&r->gone, p1 - p0);
     int err = t->ops->attach(t, r, a, e);
+    if (!err)
+        err = sf__engine_attach(t, r, p0, p1); /* cannot fail for a revive */
     if (err) {
         for (size_t p = p0; p < p1; p++)
             atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C) | PS_GONE);
@@ -159,14 +180,18 @@ SF_API int sf_track(sf_tracker *t, void *addr, size_t len)
         return -ENOMEM;
     }
     r->track_gen = atomic_load(&t->gen);
+    err = sf__engine_attach(t, r, 0, r->npages);
     /* Publish before protecting: a fault must always find its region. */
-    err = sf__regions_insert(r);
+    if (!err)
+        err = sf__regions_insert(r);
     if (!err) {
         err = t->ops->attach(t, r, r->start, r->end);
         if (err) {
             sf__regions_remove(&r, 1);
         }
     }
+    if (err)
+        sf__engine_region_fini(t, r);
     pthread_mutex_unlock(&sf__regions_lock);
     pthread_mutex_unlock(&t->lock);
     if (err)
@@ -188,6 +213,7 @@ static void drop_regions(sf_tracker *t, struct sf_region **rs, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (rs[i]->vhead)
             sf__versions_drop_region(rs[i]);
+        sf__engine_region_fini(t, rs[i]);
         sf__region_free(rs[i]);
     }
 }
@@ -264,9 +290,8 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
             size_t p = (a2 - r->start) >> sf_page_shift;
             if (r->abits)
                 r->abits[p >> 6] &= ~(1ull << (p & 63));
-            for (int k = 0; k < SF_MAX_SNAPSHOTS; k++)
-                if (r->sbits[k])
-                    r->sbits[k][p >> 6] &= ~(1ull << (p & 63));
+            if (r->mbits)
+                r->mbits[p >> 6] &= ~(1ull << (p & 63));
         }
         if (r->vhead)
             sf__versions_drop_range(r, sa, se);
@@ -298,6 +323,7 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
     sf__snapshots_destroy(t);
     if (!forked) {
         pthread_mutex_unlock(&t->lock);
+        sf__engine_destroy(t); /* stops the engine's thread, if any */
         t->ops->close(t);
         pthread_mutex_destroy(&t->lock);
     } else {
@@ -308,7 +334,8 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
         if (t->pagemap_fd >= 0)
             close(t->pagemap_fd);
     }
-    sf__store_destroy(t);
+    if (forked)
+        sf__engine_destroy(t);
     free(t);
 }
 
@@ -630,6 +657,10 @@ SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
         st->snapshots_live += atomic_load(&t->live_gen[i]) != 0;
     sf__store_stats(t, &st->store_bytes);
+    st->engine = t->engine ? t->engine->id : SF_ENGINE_AUTO;
+    st->version_bytes = st->store_bytes;
+    st->take_copied = atomic_load_explicit(&t->st_take_copied, memory_order_relaxed);
+    st->precopied = atomic_load_explicit(&t->st_precopied, memory_order_relaxed);
     /* Region sizes: read the table inside a grace section (no lock, so this
      * stays async-signal-safe). */
     unsigned g = sf__grace_enter();
@@ -640,6 +671,8 @@ SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
             st->tracked_bytes += tb->r[i]->end - tb->r[i]->start -
                                  (atomic_load(&tb->r[i]->gone) << sf_page_shift);
             st->metadata_bytes += tb->r[i]->meta_bytes + sizeof(struct sf_region);
+            if (tb->r[i]->shadow)
+                st->shadow_bytes += tb->r[i]->end - tb->r[i]->start;
         }
     sf__grace_exit(g);
     return 0;

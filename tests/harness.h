@@ -145,14 +145,15 @@ struct variant {
     unsigned flags;
     int exact;          /* reports exactly the written pages */
     int kernel_writes;  /* read(2) into tracked memory works */
+    sf_engine engine;   /* snapshot engine (SF_ENGINE_AUTO: tracking only) */
 };
 
 static const struct variant variants[] = {
-    {"uffd-async", SF_BACKEND_UFFD_ASYNC, 0, 1, 1},
-    {"uffd-sync/in-thread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS, 1, 0},
-    {"uffd-sync/handler-threads", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS, 1, 1},
-    {"mprotect", SF_BACKEND_MPROTECT, 0, 1, 0},
-    {"soft-dirty", SF_BACKEND_SOFTDIRTY, 0, 1, 1},
+    {"uffd-async", SF_BACKEND_UFFD_ASYNC, 0, 1, 1, SF_ENGINE_AUTO},
+    {"uffd-sync/in-thread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS, 1, 0, SF_ENGINE_AUTO},
+    {"uffd-sync/handler-threads", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS, 1, 1, SF_ENGINE_AUTO},
+    {"mprotect", SF_BACKEND_MPROTECT, 0, 1, 0, SF_ENGINE_AUTO},
+    {"soft-dirty", SF_BACKEND_SOFTDIRTY, 0, 1, 1, SF_ENGINE_AUTO},
 };
 #define NVARIANTS (sizeof(variants) / sizeof(variants[0]))
 
@@ -192,6 +193,18 @@ __attribute__((unused)) static int h_want(const char *variant)
     if (f[0] == '!')
         return strcmp(f + 1, variant) != 0;
     return strcmp(f, variant) == 0;
+}
+
+/* SF_TEST_ENGINE selects snapshot engines the same way: "cow" or
+ * "mirror" runs only that engine's variants, "!NAME" all but it. */
+__attribute__((unused)) static int h_want_engine(sf_engine e)
+{
+    const char *f = getenv("SF_TEST_ENGINE");
+    if (!f || !*f)
+        return 1;
+    if (f[0] == '!')
+        return strcmp(f + 1, sf_engine_name(e)) != 0;
+    return strcmp(f, sf_engine_name(e)) == 0;
 }
 
 __attribute__((unused)) static void *map_region(size_t len)

@@ -4,7 +4,7 @@
 
 int main(void)
 {
-    sf_options o = {SF_BACKEND_AUTO, SF_OPT_SNAPSHOTS, 0, 0};
+    sf_options o = {SF_BACKEND_AUTO, SF_OPT_SNAPSHOTS, 0, 0, SF_ENGINE_AUTO};
     sf_caps caps;
     return sf_probe(&caps) == 0 && o.flags == SF_OPT_SNAPSHOTS ? 0 : 1;
 }

@@ -168,7 +168,7 @@ static int t_create_errors(const struct variant *unused)
     CHECK_RC(sf_tracker_create(&t, &o), -EINVAL);
     /* Snapshots on soft-dirty: never (whole-process, non-atomic reset),
      * whatever the kernel offers; *out is cleared on failure.  (uffd-async
-     * asked for explicitly gives full-copy snapshots: test_snapshot.) */
+     * gives mirror snapshots: test_snapshot.) */
     o = (sf_options){.backend = SF_BACKEND_SOFTDIRTY, .flags = SF_OPT_SNAPSHOTS};
     t = (sf_tracker *)&t;
     CHECK_RC(sf_tracker_create(&t, &o), -ENOTSUP);
@@ -305,8 +305,15 @@ static int t_probe(const struct variant *unused)
     CHECK(c.map_count > 0 && c.map_count < c.max_map_count, "map_count %ld", c.map_count);
     CHECK(c.auto_tracking > SF_BACKEND_AUTO && c.auto_tracking < SF_BACKEND_COUNT, "auto_tracking %d",
           c.auto_tracking);
-    CHECK(c.auto_snapshots == SF_BACKEND_UFFD_SYNC || c.auto_snapshots == SF_BACKEND_MPROTECT,
-          "auto_snapshots %d", c.auto_snapshots);
+    /* The engine policy: mirror (uffd-async) where uffd-async works, else
+     * COW on uffd-sync or mprotect. */
+    CHECK(c.auto_engine == (c.backend_ok[SF_BACKEND_UFFD_ASYNC] ? SF_ENGINE_COW : SF_ENGINE_MIRROR),
+          "auto_engine %d", c.auto_engine);
+    CHECK(c.auto_engine == SF_ENGINE_MIRROR ? c.auto_snapshots == SF_BACKEND_UFFD_ASYNC
+                                            : (c.auto_snapshots == SF_BACKEND_UFFD_SYNC ||
+                                               c.auto_snapshots == SF_BACKEND_MPROTECT),
+          "auto_snapshots %d with auto_engine %d", c.auto_snapshots, c.auto_engine);
+    CHECK(c.auto_engine_why[0] && memchr(c.auto_engine_why, 0, sizeof c.auto_engine_why), "auto_engine_why");
     CHECK(c.backend_ok[c.auto_tracking] == 0, "AUTO picks unusable %d", c.auto_tracking);
     CHECK(c.backend_ok[c.auto_snapshots] == 0, "AUTO picks unusable %d", c.auto_snapshots);
     CHECK(c.backend_ok[SF_BACKEND_MPROTECT] == 0, "mprotect: %s", c.why[SF_BACKEND_MPROTECT]);
@@ -359,7 +366,31 @@ static int t_auto(const struct variant *unused)
     if (c.auto_snapshots == SF_BACKEND_UFFD_SYNC)
         CHECK(sf_tracker_fault_mode(t) == c.sync_mode, "mode %d, probe says %d",
               sf_tracker_fault_mode(t), c.sync_mode);
+    sf_stats st;
+    CHECK_RC(sf_tracker_stats(t, &st), 0);
+    CHECK(st.engine == c.auto_engine, "AUTO+snapshots engine %s, probe says %s", sf_engine_name(st.engine),
+          sf_engine_name(c.auto_engine));
     sf_tracker_destroy(t);
+    /* SF_OPT_LOW_MEMORY: COW on a sync backend. */
+    o.flags = SF_OPT_SNAPSHOTS | SF_OPT_LOW_MEMORY;
+    CHECK_RC(sf_tracker_create(&t, &o), 0);
+    CHECK_RC(sf_tracker_stats(t, &st), 0);
+    CHECK(st.engine == SF_ENGINE_COW && st.backend != SF_BACKEND_UFFD_ASYNC, "LOW_MEMORY gave %s on %s",
+          sf_engine_name(st.engine), sf_backend_name(st.backend));
+    sf_tracker_destroy(t);
+    /* An engine the backend cannot run; a conflicting request. */
+    o = (sf_options){.backend = SF_BACKEND_MPROTECT, .flags = SF_OPT_SNAPSHOTS, .engine = SF_ENGINE_MIRROR};
+    CHECK_RC(sf_tracker_create(&t, &o), -ENOTSUP);
+    o = (sf_options){.backend = SF_BACKEND_UFFD_ASYNC, .flags = SF_OPT_SNAPSHOTS, .engine = SF_ENGINE_COW};
+    if (!c.backend_ok[SF_BACKEND_UFFD_ASYNC])
+        CHECK_RC(sf_tracker_create(&t, &o), -ENOTSUP);
+    o = (sf_options){.flags = SF_OPT_SNAPSHOTS | SF_OPT_LOW_MEMORY, .engine = SF_ENGINE_MIRROR};
+    CHECK_RC(sf_tracker_create(&t, &o), -EINVAL);
+    o = (sf_options){.flags = SF_OPT_SNAPSHOTS, .engine = (sf_engine)SF_ENGINE_COUNT};
+    CHECK_RC(sf_tracker_create(&t, &o), -EINVAL);
+    CHECK(!strcmp(sf_engine_name(SF_ENGINE_MIRROR), "mirror") && !strcmp(sf_engine_name(SF_ENGINE_COW), "cow") &&
+              !strcmp(sf_engine_name(SF_ENGINE_AUTO), "auto") && !sf_engine_name((sf_engine)SF_ENGINE_COUNT),
+          "sf_engine_name");
     return 0;
 }
 

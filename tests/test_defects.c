@@ -370,6 +370,9 @@ static int fork_in_collect(sf_backend b, unsigned flags)
 static int case_fork_mprotect(void) { return fork_in_collect(SF_BACKEND_MPROTECT, SF_OPT_SNAPSHOTS); }
 static int case_fork_uffd_sync(void) { return fork_in_collect(SF_BACKEND_UFFD_SYNC, SF_OPT_SNAPSHOTS); }
 static int case_fork_uffd_async(void) { return fork_in_collect(SF_BACKEND_UFFD_ASYNC, 0); }
+/* The mirror engine: a pre-copy thread runs in the parent and is not the
+ * child's to stop. */
+static int case_fork_mirror(void) { return fork_in_collect(SF_BACKEND_UFFD_ASYNC, SF_OPT_SNAPSHOTS); }
 
 /* ---------------------------------------------------------------------
  * store: a failing allocation must never move the bump pointer past the
@@ -420,6 +423,7 @@ static const struct {
     {"fork-in-collect", "mprotect", case_fork_mprotect},
     {"fork-in-collect", "uffd-sync", case_fork_uffd_sync},
     {"fork-in-collect", "uffd-async", case_fork_uffd_async},
+    {"fork-in-collect", "mirror/uffd-async", case_fork_mirror},
     {"store-bump", "store", case_store_bump},
 };
 

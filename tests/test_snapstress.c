@@ -7,6 +7,8 @@
  * OPS/500 of them control operations), never by the clock.  Environment:
  *   SF_TEST_VARIANT      one variant by name ("mprotect", "small-store", ...;
  *                        "!NAME": all but it)
+ *   SF_TEST_ENGINE       one snapshot engine ("cow" or "mirror"; "!NAME":
+ *                        the other)
  *   SF_TEST_STORE_PAGES  a store of N pages for the backend variants
  *   SF_TEST_VMA_BUDGET   leave the mprotect backend about N VMAs of budget
  *                        (holds mappings while the first tracker sizes it)
@@ -156,7 +158,8 @@ static int run(const struct variant *v, long ops, size_t store)
 {
     memset(&last, 0, sizeof last);
     sf_tracker *t;
-    sf_options o = {.backend = v->backend, .flags = v->flags | SF_OPT_SNAPSHOTS, .store_limit = store};
+    sf_options o = {.backend = v->backend, .flags = v->flags | SF_OPT_SNAPSHOTS, .store_limit = store,
+                    .engine = v->engine};
     int rc = sf_tracker_create(&t, &o);
     if (rc == -ENOTSUP)
         SKIP("not supported here");
@@ -204,9 +207,9 @@ static int run(const struct variant *v, long ops, size_t store)
             memcpy(sn[k].shadow, mem, LEN);
             rc = sf_snapshot_take(t, &sn[k].s);
             resume();
-            if (rc == -ENOSPC && store && v->backend == SF_BACKEND_UFFD_ASYNC) {
-                /* Copy snapshots copy everything at take: a small store
-                 * fails the take itself. */
+            if (rc == -ENOSPC && store && v->engine == SF_ENGINE_MIRROR) {
+                /* The mirror keeps versions at take: a small store fails
+                 * the take itself. */
                 free(sn[k].shadow);
                 sn[k].s = NULL;
                 failed++;
@@ -354,14 +357,14 @@ int main(int argc, char **argv)
         printf("mprotect VMA budget: %ld (asked for %s)\n", budget, e);
     }
     static const struct variant vs[] = {
-        {"uffd-sync/in-thread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS, 1, 0},
-        {"uffd-sync/handler-threads", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS, 1, 1},
-        {"mprotect", SF_BACKEND_MPROTECT, 0, 1, 0},
-        {"uffd-async (copy snapshots)", SF_BACKEND_UFFD_ASYNC, 0, 1, 1},
+        {"uffd-sync/in-thread", SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS, 1, 0, SF_ENGINE_COW},
+        {"uffd-sync/handler-threads", SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS, 1, 1, SF_ENGINE_COW},
+        {"mprotect", SF_BACKEND_MPROTECT, 0, 1, 0, SF_ENGINE_COW},
+        {"mirror/uffd-async", SF_BACKEND_UFFD_ASYNC, 0, 1, 1, SF_ENGINE_MIRROR},
     };
     char name[200], what[120];
     for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
-        if (!h_want(vs[i].name))
+        if (!h_want(vs[i].name) || !h_want_engine(vs[i].engine))
             continue;
         char st_s[40] = "", bu_s[40] = "";
         if (store)
@@ -375,7 +378,7 @@ int main(int argc, char **argv)
         h_report("model-based snapshot stress", name, rc);
     }
     /* A store too small for the traffic: snapshots fail, nothing else. */
-    if (h_want("small-store")) {
+    if (h_want("small-store") && h_want_engine(SF_ENGINE_COW)) {
         snprintf(what, sizeof what, "small-store: uffd-sync/in-thread, 64-page store");
         snprintf(name, sizeof name, "uffd-sync/in-thread, 64-page store, %ld ops", ops / 4);
         int rc = run(&vs[0], ops / 4, 64 * PS);

@@ -16,7 +16,8 @@ int cmd_probe(int argc, char **argv)
         if (is_help(argv[i])) {
             printf("usage: snapfault probe\n\n"
                    "Tries each tracking mechanism on a scratch page and prints what works here,\n"
-                   "which backend each preload mode would pick, and why the others cannot be used.\n"
+                   "which backend each preload mode and which snapshot engine AUTO would pick,\n"
+                   "and why the others cannot be used.\n"
                    "Run it as the user (and with the privileges) the program will have.\n");
             return 0;
         }
@@ -51,14 +52,23 @@ int cmd_probe(int argc, char **argv)
         printf("  %-11s %s%s%s\n", sf_backend_name((sf_backend)b), c.backend_ok[b] ? "unusable" : "usable",
                c.backend_ok[b] ? ": " : "", c.backend_ok[b] ? c.why[b] : "");
     printf("  uffd-sync faults: %s\n", c.sync_mode_why[0] ? c.sync_mode_why : sf_fault_mode_name(c.sync_mode));
+    printf("\nsnapshot engine (library, SF_BACKEND_AUTO + SF_OPT_SNAPSHOTS):\n");
+    printf("  AUTO picks:         %s on %s\n", sf_engine_name(c.auto_engine), sf_backend_name(c.auto_snapshots));
+    printf("  why:                %s\n", c.auto_engine_why);
+    printf("  SF_OPT_LOW_MEMORY:  cow on %s (memory for written pages only)\n",
+           sf_backend_name(!c.backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT));
     printf("\npreload modes (SNAPFAULT_BACKEND=auto):\n");
     printf("  track:              %s\n", sf_backend_name(c.auto_tracking));
-    printf("  snapshot:           %s\n", sf_backend_name(c.auto_snapshots));
+    printf("  snapshot:           %s (SNAPFAULT_ENGINE=auto: cow; mirror: uffd-async)\n",
+           sf_backend_name(c.auto_snapshots == SF_BACKEND_UFFD_ASYNC
+                               ? (!c.backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT)
+                               : c.auto_snapshots));
     bool inthread = !c.backend_ok[SF_BACKEND_UFFD_SYNC] && c.uffd_sigbus;
     printf("  track --attribute:  %s (faults must arrive in the writing thread)\n",
            inthread ? "uffd-sync, in-thread faults" : "mprotect");
     bool kw = c.auto_tracking == SF_BACKEND_UFFD_ASYNC || c.auto_tracking == SF_BACKEND_SOFTDIRTY;
-    bool kws = c.auto_snapshots == SF_BACKEND_UFFD_SYNC && c.sync_mode == SF_FAULTS_HANDLER_THREAD;
+    bool kws = c.auto_snapshots != SF_BACKEND_MPROTECT && !c.backend_ok[SF_BACKEND_UFFD_SYNC] &&
+               c.sync_mode == SF_FAULTS_HANDLER_THREAD;
     printf("\nkernel writes (read(2) into tracked memory): track mode %s, snapshot mode %s\n",
            kw ? "resolved by the kernel" : "pre-faulted by the preload's interposers",
            kws ? "resolved by handler threads" : "pre-faulted by the preload's interposers");

@@ -38,6 +38,8 @@ static void help(void)
            "  --fork follow|untrack         forked children: own output, or untracked\n"
            "  --no-follow-exec              do not preload programs PROGRAM executes\n"
            "  --store-limit SIZE            snapshot mode: memory for page copies (default 1G)\n"
+           "  --engine cow|mirror|auto      snapshot mode: snapshot engine (default auto: the backend's,\n"
+           "                                cow with backend auto)\n"
            "  --max-images N                snapshot mode: stop after N images\n"
            "  --no-exit-image               snapshot mode: no last image at exit\n"
            "  --show-stats, -s              print a summary at exit (on the stderr the program\n"
@@ -93,6 +95,7 @@ static const struct flag flags[] = {
     {"--fork", SFP_OPT_FORK, NULL},
     {"--no-follow-exec", SFP_OPT_FOLLOW_EXEC, "0"},
     {"--store-limit", SFP_OPT_STORE_LIMIT, NULL},
+    {"--engine", SFP_OPT_ENGINE, NULL},
     {"--max-images", SFP_OPT_MAX_IMAGES, NULL},
     {"--no-exit-image", SFP_OPT_EXIT_IMAGE, "0"},
     {"--show-stats", SFP_OPT_SHOW_STATS, "1"},

@@ -14,6 +14,8 @@
 static const char *const mode_names[] = {"off", "track", "snapshot", NULL};
 static const char *const fork_names[] = {"follow", "untrack", NULL};
 static const char *const thp_names[] = {"split", "keep", NULL};
+/* In sf_engine order. */
+static const char *const engine_names[] = {"auto", "cow", "mirror", NULL};
 
 /* Defaults are written as they would be in the environment, so that the
  * table documents itself (`snapfault run --help` prints it). */
@@ -59,6 +61,9 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
                      "transparent huge pages: split (tracked 4 KiB-grained) | keep (left untracked)"},
     [SFP_OPT_STATS_FILE] = {"STATS_FILE", SFP_T_STRING, "", NULL, 0, 0,
                             "append the summary to this file (implies SHOW_STATS; default: stderr)"},
+    [SFP_OPT_ENGINE] = {"ENGINE", SFP_T_CHOICE, "auto", engine_names, 0, 0,
+                        "snapshot mode: cow | mirror (a shadow of all tracked memory) | auto "
+                        "(the backend's; cow with backend auto)"},
 };
 
 /* Not options, but read by the library (DEBUG), by `snapfault run`

@@ -53,6 +53,7 @@ typedef enum {
     /* user-facing defaults: huge pages, where the summary goes */
     SFP_OPT_THP,
     SFP_OPT_STATS_FILE,
+    SFP_OPT_ENGINE,
     SFP_OPT_COUNT
 } sfp_opt;
 

@@ -1524,6 +1524,12 @@ static int create_tracker(void)
     if (g_mode == SFP_MODE_SNAPSHOT) {
         o.flags |= SF_OPT_SNAPSHOTS;
         o.store_limit = (size_t)sfp_opt_val(SFP_OPT_STORE_LIMIT);
+        o.engine = (sf_engine)sfp_opt_val(SFP_OPT_ENGINE);
+        /* auto: the backend's engine; with the backend auto too, COW: the
+         * preload tracks every writable mapping, and a mirror's shadow
+         * would double the process. */
+        if (o.engine == SF_ENGINE_AUTO && o.backend == SF_BACKEND_AUTO)
+            o.flags |= SF_OPT_LOW_MEMORY;
     } else if (sfp_opt_val(SFP_OPT_ATTRIBUTE)) {
         /* Attribution samples the writer's stack from the fault's ucontext:
          * faults must arrive in the writing thread. */

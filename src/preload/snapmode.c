@@ -500,11 +500,12 @@ void sfp_snap_summary(void)
         sf_tracker_stats(sfp_tracker, &st);
     char buf[1024];
     size_t n = sfp_fmt(buf, sizeof(buf),
-                       "snapfault: pid %d, snapshot mode, backend %s (%s), images in %s\n"
+                       "snapfault: pid %d, snapshot mode, %s engine, backend %s (%s), images in %s\n"
                        "snapfault: %llu images (%.1f MiB), %llu failed; take pause mean %.0f us, max %.0f us; "
                        "write mean %.1f ms\n"
                        "snapfault: tracked %.1f MiB in %llu ranges; %llu faults, %llu page copies\n",
-                       (int)g_pid_snap, sf_backend_name(st.backend), sf_fault_mode_name(st.fault_mode),
+                       (int)g_pid_snap, sf_engine_name(st.engine), sf_backend_name(st.backend),
+                       sf_fault_mode_name(st.fault_mode),
                        g_dir[0] ? g_dir : "(none)", (unsigned long long)g_written,
                        (double)g_bytes / 1048576.0, (unsigned long long)g_failed,
                        g_takes ? (double)g_pause_ns / (double)g_takes / 1000.0 : 0.0,

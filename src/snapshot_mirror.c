@@ -1,0 +1,514 @@
+/* snapshot_mirror.c - the mirror engine (uffd-async trackers): a shadow
+ * copy of every tracked region, brought up to date by each take with the
+ * pages written since the previous one; the old shadow content a live
+ * snapshot still needs is pushed as a version first.
+ *
+ * Writes are resolved by the kernel (WP_ASYNC): nothing can be copied
+ * before a write, so the shadow is what snapshots read.  Per page:
+ *   - mbits (region bitmap): the shadow is stale, live memory was written
+ *     since it was last copied (every PAGEMAP_SCAN sets it, beside abits);
+ *   - CGEN of the state word (uffd-async has no fault path): sgen, the
+ *     generation the shadow content began in; ST is BUSY while the shadow
+ *     page is rewritten, so readers use the state word as a seqlock.
+ * Snapshot g sees page p in the shadow if sgen(p) <= g, else in the
+ * version of p with lo <= g <= hi.  A take g copies each stale page: if a
+ * live snapshot has a generation in [sgen, g-1] the old shadow content is
+ * pushed as the version {sgen, g-1} (shared by all of them), then live is
+ * copied into the shadow and sgen = g.  The cost follows the pages written
+ * since the previous take.  Reads and images never touch live memory.
+ *
+ * Pre-copy: a background thread per tracker fills new shadows from
+ * sf_track on, 2 MiB at a time under t->lock (scan the chunk, copy its
+ * stale pages, sgen = the current generation), so the first take copies
+ * only what was written since.  A write after the chunk's scan shows in
+ * the next scan, so nothing is missed. */
+#include "snapshot.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#define PC_CHUNK_PAGES 512 /* pre-copy step: 2 MiB of 4 KiB pages */
+
+_Static_assert(SF_CHUNK_PAGES == 64, "one mbits word per chunk");
+
+static inline bool bit_test(const uint64_t *b, size_t p)
+{
+    return b[p >> 6] & (1ull << (p & 63));
+}
+
+static inline void bit_clear(uint64_t *b, size_t p)
+{
+    b[p >> 6] &= ~(1ull << (p & 63));
+}
+
+static inline char *shadow_page(struct sf_region *r, size_t p)
+{
+    return r->shadow + (p << sf_page_shift);
+}
+
+static inline char *live_page(struct sf_region *r, size_t p)
+{
+    return (char *)r->start + (p << sf_page_shift);
+}
+
+static void maxgen_raise(struct sf_region *r, size_t p, uint32_t g)
+{
+    _Atomic uint32_t *m = &r->chunk_maxgen[p >> SF_CHUNK_SHIFT];
+    uint32_t x = atomic_load(m);
+    while (x < g && !atomic_compare_exchange_weak(m, &x, g))
+        ;
+}
+
+/* Copies one page into the shadow.  Takes copy scattered pages that no one
+ * reads soon: streaming stores skip reading the destination into the cache
+ * first (a third of the memory traffic), then a fence orders them before
+ * the state word's release store. */
+static void shadow_copy(void *dst, const void *src)
+{
+#if defined(__SSE2__)
+    const __m128i *s = src;
+    __m128i *d = dst;
+    for (size_t i = 0; i < sf_page_size / sizeof(__m128i); i += 4) {
+        __m128i a = _mm_load_si128(s + i), b = _mm_load_si128(s + i + 1);
+        __m128i c = _mm_load_si128(s + i + 2), e = _mm_load_si128(s + i + 3);
+        _mm_stream_si128(d + i, a);
+        _mm_stream_si128(d + i + 1, b);
+        _mm_stream_si128(d + i + 2, c);
+        _mm_stream_si128(d + i + 3, e);
+    }
+    _mm_sfence();
+#else
+    memcpy(dst, src, sf_page_size);
+#endif
+}
+
+/* Rewrites shadow page p (a seqlock write: readers retry while BUSY).
+ * src NULL: the content stays (both pages read as zeros), only sgen moves. */
+static void shadow_write(struct sf_region *r, size_t p, const void *src, uint32_t sgen)
+{
+    _Atomic uint64_t *ps = &r->ps[p];
+    uint64_t w = atomic_load(ps);
+    atomic_store(ps, PS_WITH_ST(w, PS_BUSY));
+    atomic_thread_fence(memory_order_seq_cst);
+    if (src)
+        shadow_copy(shadow_page(r, p), src);
+    uint64_t nw = (w & ~(PS_ST_MASK | ((uint64_t)UINT32_MAX << PS_CGEN_SHIFT))) |
+                  ((uint64_t)sgen << PS_CGEN_SHIFT);
+    atomic_store_explicit(ps, nw, memory_order_release);
+}
+
+/* Brings the shadow of stale page p up to date as content of generation
+ * ng (t->lock held, p not GONE).  both_empty: the shadow page holds no
+ * memory and the live page reads as zeros, so nothing is copied and the
+ * shadow stays unpopulated.  -ENOSPC: no room
+ * for the version a live snapshot needs; the page is left stale and the
+ * shadow as it was. */
+static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t ng, bool both_empty)
+{
+    uint32_t sg = sf__eff_cgen(r, atomic_load(&r->ps[p]));
+    if (sg < ng && sf__snapshot_live_in(t, sg, ng - 1)) {
+        struct sf_version *v = sf__store_alloc(t->store);
+        if (!v)
+            return -ENOSPC;
+        memcpy(sf__store_data(t->store, v), shadow_page(r, p), sf_page_size);
+        v->lo = sg;
+        atomic_store_explicit(&v->hi, ng - 1, memory_order_relaxed);
+        v->region = r;
+        v->page = p;
+        struct sf_version *h = atomic_load(&r->vhead[p]);
+        atomic_store_explicit(&v->next, h, memory_order_relaxed);
+        atomic_store(&r->vhead[p], v); /* only t->lock holders push */
+        atomic_store(&v->inuse, 1);
+        SF_STAT_INC(t, st_copies, 1);
+    }
+    shadow_write(r, p, both_empty ? NULL : live_page(r, p), ng);
+    bit_clear(r->mbits, p);
+    maxgen_raise(r, p, ng);
+    return 0;
+}
+
+/* Shadow pages of [p0, p1) of r that hold memory (bit i for page p0 + i);
+ * one that does not reads as zeros.  (The live side cannot be asked the
+ * same way: a never-written page under uffd-wp holds a PTE marker, which
+ * the kernel reports as swapped, and only privileged readers of pagemap
+ * can tell a marker from a page in swap; so its content decides.)  NULL
+ * when the query fails (then every stale page is copied). */
+static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
+{
+    size_t n = p1 - p0, words = (n + 63) >> 6;
+    uint64_t *sh = calloc(words, sizeof(uint64_t));
+    if (sh && sf__async_present(t, (uintptr_t)shadow_page(r, p0), n, sh)) {
+        free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
+static bool page_is_zero(const char *page)
+{
+    const uint64_t *w = (const uint64_t *)page;
+    for (size_t i = 0; i < sf_page_size / sizeof(uint64_t); i += 8)
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
+            return false;
+    return true;
+}
+
+/* Refreshes the stale pages of [p0, p1) of r (scanned just before).
+ * Returns the pages copied, or -ENOSPC (strict) after the first failure. */
+static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1, uint32_t ng,
+                          bool strict)
+{
+    long n = 0;
+    size_t stale = 0;
+    for (size_t wi = p0 >> 6; wi < (p1 + 63) >> 6; wi++)
+        stale += (size_t)__builtin_popcountll(r->mbits[wi]);
+    /* Many stale pages (a shadow not filled yet): one query tells which
+     * shadow pages are still empty, so that zero pages (never written) do
+     * not populate the shadow.  For a few pages it is not worth a walk. */
+    uint64_t *hold = stale > (p1 - p0) / 16 ? holding(t, r, p0, p1) : NULL;
+    for (size_t wi = p0 >> 6; wi < (p1 + 63) >> 6; wi++) {
+        uint64_t m = r->mbits[wi];
+        while (m) {
+            size_t p = (wi << 6) + (size_t)__builtin_ctzll(m);
+            m &= m - 1;
+            if (p < p0 || p >= p1)
+                continue;
+            if (atomic_load(&r->ps[p]) & PS_GONE) {
+                bit_clear(r->mbits, p);
+                continue;
+            }
+            /* A write racing the zero check shows in the next scan. */
+            bool empty = hold && !bit_test(hold, p - p0) && page_is_zero(live_page(r, p));
+            if (refresh_page(t, r, p, ng, empty)) {
+                if (strict) {
+                    free(hold);
+                    return -ENOSPC;
+                }
+                continue;
+            }
+            n++;
+        }
+    }
+    free(hold);
+    return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Pre-copy thread.
+ * ------------------------------------------------------------------------ */
+
+/* The next stretch of pre-copy work (t->lock held): a region whose cursor
+ * has not reached its end. */
+static struct sf_region *pc_next_region(sf_tracker *t)
+{
+    size_t n;
+    struct sf_region **rs = sf__regions_list(t, &n);
+    struct sf_region *found = NULL;
+    for (size_t i = 0; rs && i < n && !found; i++)
+        if (rs[i]->mbits && rs[i]->pc_next < rs[i]->npages)
+            found = rs[i];
+    free(rs);
+    return found;
+}
+
+static void *pc_main(void *arg)
+{
+    sf_tracker *t = arg;
+    pthread_mutex_lock(&t->lock);
+    while (!atomic_load(&t->pc_stop)) {
+        struct sf_region *r = pc_next_region(t);
+        if (!r) {
+            pthread_cond_wait(&t->pc_cond, &t->lock);
+            continue;
+        }
+        size_t p0 = r->pc_next, p1 = p0 + PC_CHUNK_PAGES < r->npages ? p0 + PC_CHUNK_PAGES : r->npages;
+        /* Writes before this scan are in mbits after it; a write after it
+         * is reported by the next scan (take, collect or restore). */
+        if (sf__async_sync_range(t, r, p0, p1) == 0) {
+            long n = refresh_range(t, r, p0, p1, atomic_load(&t->gen), false);
+            if (n > 0)
+                SF_STAT_INC(t, st_precopied, (uint64_t)n);
+        }
+        r->pc_next = p1;
+        /* Let takes and collects in between chunks. */
+        pthread_mutex_unlock(&t->lock);
+        sched_yield();
+        pthread_mutex_lock(&t->lock);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+/* Started lazily by the first sf_track (t->lock held).  Without a thread
+ * the takes do all the copying. */
+static void pc_start(sf_tracker *t)
+{
+    if (t->pc_started)
+        return;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
+    t->pc_started = pthread_create(&t->pc_thread, NULL, pc_main, t) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * Engine operations.
+ * ------------------------------------------------------------------------ */
+
+static int mirror_create(sf_tracker *t)
+{
+    int err = sf__store_create(t, t->store_limit);
+    if (!err)
+        pthread_cond_init(&t->pc_cond, NULL);
+    return err;
+}
+
+static void mirror_destroy(sf_tracker *t)
+{
+    /* A fork child has no pre-copy thread: the parent's is not ours. */
+    if (t->store && t->pc_started && !sf__forked(t)) {
+        pthread_mutex_lock(&t->lock);
+        atomic_store(&t->pc_stop, 1);
+        pthread_cond_broadcast(&t->pc_cond);
+        pthread_mutex_unlock(&t->lock);
+        pthread_join(t->pc_thread, NULL);
+        t->pc_started = false;
+    }
+    if (t->store && !sf__forked(t))
+        pthread_cond_destroy(&t->pc_cond);
+    sf__store_destroy(t);
+}
+
+/* A new region gets its shadow (reserved, filled by the pre-copy) and a
+ * stale bit per page; pages tracked again after a partial untrack are
+ * stale again (their CGEN is the current generation: older snapshots do
+ * not hold them). */
+static int mirror_attach(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
+{
+    if (!r->shadow) {
+        size_t len = r->end - r->start;
+        if (t->shadow_counted && sf__store_reserve(t->store, r->npages))
+            return -ENOSPC;
+        r->mbits = calloc((r->npages + 63) >> 6, sizeof(uint64_t));
+        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (!r->mbits || m == MAP_FAILED) {
+            free(r->mbits);
+            r->mbits = NULL;
+            if (m != MAP_FAILED)
+                munmap(m, len);
+            if (t->shadow_counted)
+                sf__store_unreserve(t->store, r->npages);
+            return -ENOMEM;
+        }
+        madvise(m, len, MADV_NOHUGEPAGE);
+        r->shadow = m;
+        r->pc_next = 0;
+    }
+    sf__bits_set(r->mbits, p0, p1);
+    if (p0 < r->pc_next)
+        r->pc_next = p0;
+    pc_start(t);
+    pthread_cond_broadcast(&t->pc_cond);
+    return 0;
+}
+
+static void mirror_region_fini(sf_tracker *t, struct sf_region *r)
+{
+    if (!r->shadow)
+        return;
+    munmap(r->shadow, r->end - r->start);
+    r->shadow = NULL;
+    free(r->mbits);
+    r->mbits = NULL;
+    if (t->shadow_counted && t->store)
+        sf__store_unreserve(t->store, r->npages);
+}
+
+/* Caller holds t->lock; the writers of tracked memory are stopped (a write
+ * racing the copy lands in this snapshot or the next one, page by page). */
+static int mirror_take(sf_tracker *t, sf_snapshot *s)
+{
+    size_t n;
+    struct sf_region **rs = sf__regions_list(t, &n);
+    if (!rs)
+        return -ENOMEM;
+    int err = 0;
+    for (size_t i = 0; i < n && !err; i++) {
+        struct sf_region *r = rs[i];
+        if (!r->mbits)
+            continue;
+        err = sf__async_sync(t, r);
+        long c = err ? 0 : refresh_range(t, r, 0, r->npages, s->gen, true);
+        if (c < 0) {
+            err = (int)c;
+        } else {
+            SF_STAT_INC(t, st_take_copied, (uint64_t)c);
+            r->pc_next = r->npages; /* the shadow is whole: nothing left to pre-copy */
+        }
+    }
+    free(rs);
+    /* On failure the pages copied so far keep their new content (their
+     * old one is in versions where a live snapshot needs it): consistent,
+     * and the next take copies the rest. */
+    return err;
+}
+
+/* Reads the shadow between two identical non-BUSY state words, or the
+ * version covering s. */
+static int mirror_read_page(const sf_snapshot *s, uintptr_t page_addr, void *buf, size_t off, size_t len)
+{
+    sf_tracker *t = s->t;
+    for (;;) {
+        unsigned g = sf__grace_enter();
+        struct sf_region *r = sf__region_find(page_addr);
+        if (!r || r->t != t || r->track_gen > s->gen || !r->shadow) {
+            sf__grace_exit(g);
+            return -ENOENT;
+        }
+        size_t p = (page_addr - r->start) >> sf_page_shift;
+        uint64_t w = atomic_load_explicit(&r->ps[p], memory_order_acquire);
+        if (w & PS_GONE) {
+            sf__grace_exit(g);
+            return -ENOENT;
+        }
+        if (PS_ST(w) == PS_BUSY) {
+            sf__grace_exit(g);
+            sf__cpu_relax();
+            continue;
+        }
+        if (sf__eff_cgen(r, w) <= s->gen) {
+            memcpy(buf, shadow_page(r, p) + off, len);
+            atomic_thread_fence(memory_order_acquire);
+            bool same = atomic_load(&r->ps[p]) == w;
+            sf__grace_exit(g);
+            if (same)
+                return 0;
+            continue;
+        }
+        struct sf_version *v = sf__version_for(r, p, s->gen);
+        if (v)
+            memcpy(buf, (char *)sf__store_data(t->store, v) + off, len);
+        sf__grace_exit(g);
+        return v ? 0 : -ENOENT; /* no version: tracked again after s */
+    }
+}
+
+/* Protects [p0, p1) of r again after restore wrote it (the kernel saw the
+ * copy as a write).  The scan before the copy protected everything else,
+ * and writers are stopped, so a span over pages in between loses nothing. */
+static int rearm(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
+{
+    return sf__uffd_wp(t->uffd, r->start + (p0 << sf_page_shift), (p1 - p0) << sf_page_shift, true, false);
+}
+
+/* Pages of r that differ from s: stale now (after a scan) or with a shadow
+ * newer than s.  Each is copied back into live memory from the shadow or
+ * the version covering s; the shadow takes the version's content (and its
+ * sgen), versions newer than s go, the pages are re-armed in spans and
+ * recorded as written for sf_collect. */
+static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struct vlist *dead,
+                           int *errp, bool *changed)
+{
+    int err = sf__async_sync(t, r);
+    long restored = 0;
+    size_t span0 = SIZE_MAX, span1 = 0;
+    for (size_t c = 0; c < r->nchunks && !err; c++) {
+        if (!r->mbits[c] && atomic_load(&r->chunk_maxgen[c]) <= g)
+            continue;
+        size_t q0 = c << SF_CHUNK_SHIFT, q1 = q0 + SF_CHUNK_PAGES < r->npages ? q0 + SF_CHUNK_PAGES : r->npages;
+        bool touched = false;
+        for (size_t p = q0; p < q1 && !err; p++) {
+            uint64_t w = atomic_load(&r->ps[p]);
+            if (w & PS_GONE)
+                continue;
+            uint32_t sg = sf__eff_cgen(r, w);
+            bool stale = bit_test(r->mbits, p);
+            if (!stale && sg <= g)
+                continue;
+            struct sf_version *v = NULL;
+            if (sg > g && !(v = sf__version_for(r, p, g)))
+                continue; /* tracked again after s: left as it is */
+            memcpy(live_page(r, p), v ? sf__store_data(t->store, v) : shadow_page(r, p), sf_page_size);
+            if (v) {
+                shadow_write(r, p, sf__store_data(t->store, v), v->lo);
+                /* The shadow holds v now; versions of content newer than
+                 * s belonged to snapshots that restore invalidates. */
+                for (struct sf_version *x = atomic_load(&r->vhead[p]); x; x = atomic_load(&x->next))
+                    if (x == v || x->lo > g) {
+                        atomic_store(&x->hi, 0);
+                        sf__version_unlink(x);
+                        sf__vlist_add(dead, x);
+                    }
+            }
+            bit_clear(r->mbits, p);
+            sf__bits_set(r->abits, p, p + 1);
+            touched = true;
+            *changed = true;
+            restored++;
+            /* Spans never cross GONE pages (unregistered). */
+            if (span0 != SIZE_MAX && (!sf__span_join(t, p - span1) || sf__gone_between(r, span1, p))) {
+                err = rearm(t, r, span0, span1);
+                span0 = SIZE_MAX;
+            }
+            if (span0 == SIZE_MAX)
+                span0 = p;
+            span1 = p + 1;
+        }
+        if (touched) {
+            uint32_t mx = 0;
+            for (size_t q = q0; q < q1; q++) {
+                uint32_t cg = sf__eff_cgen(r, atomic_load(&r->ps[q]));
+                mx = cg > mx ? cg : mx;
+            }
+            atomic_store(&r->chunk_maxgen[c], mx);
+        }
+    }
+    if (!err && span0 != SIZE_MAX)
+        err = rearm(t, r, span0, span1);
+    /* A page left unprotected by a failed re-arm shows as written in the
+     * next scan: stale again and dirty again, never lost. */
+    *errp = err;
+    return restored;
+}
+
+static long mirror_restore(sf_snapshot *s, struct vlist *dead, int *err, bool *changed)
+{
+    sf_tracker *t = s->t;
+    size_t n;
+    struct sf_region **rs = sf__regions_list(t, &n);
+    if (!rs) {
+        *err = -ENOMEM;
+        return 0;
+    }
+    long restored = 0;
+    for (size_t i = 0; i < n && !*err; i++)
+        if (rs[i]->mbits && rs[i]->track_gen <= s->gen) /* tracked after s: left */
+            restored += restore_region(t, rs[i], s->gen, dead, err, changed);
+    free(rs);
+    return restored;
+}
+
+static void mirror_release(sf_tracker *t, sf_snapshot *s)
+{
+    (void)s;
+    sf__versions_gc(t); /* waits out readers before freeing */
+}
+
+const struct sf_engine_ops sf__engine_mirror = {
+    .id = SF_ENGINE_MIRROR,
+    .create = mirror_create,
+    .destroy = mirror_destroy,
+    .attach = mirror_attach,
+    .region_fini = mirror_region_fini,
+    .take = mirror_take,
+    .read_page = mirror_read_page,
+    .content_epoch = sf__content_epoch,
+    .restore = mirror_restore,
+    .release = mirror_release,
+};
