@@ -250,6 +250,18 @@ typedef struct {
     sf_backend auto_snapshots;     /* what AUTO picks with SF_OPT_SNAPSHOTS */
     sf_fault_mode sync_mode;       /* uffd-sync delivery AUTO would use */
     char sync_mode_why[160];
+    /* Re-arming costs, measured once per process on scratch memory: one
+     * protect call (UFFDIO_WRITEPROTECT, mprotect) and what each page
+     * inside a protected span adds, in ns (0: not measured); and the gap
+     * they give: a run at most that many unwritten pages past a span is
+     * protected by the same call (gap * per-page cost < one call). */
+    double uffd_wp_call_ns;
+    double uffd_wp_pte_ns;
+    double mprotect_call_ns;
+    double mprotect_pte_ns;
+    long uffd_span_gap;
+    long mprotect_span_gap;
+    int span_gap_forced;           /* the gaps come from SNAPFAULT_SPAN_GAP */
 } sf_caps;
 
 /* Probes what this kernel and process support, by really trying each
@@ -285,6 +297,9 @@ typedef struct {
     uint64_t snapshots_live;
     uint64_t snapshots_failed;
     uint64_t metadata_bytes;  /* per-page state and indexes */
+    uint64_t span_gap;        /* sync backends: the largest gap of unwritten pages
+                                 one protect call spans (see sf_caps) */
+    uint64_t protect_calls;   /* protect calls made by collects, takes, restores */
 } sf_stats;
 
 /* Fills *st.  Counters are read without stopping faults, so they are

@@ -193,6 +193,7 @@ static void us_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t
 
 static int us_protect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len)
 {
+    SF_STAT_INC(t, st_protects, 1);
     return sf__uffd_wp(t->uffd, addr, len, true, false);
 }
 

@@ -196,7 +196,7 @@ struct sf_tracker {
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
-        st_degraded, st_copies, st_shared, st_failed;
+        st_degraded, st_copies, st_shared, st_failed, st_protects;
     _Atomic long vma_estimate;
     long vma_budget;
 };
@@ -307,21 +307,26 @@ static inline uint64_t sf__wait_not_busy(_Atomic uint64_t *ps)
     return w;
 }
 
-/* Pages re-armed together share one protect call per span whose gaps are
- * at most SF_SPAN_GAP pages (collector, restore, copy restore).  Measured
- * on the 2-core pvm VM: a call costs ~40 us, each PTE in a span ~0.17 us
- * (the kernel rewrites every PTE of the range); a gap of 16 was 2x slower
- * for scattered pages. */
-#define SF_SPAN_GAP 512
-
-/* The one batching decision: whether the next run, gap pages past the end
- * of the current span, joins that span (one protect call over the gap) or
- * starts a new one.  Every re-arming walk asks here. */
-static inline bool sf__span_join(const sf_tracker *t, size_t gap)
-{
-    (void)t;
-    return gap <= SF_SPAN_GAP;
-}
+/* The one batching decision (cost.c): whether the next run, gap pages past
+ * the end of the current span, joins that span (one protect call over the
+ * gap) or starts a new one.  Every re-arming walk asks here; the answer
+ * follows protect costs measured once per process (gap * per-PTE cost <
+ * one call's cost), or SNAPFAULT_SPAN_GAP.  Collector side. */
+bool sf__span_join(const sf_tracker *t, size_t gap);
+/* The largest gap sf__span_join joins for t's backend. */
+size_t sf__span_gap(const sf_tracker *t);
+/* The largest gap with gap * pte_ns < call_ns (0 when call_ns is unknown,
+ * at most SF_SPAN_GAP_MAX).  Pure. */
+size_t sf__cost_gap(double call_ns, double pte_ns);
+/* A span scans the page states of its gaps (mprotect's VMA estimate): a
+ * bound on the gap even where the kernel's cost per gap page is ~0. */
+#define SF_SPAN_GAP_MAX ((size_t)4096)
+enum sf_cost_mech { SF_COST_UFFD, SF_COST_MPROTECT };
+/* Measures the protect costs of each mechanism on scratch memory and sets
+ * the gaps (probe.c, once); fills the cost fields of c. */
+void sf__cost_probe(sf_caps *c);
+/* Sets the costs of one mechanism (tests inject them here). */
+void sf__cost_set(enum sf_cost_mech m, double call_ns, double pte_ns);
 
 /* Whether a page in [p0, p1) of r was given back by a partial untrack: a
  * span must not cross it (unregistered for uffd).  Collector side. */

@@ -169,6 +169,8 @@ static void probe(void)
     c->auto_tracking = !c->backend_ok[SF_BACKEND_UFFD_ASYNC] ? SF_BACKEND_UFFD_ASYNC : SF_BACKEND_MPROTECT;
     c->auto_snapshots = !c->backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT;
     munmap(page, sf_page_size);
+    /* What a protect call and a PTE inside a span cost here (cost.c). */
+    sf__cost_probe(c);
 }
 
 int sf__probe_cached(const sf_caps **out)

@@ -627,6 +627,9 @@ SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
     st->copies_shared = atomic_load_explicit(&t->st_shared, memory_order_relaxed);
     st->snapshots_failed = atomic_load_explicit(&t->st_failed, memory_order_relaxed);
     st->store_limit = t->store_limit;
+    if (t->backend != SF_BACKEND_SOFTDIRTY)
+        st->span_gap = sf__span_gap(t);
+    st->protect_calls = atomic_load_explicit(&t->st_protects, memory_order_relaxed);
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
         st->snapshots_live += atomic_load(&t->live_gen[i]) != 0;
     sf__store_stats(t, &st->store_bytes);

@@ -46,6 +46,20 @@ int cmd_probe(int argc, char **argv)
         printf("  %-11s %s%s%s\n", sf_backend_name((sf_backend)b), c.backend_ok[b] ? "unusable" : "usable",
                c.backend_ok[b] ? ": " : "", c.backend_ok[b] ? c.why[b] : "");
     printf("  uffd-sync faults: %s\n", c.sync_mode_why[0] ? c.sync_mode_why : sf_fault_mode_name(c.sync_mode));
+    printf("\nre-arming costs (measured on scratch memory; a gap of unwritten pages joins\n"
+           "one protect call while gap x per-page cost < one call):\n");
+    if (c.uffd_wp_call_ns > 0)
+        printf("  UFFDIO_WRITEPROTECT: %.0f ns a call, %.1f ns a page in a span\n", c.uffd_wp_call_ns,
+               c.uffd_wp_pte_ns);
+    else
+        printf("  UFFDIO_WRITEPROTECT: not measured (uffd write-protect unusable)\n");
+    if (c.mprotect_call_ns > 0)
+        printf("  mprotect:            %.0f ns a call, %.1f ns a page in a span\n", c.mprotect_call_ns,
+               c.mprotect_pte_ns);
+    else
+        printf("  mprotect:            not measured\n");
+    printf("  span gap:            uffd %ld pages, mprotect %ld pages%s\n", c.uffd_span_gap,
+           c.mprotect_span_gap, c.span_gap_forced ? " (forced by SNAPFAULT_SPAN_GAP)" : "");
     printf("\npreload modes (SNAPFAULT_BACKEND=auto):\n");
     printf("  track:              %s\n", sf_backend_name(c.auto_tracking));
     printf("  snapshot:           %s\n", sf_backend_name(c.auto_snapshots));
