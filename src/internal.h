@@ -178,7 +178,18 @@ struct sf_tracker {
     pthread_t threads[8];
     int wake_pipe[2];
     _Atomic int stopping;
-    _Atomic int spinner;       /* a handler thread is spinning on the queue */
+    /* One handler thread at a time waits on the uffd (spinning or in
+     * poll): the watcher; the others sleep on this word (a futex) until it
+     * hands over.  0 free, 1 held, 2 stopped. */
+    _Atomic int watcher;
+    _Atomic int waiters;       /* threads sleeping on watcher */
+    struct sf_wait_policy {    /* the watcher's only (backend_uffd_sync.c) */
+        uint64_t last;         /* when the previous message was read */
+        unsigned phase, n, left;
+        bool spin;
+        uint64_t spin_ns;
+        uint64_t sample[2][16];
+    } wp;
 
     /* snapshots (snapshot.c) */
     _Atomic uint32_t gen;      /* current content generation C */
