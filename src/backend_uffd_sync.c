@@ -85,7 +85,10 @@ static void policy_note(struct sf_wait_policy *p, uint64_t now, size_t k)
         p->spin = true;
         return;
     }
-    p->spin = median(p->sample[1], WP_SAMPLES) * 5 < sleep * 4;
+    uint64_t spin = median(p->sample[1], WP_SAMPLES);
+    p->spin = spin * 5 < sleep * 4;
+    sf__debug("handler threads: a fault round trip takes %llu ns sleeping, %llu ns spinning: %s",
+              (unsigned long long)sleep, (unsigned long long)spin, p->spin ? "spinning" : "sleeping");
     p->phase = 2;
     p->left = WP_EXPLOIT;
 }

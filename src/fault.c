@@ -566,6 +566,17 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
              * page so no collector moves it meanwhile, unprotect again. */
             if (!atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_BUSY)))
                 continue;
+            /* Read after owning it: a take that marks the chunk after this
+             * finds the page BUSY (take_whole_chunk in tracker.c). */
+            if (SF_UNLIKELY(atomic_load(&r->chunk[p >> SF_CHUNK_SHIFT]) & CH_TAKING)) {
+                /* A take picked the page without COLLECTING: take it over
+                 * as a COLLECTING page (below), never heal it unsaved. */
+                if (since && !page_wp(t, page_addr)) {
+                    atomic_store(ps, w); /* as it was: the take re-arms it */
+                    return SF_RETRY;
+                }
+                break;
+            }
             uint64_t rs = threads ? sf__rseq_next(t) : (w & PS_RSEQ_MASK);
             t->ops->unprotect(t, r, page_addr, sf_page_size);
             atomic_store(ps, (w & ~PS_RSEQ_MASK) | rs);

@@ -334,10 +334,23 @@ static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *
     atomic_fetch_add(&t->rearm_seq, 1); /* heals after this are a new round */
     size_t p0 = b->s[0], p1 = b->e[b->n - 1];
     int rc = t->ops->protect(t, r, r->start + (p0 << sf_page_shift), (p1 - p0) << sf_page_shift);
+    uint32_t C = atomic_load(&t->gen);
     for (size_t k = 0; k < b->n; k++)
         for (size_t p = b->s[k]; p < b->e[k]; p++) {
             uint64_t w = atomic_load(&r->ps[p]);
             unsigned st = PS_ST(w);
+            if (mode == SF_WALK_TAKE && st == PS_WRITABLE && PS_CGEN(w) < C && rc == 0) {
+                /* Picked with its whole chunk (take_whole_chunk): still as
+                 * it was then, unless a fault took it over (it then holds
+                 * the content generation C). */
+                while (!atomic_compare_exchange_weak(&r->ps[p], &w, PS_WITH_ST(w, PS_ARMED))) {
+                    if (PS_ST(w) == PS_BUSY)
+                        w = sf__wait_not_busy(&r->ps[p]);
+                    if (PS_ST(w) != PS_WRITABLE || PS_CGEN(w) >= C)
+                        break;
+                }
+                continue;
+            }
             if (rc < 0) {
                 /* Could not protect (VMA budget): the pages stay writable
                  * and dirty, reported now and again next time; a snapshot
@@ -358,6 +371,10 @@ static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *
         }
     if (rc < 0 && mode == SF_WALK_TAKE)
         atomic_store(&t->take_failed, 1);
+    if (mode == SF_WALK_TAKE) /* after the last page: faults heal again */
+        for (size_t c = p0 >> SF_CHUNK_SHIFT; c <= (p1 - 1) >> SF_CHUNK_SHIFT; c++)
+            if (atomic_load_explicit(&r->chunk[c], memory_order_relaxed) & CH_TAKING)
+                atomic_fetch_and(&r->chunk[c], ~CH_TAKING);
 }
 
 /* Re-arms the batch (unless only getting) and reports its runs in order.
@@ -427,6 +444,31 @@ static bool pick(struct sf_region *r, size_t p, enum sf_walk mode)
         if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING)))
             return true;
     }
+}
+
+/* The take's fast path: a chunk whose pages are all WRITABLE joins the run
+ * as a whole, without a CAS per page to COLLECTING.  COLLECTING exists so
+ * that a fault after the protect takes the page over (and saves it) rather
+ * than heal it (open it unsaved); CH_TAKING on the chunk tells the fault
+ * path the same for its WRITABLE pages.  The flag is set, then every page
+ * is read again: a heal CASes its page to BUSY before it reads the flag
+ * (fault.c), so either it sees the flag or this sees BUSY and the chunk
+ * takes the page-by-page path (the flag is dropped: it only matters for
+ * pages picked without COLLECTING).  rearm_batch moves the pages to ARMED
+ * with a CAS that fails if a fault took one over, then drops the flag. */
+static bool take_whole_chunk(struct sf_region *r, size_t c, size_t p0)
+{
+    for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
+        if ((atomic_load_explicit(&r->ps[p0 + i], memory_order_relaxed) & (PS_ST_MASK | PS_GONE)) !=
+            PS_WRITABLE)
+            return false;
+    atomic_fetch_or(&r->chunk[c], CH_TAKING);
+    for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
+        if ((atomic_load(&r->ps[p0 + i]) & (PS_ST_MASK | PS_GONE)) != PS_WRITABLE) {
+            atomic_fetch_and(&r->chunk[c], ~CH_TAKING);
+            return false;
+        }
+    return true;
 }
 
 /* A degraded region (mprotect over its VMA budget) was writable as a whole:
@@ -513,6 +555,11 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
         bool hinted = atomic_load(&r->chunk[c]) & need;
         if (hinted && clear)
             atomic_fetch_and(&r->chunk[c], ~clear);
+        if (hinted && mode == SF_WALK_TAKE && p1 - p0 == SF_CHUNK_PAGES && take_whole_chunk(r, c, p0)) {
+            if (run == SIZE_MAX)
+                run = p0;
+            continue;
+        }
         for (size_t p = p0; p < p1 && !rc; p++) {
             if (hinted && pick(r, p, mode)) {
                 if (run == SIZE_MAX)
