@@ -28,9 +28,9 @@ extern unsigned sf_page_shift;
  * Per-page state: one 64-bit word, every transition a CAS.
  *
  *   bits 0-1  ST   WRITABLE   not protected: written (or degraded) this epoch
- *                             (in a chunk marked CH_TAKING: being protected
- *                             by a take, as COLLECTING; see below)
- *                  ARMED      protected: the next write faults
+ *                  ARMED      protected: the next write faults (or, in a
+ *                             take's walk on uffd-sync, about to be: see
+ *                             take_whole_chunk in tracker.c)
  *                  BUSY       a fault handler owns the page (copy + unprotect)
  *                  COLLECTING a collector is protecting it; a fault takes it
  *                             over (COLLECTING -> BUSY) and the collector's
@@ -74,10 +74,9 @@ static inline bool ps_rseq_after(uint32_t x, uint32_t since)
 #define SF_CHUNK_PAGES (1u << SF_CHUNK_SHIFT)
 #define CH_DIRTY 1u     /* some page may be DIRTY */
 #define CH_WRITABLE 2u  /* some page may be WRITABLE */
-/* A take re-arms the chunk as a whole (tracker.c, take_whole_chunk): its
- * pages stay WRITABLE instead of COLLECTING until the protect landed, and
- * a fault on a WRITABLE page of the chunk takes it over as it would a
- * COLLECTING one instead of healing it.  Set and cleared by the take. */
+/* A take is arming the chunk's WRITABLE pages as a whole (tracker.c,
+ * take_whole_chunk): a heal on one of them gives it back and retries.  Set
+ * and cleared by the take around its reads and stores of the chunk. */
 #define CH_TAKING 4u
 
 struct sf_version;

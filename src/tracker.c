@@ -327,35 +327,33 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
 struct batch {
     size_t n;
     size_t s[BATCH_RUNS], e[BATCH_RUNS];
+    uint64_t *whole; /* take: chunks armed as a whole (take_whole_chunk), or NULL */
 };
+
+static bool chunk_whole(const struct batch *b, size_t c)
+{
+    return b->whole && (b->whole[c >> 6] >> (c & 63)) & 1;
+}
 
 static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *b, enum sf_walk mode)
 {
     atomic_fetch_add(&t->rearm_seq, 1); /* heals after this are a new round */
     size_t p0 = b->s[0], p1 = b->e[b->n - 1];
     int rc = t->ops->protect(t, r, r->start + (p0 << sf_page_shift), (p1 - p0) << sf_page_shift);
-    uint32_t C = atomic_load(&t->gen);
     for (size_t k = 0; k < b->n; k++)
         for (size_t p = b->s[k]; p < b->e[k]; p++) {
-            uint64_t w = atomic_load(&r->ps[p]);
-            unsigned st = PS_ST(w);
-            if (mode == SF_WALK_TAKE && st == PS_WRITABLE && PS_CGEN(w) < C && rc == 0) {
-                /* Picked with its whole chunk (take_whole_chunk): still as
-                 * it was then, unless a fault took it over (it then holds
-                 * the content generation C). */
-                while (!atomic_compare_exchange_weak(&r->ps[p], &w, PS_WITH_ST(w, PS_ARMED))) {
-                    if (PS_ST(w) == PS_BUSY)
-                        w = sf__wait_not_busy(&r->ps[p]);
-                    if (PS_ST(w) != PS_WRITABLE || PS_CGEN(w) >= C)
-                        break;
-                }
+            if (rc == 0 && !(p & (SF_CHUNK_PAGES - 1)) && chunk_whole(b, p >> SF_CHUNK_SHIFT)) {
+                p += SF_CHUNK_PAGES - 1; /* ARMED already */
                 continue;
             }
+            uint64_t w = atomic_load(&r->ps[p]);
+            unsigned st = PS_ST(w);
             if (rc < 0) {
                 /* Could not protect (VMA budget): the pages stay writable
                  * and dirty, reported now and again next time; a snapshot
-                 * being taken cannot hold them. */
-                if (st == PS_COLLECTING)
+                 * being taken cannot hold them.  (ARMED in a take's run:
+                 * re-armed with its whole chunk, see take_whole_chunk.) */
+                if (st == PS_COLLECTING || (mode == SF_WALK_TAKE && st == PS_ARMED && !(w & PS_GONE)))
                     atomic_compare_exchange_strong(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE) | PS_DIRTY);
                 sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
                 continue;
@@ -371,10 +369,6 @@ static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *
         }
     if (rc < 0 && mode == SF_WALK_TAKE)
         atomic_store(&t->take_failed, 1);
-    if (mode == SF_WALK_TAKE) /* after the last page: faults heal again */
-        for (size_t c = p0 >> SF_CHUNK_SHIFT; c <= (p1 - 1) >> SF_CHUNK_SHIFT; c++)
-            if (atomic_load_explicit(&r->chunk[c], memory_order_relaxed) & CH_TAKING)
-                atomic_fetch_and(&r->chunk[c], ~CH_TAKING);
 }
 
 /* Re-arms the batch (unless only getting) and reports its runs in order.
@@ -446,16 +440,22 @@ static bool pick(struct sf_region *r, size_t p, enum sf_walk mode)
     }
 }
 
-/* The take's fast path: a chunk whose pages are all WRITABLE joins the run
- * as a whole, without a CAS per page to COLLECTING.  COLLECTING exists so
- * that a fault after the protect takes the page over (and saves it) rather
- * than heal it (open it unsaved); CH_TAKING on the chunk tells the fault
- * path the same for its WRITABLE pages.  The flag is set, then every page
- * is read again: a heal CASes its page to BUSY before it reads the flag
- * (fault.c), so either it sees the flag or this sees BUSY and the chunk
- * takes the page-by-page path (the flag is dropped: it only matters for
- * pages picked without COLLECTING).  rearm_batch moves the pages to ARMED
- * with a CAS that fails if a fault took one over, then drops the flag. */
+/* The take's fast path (uffd-sync): a chunk whose pages are all WRITABLE
+ * is moved to ARMED before the protect with plain stores, instead of a CAS
+ * to COLLECTING and another to ARMED per page.  Until the protect lands
+ * the pages are ARMED but writable: their writes need no fault, and belong
+ * to the snapshot as writes before a page's protect always have; a page a
+ * stale protect already covers (a heal pending) faults as an ARMED page,
+ * and is saved and opened as one.  The only other writer of a WRITABLE
+ * page's word is a heal (fault.c): it CASes its page to BUSY, then reads
+ * CH_TAKING and, if set, gives the page back (a CAS from BUSY) and lets
+ * the write retry.  Here the flag is set before the pages are read: either
+ * the heal sees it, or this sees its BUSY and the chunk takes the page-by-
+ * page path.  A store that overwrites a heal's BUSY leaves that heal's
+ * give-back CAS failing: the page is ARMED, the retried write faults on it
+ * as on any armed page.  mprotect's VMA estimate reads the page states
+ * when it protects (span_delta), so mprotect takes the page-by-page path.
+ * The walk notes the chunks (batch.whole) so that rearm_batch skips them. */
 static bool take_whole_chunk(struct sf_region *r, size_t c, size_t p0)
 {
     for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
@@ -463,12 +463,15 @@ static bool take_whole_chunk(struct sf_region *r, size_t c, size_t p0)
             PS_WRITABLE)
             return false;
     atomic_fetch_or(&r->chunk[c], CH_TAKING);
-    for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
-        if ((atomic_load(&r->ps[p0 + i]) & (PS_ST_MASK | PS_GONE)) != PS_WRITABLE) {
-            atomic_fetch_and(&r->chunk[c], ~CH_TAKING);
-            return false;
-        }
-    return true;
+    uint64_t w[SF_CHUNK_PAGES];
+    bool whole = true;
+    for (size_t i = 0; i < SF_CHUNK_PAGES && whole; i++)
+        whole = ((w[i] = atomic_load(&r->ps[p0 + i])) & (PS_ST_MASK | PS_GONE)) == PS_WRITABLE;
+    if (whole)
+        for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
+            atomic_store_explicit(&r->ps[p0 + i], PS_WITH_ST(w[i], PS_ARMED), memory_order_release);
+    atomic_fetch_and(&r->chunk[c], ~CH_TAKING);
+    return whole;
 }
 
 /* A degraded region (mprotect over its VMA budget) was writable as a whole:
@@ -546,6 +549,9 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     bool gone = atomic_load(&r->gone) != 0;
     struct batch b;
     b.n = 0;
+    /* No memory for the map: every chunk takes the page-by-page path. */
+    b.whole = mode == SF_WALK_TAKE && t->backend == SF_BACKEND_UFFD_SYNC
+                  ? calloc((r->nchunks + 63) >> 6, sizeof(uint64_t)) : NULL;
     size_t run = SIZE_MAX;
     int rc = 0;
     for (size_t c = 0; c < r->nchunks && !rc; c++) {
@@ -555,7 +561,8 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
         bool hinted = atomic_load(&r->chunk[c]) & need;
         if (hinted && clear)
             atomic_fetch_and(&r->chunk[c], ~clear);
-        if (hinted && mode == SF_WALK_TAKE && p1 - p0 == SF_CHUNK_PAGES && take_whole_chunk(r, c, p0)) {
+        if (hinted && b.whole && p1 - p0 == SF_CHUNK_PAGES && take_whole_chunk(r, c, p0)) {
+            b.whole[c >> 6] |= 1ull << (c & 63);
             if (run == SIZE_MAX)
                 run = p0;
             continue;
@@ -599,6 +606,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     }
     if (!rc)
         rc = flush_batch(t, r, &b, mode, emit, ctx);
+    free(b.whole);
     return rc;
 }
 

@@ -409,13 +409,13 @@ static int case_store_bump(void)
 }
 
 /* ---------------------------------------------------------------------
- * A take re-arms chunks whose pages are all writable without moving each
- * page to COLLECTING (tracker.c, take_whole_chunk): a write that faults
- * after the take's protect but before it marks the page ARMED must take
- * the page over and save it, never heal it unsaved.  A writer sweeps every
- * page with increasing stamps while takes run: each snapshot must hold, for
- * every page, a stamp between the ones read before and after its take, and
- * hold it still after the writer has swept the whole region once more.
+ * A take arms chunks whose pages are all writable as a whole (tracker.c,
+ * take_whole_chunk: plain stores to ARMED before its protect, no CAS per
+ * page): every page must still be protected and saved before its next
+ * write.  A writer sweeps every page with increasing stamps while takes
+ * run: each snapshot must hold, for every page, a stamp between the ones
+ * read before and after its take, and hold it still after the writer has
+ * swept the whole region once more.
  * --------------------------------------------------------------------- */
 #define TW_NP 4096
 static char *tw_mem;
