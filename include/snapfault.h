@@ -313,6 +313,18 @@ typedef struct {
     sf_engine auto_engine;         /* the engine AUTO picks with SF_OPT_SNAPSHOTS
                                       (without SF_OPT_LOW_MEMORY) */
     char auto_engine_why[160];
+    /* Re-arming costs, measured once per process on scratch memory: one
+     * protect call (UFFDIO_WRITEPROTECT, mprotect) and what each page
+     * inside a protected span adds, in ns (0: not measured); and the gap
+     * they give: a run at most that many unwritten pages past a span is
+     * protected by the same call (gap * per-page cost < one call). */
+    double uffd_wp_call_ns;
+    double uffd_wp_pte_ns;
+    double mprotect_call_ns;
+    double mprotect_pte_ns;
+    long uffd_span_gap;
+    long mprotect_span_gap;
+    int span_gap_forced;           /* the gaps come from SNAPFAULT_SPAN_GAP */
 } sf_caps;
 
 /* Probes what this kernel and process support, by really trying each
@@ -354,6 +366,9 @@ typedef struct {
     uint64_t version_bytes;   /* bytes of page versions held (= store_bytes) */
     uint64_t take_copied;     /* mirror: pages takes copied into the shadow */
     uint64_t precopied;       /* mirror: pages the background pre-copy copied */
+    uint64_t span_gap;        /* sync backends: the largest gap of unwritten pages
+                                 one protect call spans (see sf_caps) */
+    uint64_t protect_calls;   /* protect calls made by collects, takes, restores */
 } sf_stats;
 
 /* Fills *st.  Counters are read without stopping faults, so they are

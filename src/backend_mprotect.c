@@ -199,6 +199,7 @@ static int mp_unprotect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size
  * flag: only the walk of a degraded region clears it (see degrade()). */
 static int mp_protect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len)
 {
+    SF_STAT_INC(t, st_protects, 1);
     if (addr == r->start && len == r->end - r->start) {
         if (mprotect((void *)addr, len, PROT_READ) < 0)
             return -errno;

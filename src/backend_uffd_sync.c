@@ -4,24 +4,93 @@
 #include "uffd.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Handler threads read messages in batches, resolve each with the shared
- * state machine, and spin briefly on an empty queue before sleeping in
- * poll: on a 2-core machine a sleeping handler costs a wake-up (~30 us) per
- * fault, a spinning one only the queue round trip. */
+/* Handler threads.  One of them at a time, the watcher, waits on the uffd
+ * and reads its messages in batches of up to MSG_BATCH; the others sleep on
+ * a futex and are only woken to take over when a read returned several
+ * messages (several threads faulted at once): then the watcher hands the
+ * uffd over before resolving its batch.  A single waiter means a message
+ * wakes one thread, not every thread blocked in poll.
+ *
+ * Waiting for the next message: sleeping in poll costs a wake-up per fault;
+ * spinning on read(2) costs a CPU, and where an idle vCPU halts (a VM) it
+ * makes the faulting thread's wake-up cross CPUs to a halted one, which can
+ * cost more than the sleep it saves.  Which one wins depends on the machine
+ * and its load, so the watcher measures: the interval between consecutive
+ * messages (the whole round trip of a thread that faults in a loop), its
+ * median over WP_SAMPLES reads sleeping, then over WP_SAMPLES spinning;
+ * it spins only when that is at least a fifth shorter, and measures again
+ * after WP_EXPLOIT messages.  A spin lasts at most twice the sleeping round
+ * trip (it could not win past that), and never more than SPIN_MAX_NS of CPU
+ * per idle spell. */
 #define MSG_BATCH 64
-#define SPIN_NS 50000
+#define WP_SAMPLES 16
+#define WP_EXPLOIT 4096
+#define SPIN_MAX_NS 250000
 
 static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static long futex(_Atomic int *addr, int op, int val)
+{
+    return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
+}
+
+static uint64_t median(const uint64_t *v, unsigned n)
+{
+    uint64_t s[WP_SAMPLES];
+    for (unsigned i = 0; i < n; i++) {
+        unsigned j = i;
+        for (; j > 0 && s[j - 1] > v[i]; j--)
+            s[j] = s[j - 1];
+        s[j] = v[i];
+    }
+    return s[n / 2];
+}
+
+/* The watcher read k messages at time now (see above). */
+static void policy_note(struct sf_wait_policy *p, uint64_t now, size_t k)
+{
+    if (p->phase == 2) {
+        if (p->left > k) {
+            p->left -= (unsigned)k;
+            return;
+        }
+        p->phase = p->n = 0;
+        p->last = 0;
+        p->spin = false;
+        return;
+    }
+    if (p->last)
+        p->sample[p->phase][p->n++] = (now - p->last) / k;
+    p->last = now;
+    if (p->n < WP_SAMPLES)
+        return;
+    uint64_t sleep = median(p->sample[0], WP_SAMPLES);
+    p->spin_ns = 2 * sleep < SPIN_MAX_NS ? 2 * sleep : SPIN_MAX_NS;
+    p->n = 0;
+    p->last = 0;
+    if (p->phase == 0) {
+        p->phase = 1;
+        p->spin = true;
+        return;
+    }
+    uint64_t spin = median(p->sample[1], WP_SAMPLES);
+    p->spin = spin * 5 < sleep * 4;
+    sf__debug("handler threads: a fault round trip takes %llu ns sleeping, %llu ns spinning: %s",
+              (unsigned long long)sleep, (unsigned long long)spin, p->spin ? "spinning" : "sleeping");
+    p->phase = 2;
+    p->left = WP_EXPLOIT;
 }
 
 /* since: t->res_seq before the read that returned the message. */
@@ -50,49 +119,88 @@ static void handle_fault(sf_tracker *t, uintptr_t addr, uint32_t since)
     }
 }
 
+/* Gives the watcher role up and wakes a sleeping handler to take it. */
+static void hand_over(sf_tracker *t)
+{
+    int one = 1;
+    atomic_compare_exchange_strong(&t->watcher, &one, 0); /* 2 (stopping) stays */
+    if (atomic_load(&t->waiters))
+        futex(&t->watcher, FUTEX_WAKE_PRIVATE, 1);
+}
+
+/* The watcher's loop.  Returns 0 once it handed the uffd over, -1 when the
+ * thread is to stop. */
+static int watch(sf_tracker *t, struct uffd_msg *msg, struct pollfd *pfd)
+{
+    struct sf_wait_policy *p = &t->wp;
+    bool wait_first = false; /* poll before reading */
+    uint64_t idle_since = 0;
+    for (;;) {
+        if (atomic_load(&t->stopping))
+            return -1;
+        if (wait_first) {
+            poll(pfd, 2, -1);
+            wait_first = false;
+            if (pfd[1].revents)
+                continue; /* woken to stop */
+        }
+        /* Before the read: a page opened after this (by any thread) has
+         * woken the threads whose messages this read returns. */
+        uint32_t since = atomic_load(&t->res_seq);
+        ssize_t n = read(t->uffd, msg, MSG_BATCH * sizeof(msg[0]));
+        if (n > 0) {
+            size_t k = (size_t)n / sizeof(msg[0]);
+            policy_note(p, now_ns(), k);
+            bool handed = k > 1 && atomic_load(&t->waiters);
+            if (handed)
+                hand_over(t);
+            for (size_t i = 0; i < k; i++)
+                if (msg[i].event == UFFD_EVENT_PAGEFAULT)
+                    handle_fault(t, (uintptr_t)msg[i].arg.pagefault.address, since);
+            if (handed)
+                return 0;
+            idle_since = 0;
+            /* Sleeping: poll (it returns at once if more is queued) rather
+             * than a read that finds the queue empty. */
+            wait_first = !p->spin;
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            hand_over(t);
+            return -1;
+        }
+        if (p->spin) {
+            uint64_t now = now_ns();
+            if (!idle_since)
+                idle_since = now;
+            if (now - idle_since < p->spin_ns) {
+                sf__cpu_relax();
+                continue;
+            }
+        }
+        idle_since = 0;
+        wait_first = true;
+    }
+}
+
 static void *handler_main(void *arg)
 {
     sf_tracker *t = arg;
     struct uffd_msg msg[MSG_BATCH];
     struct pollfd pfd[2] = {{.fd = t->uffd, .events = POLLIN}, {.fd = t->wake_pipe[0], .events = POLLIN}};
-    uint64_t idle_since = 0;
-    bool spinning = false; /* holds t->spinner */
     while (!atomic_load(&t->stopping)) {
-        /* Before the read: a page opened after this (by any thread) has
-         * woken the threads whose messages this read returns. */
-        uint32_t since = atomic_load(&t->res_seq);
-        ssize_t n = read(t->uffd, msg, sizeof(msg));
-        if (n > 0) {
-            for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++)
-                if (msg[i].event == UFFD_EVENT_PAGEFAULT)
-                    handle_fault(t, (uintptr_t)msg[i].arg.pagefault.address, since);
-            idle_since = 0;
+        int w = 0;
+        if (!atomic_compare_exchange_strong(&t->watcher, &w, 1)) {
+            if (w == 1) {
+                atomic_fetch_add(&t->waiters, 1);
+                futex(&t->watcher, FUTEX_WAIT_PRIVATE, 1); /* returns at once unless still 1 */
+                atomic_fetch_sub(&t->waiters, 1);
+            }
             continue;
         }
-        if (n < 0 && errno != EAGAIN && errno != EINTR)
+        if (watch(t, msg, pfd) < 0)
             break;
-        /* One spinner at a time: on a small machine a second spinning
-         * handler takes the CPU the woken program thread needs. */
-        uint64_t now = now_ns();
-        if (!idle_since) {
-            idle_since = now;
-            int expect = 0;
-            if (!spinning)
-                spinning = atomic_compare_exchange_strong(&t->spinner, &expect, 1);
-        }
-        if (spinning && now - idle_since < SPIN_NS) {
-            sf__cpu_relax();
-            continue;
-        }
-        if (spinning) {
-            atomic_store(&t->spinner, 0);
-            spinning = false;
-        }
-        poll(pfd, 2, -1);
-        idle_since = 0;
     }
-    if (spinning)
-        atomic_store(&t->spinner, 0);
     return NULL;
 }
 
@@ -152,6 +260,10 @@ static void us_close(sf_tracker *t)
 {
     if (t->nthreads) {
         atomic_store(&t->stopping, 1);
+        /* Sleepers on the futex see 2 (never 1 again) and stop; the
+         * watcher is woken from poll by the pipe. */
+        atomic_store(&t->watcher, 2);
+        futex(&t->watcher, FUTEX_WAKE_PRIVATE, INT32_MAX);
         char c = 1;
         for (unsigned i = 0; i < t->nthreads; i++)
             if (write(t->wake_pipe[1], &c, 1) < 0)
@@ -193,6 +305,7 @@ static void us_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t
 
 static int us_protect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len)
 {
+    SF_STAT_INC(t, st_protects, 1);
     return sf__uffd_wp(t->uffd, addr, len, true, false);
 }
 

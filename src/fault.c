@@ -566,6 +566,16 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
              * page so no collector moves it meanwhile, unprotect again. */
             if (!atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_BUSY)))
                 continue;
+            /* Read after owning it: a take that marks the chunk after this
+             * finds the page BUSY (take_whole_chunk in tracker.c).  Marked:
+             * the take is arming the page with its chunk; give the page
+             * back as it was (unless the take's store replaced it already)
+             * and let the write retry, to fault on an armed page. */
+            if (SF_UNLIKELY(atomic_load(&r->chunk[p >> SF_CHUNK_SHIFT]) & CH_TAKING)) {
+                uint64_t busy = PS_WITH_ST(w, PS_BUSY);
+                atomic_compare_exchange_strong(ps, &busy, w);
+                return SF_RETRY;
+            }
             uint64_t rs = threads ? sf__rseq_next(t) : (w & PS_RSEQ_MASK);
             t->ops->unprotect(t, r, page_addr, sf_page_size);
             atomic_store(ps, (w & ~PS_RSEQ_MASK) | rs);

@@ -28,7 +28,9 @@ extern unsigned sf_page_shift;
  * Per-page state: one 64-bit word, every transition a CAS.
  *
  *   bits 0-1  ST   WRITABLE   not protected: written (or degraded) this epoch
- *                  ARMED      protected: the next write faults
+ *                  ARMED      protected: the next write faults (or, in a
+ *                             take's walk on uffd-sync, about to be: see
+ *                             take_whole_chunk in tracker.c)
  *                  BUSY       a fault handler owns the page (copy + unprotect)
  *                  COLLECTING a collector is protecting it; a fault takes it
  *                             over (COLLECTING -> BUSY) and the collector's
@@ -72,6 +74,10 @@ static inline bool ps_rseq_after(uint32_t x, uint32_t since)
 #define SF_CHUNK_PAGES (1u << SF_CHUNK_SHIFT)
 #define CH_DIRTY 1u     /* some page may be DIRTY */
 #define CH_WRITABLE 2u  /* some page may be WRITABLE */
+/* A take is arming the chunk's WRITABLE pages as a whole (tracker.c,
+ * take_whole_chunk): a heal on one of them gives it back and retries.  Set
+ * and cleared by the take around its reads and stores of the chunk. */
+#define CH_TAKING 4u
 
 struct sf_version;
 
@@ -182,7 +188,18 @@ struct sf_tracker {
     pthread_t threads[8];
     int wake_pipe[2];
     _Atomic int stopping;
-    _Atomic int spinner;       /* a handler thread is spinning on the queue */
+    /* One handler thread at a time waits on the uffd (spinning or in
+     * poll): the watcher; the others sleep on this word (a futex) until it
+     * hands over.  0 free, 1 held, 2 stopped. */
+    _Atomic int watcher;
+    _Atomic int waiters;       /* threads sleeping on watcher */
+    struct sf_wait_policy {    /* the watcher's only (backend_uffd_sync.c) */
+        uint64_t last;         /* when the previous message was read */
+        unsigned phase, n, left;
+        bool spin;
+        uint64_t spin_ns;
+        uint64_t sample[2][16];
+    } wp;
 
     /* snapshots (snapshot.c) */
     _Atomic uint32_t gen;      /* current content generation C */
@@ -205,7 +222,8 @@ struct sf_tracker {
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
-        st_degraded, st_copies, st_shared, st_failed, st_take_copied, st_precopied;
+        st_degraded, st_copies, st_shared, st_failed, st_take_copied, st_precopied,
+        st_protects;
     _Atomic long vma_estimate;
     long vma_budget;
 };
@@ -320,21 +338,26 @@ static inline uint64_t sf__wait_not_busy(_Atomic uint64_t *ps)
     return w;
 }
 
-/* Pages re-armed together share one protect call per span whose gaps are
- * at most SF_SPAN_GAP pages (collector, restore, copy restore).  Measured
- * on the 2-core pvm VM: a call costs ~40 us, each PTE in a span ~0.17 us
- * (the kernel rewrites every PTE of the range); a gap of 16 was 2x slower
- * for scattered pages. */
-#define SF_SPAN_GAP 512
-
-/* The one batching decision: whether the next run, gap pages past the end
- * of the current span, joins that span (one protect call over the gap) or
- * starts a new one.  Every re-arming walk asks here. */
-static inline bool sf__span_join(const sf_tracker *t, size_t gap)
-{
-    (void)t;
-    return gap <= SF_SPAN_GAP;
-}
+/* The one batching decision (cost.c): whether the next run, gap pages past
+ * the end of the current span, joins that span (one protect call over the
+ * gap) or starts a new one.  Every re-arming walk asks here; the answer
+ * follows protect costs measured once per process (gap * per-PTE cost <
+ * one call's cost), or SNAPFAULT_SPAN_GAP.  Collector side. */
+bool sf__span_join(const sf_tracker *t, size_t gap);
+/* The largest gap sf__span_join joins for t's backend. */
+size_t sf__span_gap(const sf_tracker *t);
+/* The largest gap with gap * pte_ns < call_ns (0 when call_ns is unknown,
+ * at most SF_SPAN_GAP_MAX).  Pure. */
+size_t sf__cost_gap(double call_ns, double pte_ns);
+/* A span scans the page states of its gaps (mprotect's VMA estimate): a
+ * bound on the gap even where the kernel's cost per gap page is ~0. */
+#define SF_SPAN_GAP_MAX ((size_t)4096)
+enum sf_cost_mech { SF_COST_UFFD, SF_COST_MPROTECT };
+/* Measures the protect costs of each mechanism on scratch memory and sets
+ * the gaps (probe.c, once); fills the cost fields of c. */
+void sf__cost_probe(sf_caps *c);
+/* Sets the costs of one mechanism (tests inject them here). */
+void sf__cost_set(enum sf_cost_mech m, double call_ns, double pte_ns);
 
 /* Whether a page in [p0, p1) of r was given back by a partial untrack: a
  * span must not cross it (unregistered for uffd).  Collector side. */

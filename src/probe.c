@@ -185,6 +185,8 @@ static void probe(void)
                  sf_backend_name(cow), c->why[SF_BACKEND_UFFD_ASYNC]);
     }
     munmap(page, sf_page_size);
+    /* What a protect call and a PTE inside a span cost here (cost.c). */
+    sf__cost_probe(c);
 }
 
 int sf__probe_cached(const sf_caps **out)

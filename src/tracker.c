@@ -354,7 +354,13 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
 struct batch {
     size_t n;
     size_t s[BATCH_RUNS], e[BATCH_RUNS];
+    uint64_t *whole; /* take: chunks armed as a whole (take_whole_chunk), or NULL */
 };
+
+static bool chunk_whole(const struct batch *b, size_t c)
+{
+    return b->whole && (b->whole[c >> 6] >> (c & 63)) & 1;
+}
 
 static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *b, enum sf_walk mode)
 {
@@ -363,13 +369,18 @@ static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *
     int rc = t->ops->protect(t, r, r->start + (p0 << sf_page_shift), (p1 - p0) << sf_page_shift);
     for (size_t k = 0; k < b->n; k++)
         for (size_t p = b->s[k]; p < b->e[k]; p++) {
+            if (rc == 0 && !(p & (SF_CHUNK_PAGES - 1)) && chunk_whole(b, p >> SF_CHUNK_SHIFT)) {
+                p += SF_CHUNK_PAGES - 1; /* ARMED already */
+                continue;
+            }
             uint64_t w = atomic_load(&r->ps[p]);
             unsigned st = PS_ST(w);
             if (rc < 0) {
                 /* Could not protect (VMA budget): the pages stay writable
                  * and dirty, reported now and again next time; a snapshot
-                 * being taken cannot hold them. */
-                if (st == PS_COLLECTING)
+                 * being taken cannot hold them.  (ARMED in a take's run:
+                 * re-armed with its whole chunk, see take_whole_chunk.) */
+                if (st == PS_COLLECTING || (mode == SF_WALK_TAKE && st == PS_ARMED && !(w & PS_GONE)))
                     atomic_compare_exchange_strong(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE) | PS_DIRTY);
                 sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
                 continue;
@@ -456,6 +467,40 @@ static bool pick(struct sf_region *r, size_t p, enum sf_walk mode)
     }
 }
 
+/* The take's fast path (uffd-sync): a chunk whose pages are all WRITABLE
+ * is moved to ARMED before the protect with plain stores, instead of a CAS
+ * to COLLECTING and another to ARMED per page.  Until the protect lands
+ * the pages are ARMED but writable: their writes need no fault, and belong
+ * to the snapshot as writes before a page's protect always have; a page a
+ * stale protect already covers (a heal pending) faults as an ARMED page,
+ * and is saved and opened as one.  The only other writer of a WRITABLE
+ * page's word is a heal (fault.c): it CASes its page to BUSY, then reads
+ * CH_TAKING and, if set, gives the page back (a CAS from BUSY) and lets
+ * the write retry.  Here the flag is set before the pages are read: either
+ * the heal sees it, or this sees its BUSY and the chunk takes the page-by-
+ * page path.  A store that overwrites a heal's BUSY leaves that heal's
+ * give-back CAS failing: the page is ARMED, the retried write faults on it
+ * as on any armed page.  mprotect's VMA estimate reads the page states
+ * when it protects (span_delta), so mprotect takes the page-by-page path.
+ * The walk notes the chunks (batch.whole) so that rearm_batch skips them. */
+static bool take_whole_chunk(struct sf_region *r, size_t c, size_t p0)
+{
+    for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
+        if ((atomic_load_explicit(&r->ps[p0 + i], memory_order_relaxed) & (PS_ST_MASK | PS_GONE)) !=
+            PS_WRITABLE)
+            return false;
+    atomic_fetch_or(&r->chunk[c], CH_TAKING);
+    uint64_t w[SF_CHUNK_PAGES];
+    bool whole = true;
+    for (size_t i = 0; i < SF_CHUNK_PAGES && whole; i++)
+        whole = ((w[i] = atomic_load(&r->ps[p0 + i])) & (PS_ST_MASK | PS_GONE)) == PS_WRITABLE;
+    if (whole)
+        for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
+            atomic_store_explicit(&r->ps[p0 + i], PS_WITH_ST(w[i], PS_ARMED), memory_order_release);
+    atomic_fetch_and(&r->chunk[c], ~CH_TAKING);
+    return whole;
+}
+
 /* A degraded region (mprotect over its VMA budget) was writable as a whole:
  * every page counts as written, and its content may have changed without a
  * fault in the generation in force now (the walk of a take runs after C
@@ -531,6 +576,9 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     bool gone = atomic_load(&r->gone) != 0;
     struct batch b;
     b.n = 0;
+    /* No memory for the map: every chunk takes the page-by-page path. */
+    b.whole = mode == SF_WALK_TAKE && t->backend == SF_BACKEND_UFFD_SYNC
+                  ? calloc((r->nchunks + 63) >> 6, sizeof(uint64_t)) : NULL;
     size_t run = SIZE_MAX;
     int rc = 0;
     for (size_t c = 0; c < r->nchunks && !rc; c++) {
@@ -540,6 +588,12 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
         bool hinted = atomic_load(&r->chunk[c]) & need;
         if (hinted && clear)
             atomic_fetch_and(&r->chunk[c], ~clear);
+        if (hinted && b.whole && p1 - p0 == SF_CHUNK_PAGES && take_whole_chunk(r, c, p0)) {
+            b.whole[c >> 6] |= 1ull << (c & 63);
+            if (run == SIZE_MAX)
+                run = p0;
+            continue;
+        }
         for (size_t p = p0; p < p1 && !rc; p++) {
             if (hinted && pick(r, p, mode)) {
                 if (run == SIZE_MAX)
@@ -579,6 +633,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     }
     if (!rc)
         rc = flush_batch(t, r, &b, mode, emit, ctx);
+    free(b.whole);
     return rc;
 }
 
@@ -654,6 +709,9 @@ SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
     st->copies_shared = atomic_load_explicit(&t->st_shared, memory_order_relaxed);
     st->snapshots_failed = atomic_load_explicit(&t->st_failed, memory_order_relaxed);
     st->store_limit = t->store_limit;
+    if (t->backend != SF_BACKEND_SOFTDIRTY)
+        st->span_gap = sf__span_gap(t);
+    st->protect_calls = atomic_load_explicit(&t->st_protects, memory_order_relaxed);
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++)
         st->snapshots_live += atomic_load(&t->live_gen[i]) != 0;
     sf__store_stats(t, &st->store_bytes);

@@ -411,6 +411,87 @@ static int case_store_bump(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------------
+ * A take arms chunks whose pages are all writable as a whole (tracker.c,
+ * take_whole_chunk: plain stores to ARMED before its protect, no CAS per
+ * page): every page must still be protected and saved before its next
+ * write.  A writer sweeps every page with increasing stamps while takes
+ * run: each snapshot must hold, for every page, a stamp between the ones
+ * read before and after its take, and hold it still after the writer has
+ * swept the whole region once more.
+ * --------------------------------------------------------------------- */
+#define TW_NP 4096
+static char *tw_mem;
+static _Atomic unsigned long tw_sweeps;
+
+static void *tw_writer(void *arg)
+{
+    uint64_t stamp = 0;
+    while (!atomic_load(&g_stop)) {
+        for (size_t p = 0; p < TW_NP; p++)
+            *(volatile uint64_t *)(tw_mem + p * PS) = ++stamp;
+        atomic_fetch_add(&tw_sweeps, 1);
+    }
+    return NULL;
+}
+
+static void tw_wait_sweep(void)
+{
+    unsigned long s0 = atomic_load(&tw_sweeps);
+    while (atomic_load(&tw_sweeps) < s0 + 2) /* one whole sweep after now */
+        sched_yield();
+}
+
+static int take_whole_chunks(sf_backend b, unsigned flags)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = b, .flags = flags | SF_OPT_SNAPSHOTS | SF_OPT_EXACT};
+    int rc = sf_tracker_create(&t, &o);
+    if (rc == -ENOTSUP)
+        SKIP("backend not available here");
+    CHECK(rc == 0, "create: %s", sf_strerror(rc));
+    tw_mem = map_region(TW_NP * PS);
+    uint64_t *lo = calloc(TW_NP, 8), *hi = calloc(TW_NP, 8), *snap = calloc(TW_NP, 8);
+    CHECK(tw_mem && lo && hi && snap, "alloc");
+    memset(tw_mem, 0, TW_NP * PS);
+    CHECK_RC(sf_track(t, tw_mem, TW_NP * PS), 0);
+    atomic_store(&g_stop, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, tw_writer, NULL);
+    long bad = 0, unstable = 0;
+    for (int round = 0; round < 16 && !bad && !unstable; round++) {
+        tw_wait_sweep(); /* every page written since the last take */
+        for (size_t p = 0; p < TW_NP; p++)
+            lo[p] = *(volatile uint64_t *)(tw_mem + p * PS);
+        sf_snapshot *s;
+        rc = sf_snapshot_take(t, &s);
+        CHECK(rc == 0, "take: %s", sf_strerror(rc));
+        for (size_t p = 0; p < TW_NP; p++)
+            hi[p] = *(volatile uint64_t *)(tw_mem + p * PS);
+        for (size_t p = 0; p < TW_NP; p++) {
+            CHECK_RC(sf_snapshot_read(s, tw_mem + p * PS, &snap[p], 8), 0);
+            bad += snap[p] < lo[p] || snap[p] > hi[p];
+        }
+        tw_wait_sweep(); /* every page written again: all of them copied */
+        for (size_t p = 0; p < TW_NP; p++) {
+            uint64_t v;
+            CHECK_RC(sf_snapshot_read(s, tw_mem + p * PS, &v, 8), 0);
+            unstable += v != snap[p];
+        }
+        sf_snapshot_release(s);
+    }
+    atomic_store(&g_stop, 1);
+    pthread_join(th, NULL);
+    CHECK(bad == 0, "%ld pages hold a stamp from outside their take", bad);
+    CHECK(unstable == 0, "%ld pages changed in a snapshot after later writes", unstable);
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+static int case_take_chunks_handler(void) { return take_whole_chunks(SF_BACKEND_UFFD_SYNC, SF_OPT_HANDLER_THREADS); }
+static int case_take_chunks_inthread(void) { return take_whole_chunks(SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS); }
+static int case_take_chunks_mprotect(void) { return take_whole_chunks(SF_BACKEND_MPROTECT, 0); }
+
 static const struct {
     const char *name, *variant;
     int (*fn)(void);
@@ -425,6 +506,9 @@ static const struct {
     {"fork-in-collect", "uffd-async", case_fork_uffd_async},
     {"fork-in-collect", "mirror/uffd-async", case_fork_mirror},
     {"store-bump", "store", case_store_bump},
+    {"take-whole-chunks", "uffd-sync/handler-threads", case_take_chunks_handler},
+    {"take-whole-chunks", "uffd-sync/in-thread", case_take_chunks_inthread},
+    {"take-whole-chunks", "mprotect", case_take_chunks_mprotect},
 };
 
 static int run_case(void *c)

@@ -57,6 +57,20 @@ int cmd_probe(int argc, char **argv)
     printf("  why:                %s\n", c.auto_engine_why);
     printf("  SF_OPT_LOW_MEMORY:  cow on %s (memory for written pages only)\n",
            sf_backend_name(!c.backend_ok[SF_BACKEND_UFFD_SYNC] ? SF_BACKEND_UFFD_SYNC : SF_BACKEND_MPROTECT));
+    printf("\nre-arming costs (measured on scratch memory; a gap of unwritten pages joins\n"
+           "one protect call while gap x per-page cost < one call):\n");
+    if (c.uffd_wp_call_ns > 0)
+        printf("  UFFDIO_WRITEPROTECT: %.0f ns a call, %.1f ns a page in a span\n", c.uffd_wp_call_ns,
+               c.uffd_wp_pte_ns);
+    else
+        printf("  UFFDIO_WRITEPROTECT: not measured (uffd write-protect unusable)\n");
+    if (c.mprotect_call_ns > 0)
+        printf("  mprotect:            %.0f ns a call, %.1f ns a page in a span\n", c.mprotect_call_ns,
+               c.mprotect_pte_ns);
+    else
+        printf("  mprotect:            not measured\n");
+    printf("  span gap:            uffd %ld pages, mprotect %ld pages%s\n", c.uffd_span_gap,
+           c.mprotect_span_gap, c.span_gap_forced ? " (forced by SNAPFAULT_SPAN_GAP)" : "");
     printf("\npreload modes (SNAPFAULT_BACKEND=auto):\n");
     printf("  track:              %s\n", sf_backend_name(c.auto_tracking));
     printf("  snapshot:           %s (SNAPFAULT_ENGINE=auto: cow; mirror: uffd-async)\n",
