@@ -1,6 +1,7 @@
 /* gen_seed.c - writes a seed corpus of small valid images for fuzz_image
  * (usage: gen_seed DIR), covering every page kind, page-size and block shape. */
 #include "image.h"
+#include "snapfault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,11 +27,32 @@ static int gen_page(void *ctx, uint64_t addr, void *buf)
     }
     for (uint32_t i = 0; i < g->ps; i++)
         ((uint8_t *)buf)[i] = (uint8_t)(n * 31 + i / 64);
+    if (n % 5 == 4) /* some pages that do not compress */
+        for (uint32_t i = 0; i < g->ps; i++)
+            ((uint8_t *)buf)[i] = (uint8_t)((n * 2654435761u + i * 40503u) >> 7);
     return 1;
 }
 
+static const struct sf_image_meta names[3] = {
+    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "[heap]", 0},
+    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ, "/usr/lib/x86_64-linux-gnu/libc.so.6", 0x1000},
+    {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "[anon:seed]", 0},
+};
+
+/* version 0: current; flags: SF_WRITE_*; the ranges named from names[] */
+static int emit_v(const char *dir, const char *name, uint32_t ps, uint64_t parent,
+                  const struct sf_image_range *r, size_t n, unsigned zero_every,
+                  unsigned absent_every, uint32_t version, unsigned flags);
+
 static int emit(const char *dir, const char *name, uint32_t ps, uint64_t parent,
                 const struct sf_image_range *r, size_t n, unsigned zero_every, unsigned absent_every)
+{
+    return emit_v(dir, name, ps, parent, r, n, zero_every, absent_every, 0, 0);
+}
+
+static int emit_v(const char *dir, const char *name, uint32_t ps, uint64_t parent,
+                  const struct sf_image_range *r, size_t n, unsigned zero_every,
+                  unsigned absent_every, uint32_t version, unsigned flags)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -42,7 +64,8 @@ static int emit(const char *dir, const char *name, uint32_t ps, uint64_t parent,
     struct gen g = {ps, zero_every, absent_every};
     struct sf_image_src src = {.id = 0x5eed0000 + n, .parent_id = parent, .taken_ns = 1,
                                .page_size = ps, .ranges = r, .nranges = n,
-                               .read_page = gen_page, .ctx = &g};
+                               .read_page = gen_page, .ctx = &g, .version = version,
+                               .flags = flags, .meta = n <= 3 ? names : NULL};
     int rc = sf__image_write(fd, &src);
     close(fd);
     if (rc) {
@@ -72,5 +95,10 @@ int main(int argc, char **argv)
     bad |= emit(d, "page-4k", 4096, 0, one4k, 1, 2, 0);
     bad |= emit(d, "zeros-two-blocks", 512, 0, zeros, 1, 1, 0);
     bad |= emit(d, "high", 512, 9, high, 1, 0, 2);
+    bad |= emit_v(d, "v1-two-ranges", 512, 0, two, 2, 3, 0, SF_IMG_VERSION_1, 0);
+    bad |= emit_v(d, "v1-incremental", 512, 7, two, 2, 3, 3, SF_IMG_VERSION_1, 0);
+    bad |= emit_v(d, "zstd-two-ranges", 512, 0, two, 2, 3, 0, 0, SF_WRITE_ZSTD);
+    bad |= emit_v(d, "zstd-incremental", 512, 7, adjacent, 3, 4, 3, 0, SF_WRITE_ZSTD);
+    bad |= emit_v(d, "zstd-page-4k", 4096, 0, one4k, 1, 0, 0, 0, SF_WRITE_ZSTD_LEVEL(19) | SF_WRITE_ZSTD);
     return bad ? 1 : 0;
 }

@@ -342,6 +342,27 @@ SF_API int sf_snapshot_write(sf_snapshot *s, int fd);
  * async-signal-safe). */
 SF_API int sf_snapshot_write_incremental(sf_snapshot *s, const sf_snapshot *parent, int fd);
 
+/* sf_snapshot_write_flags flags.  SF_WRITE_ZSTD compresses the page data of
+ * each block with zstd (a block whose data does not shrink is stored raw);
+ * SF_WRITE_ZSTD_LEVEL(n) picks zstd level n, 1 to 19 (0 or absent: level 3,
+ * zstd's default).  The level is a flag field rather than an environment
+ * variable so that a library call never depends on the environment;
+ * `snapfault image merge --zstd[=N]` and the preload's options pass it on. */
+#define SF_WRITE_ZSTD              (1u << 0)
+#define SF_WRITE_ZSTD_LEVEL(n)     (((unsigned)(n) & 0x1fu) << 8)
+#define SF_WRITE_ZSTD_LEVEL_OF(fl) (((fl) >> 8) & 0x1fu)
+#define SF_WRITE_ZSTD_LEVEL_MAX    19
+
+/* Writes the image of s like sf_snapshot_write (parent NULL: a full image)
+ * or sf_snapshot_write_incremental (parent: only the pages that differ
+ * from it), with flags SF_WRITE_*.  Every range the image holds carries
+ * the name and protection of the mapping holding it when written (read
+ * from /proc/self/maps; see sf_image_mapping).  -EINVAL for unknown flag
+ * bits or a level above SF_WRITE_ZSTD_LEVEL_MAX, else as those two.
+ * Same safety as sf_snapshot_write (thread-safe, not async-signal-safe). */
+SF_API int sf_snapshot_write_flags(sf_snapshot *s, const sf_snapshot *parent, int fd,
+                                   unsigned flags);
+
 /* A 64-bit id unique to this snapshot (random per process and take);
  * images carry it and their parent's.  Thread-safe, async-signal-safe. */
 SF_API uint64_t sf_snapshot_id(const sf_snapshot *s);
@@ -394,9 +415,65 @@ SF_API int sf_image_ranges(const sf_image *img, sf_range_fn fn, void *arg);
  * async-signal-safe. */
 SF_API int sf_image_read(const sf_image *img, uint64_t addr, void *buf, size_t len);
 
-/* Verifies every block checksum.  Returns 0 or -EBADMSG.  Thread-safe.
+/* Page kinds reported by sf_image_read_map (one byte per page). */
+#define SF_IMAGE_PAGE_STORED 1 /* data held in this image */
+#define SF_IMAGE_PAGE_ZERO   2 /* held: reads as zeros */
+#define SF_IMAGE_PAGE_ABSENT 3 /* not held: unchanged since the parent */
+
+/* Like sf_image_read, but an incremental image answers for the pages it
+ * holds instead of failing the whole span: map[i] receives the kind of the
+ * i-th page the span [addr, addr+len) touches (page (addr & ~(ps-1)) + i*ps;
+ * map must hold ((addr+len-1)/ps - addr/ps + 1) bytes), the bytes of held
+ * pages are copied to buf and the bytes of absent pages are left as they
+ * were in buf.  buf may be NULL: only the map is filled.  Every block the
+ * span touches is checksummed in full before 0 is returned.  Returns 0,
+ * -ENOENT (outside the ranges, before any I/O), -EBADMSG, -EINVAL, -ENOMEM.
+ * On error map and buf are unspecified.  Thread-safe.  Not
+ * async-signal-safe. */
+SF_API int sf_image_read_map(const sf_image *img, uint64_t addr, void *buf, size_t len,
+                             uint8_t *map);
+
+/* Protection bits of sf_image_mapping.prot. */
+#define SF_IMAGE_PROT_READ   (1u << 0)
+#define SF_IMAGE_PROT_WRITE  (1u << 1)
+#define SF_IMAGE_PROT_EXEC   (1u << 2)
+#define SF_IMAGE_PROT_SHARED (1u << 3) /* a MAP_SHARED mapping */
+#define SF_IMAGE_PROT_KNOWN  (1u << 4) /* prot is known (format version 2) */
+
+typedef struct {
+    uint64_t addr, len;
+    uint32_t prot;    /* SF_IMAGE_PROT_*; 0 when unknown (version 1 images) */
+    const char *name; /* as /proc/PID/maps names the mapping: a file path,
+                         "[heap]", "[stack]", "[anon:NAME]", ...; "" for an
+                         anonymous mapping or when unknown; valid until
+                         sf_image_close */
+    uint64_t offset;  /* a file mapping: offset in the file of addr; else 0 */
+} sf_image_mapping;
+
+/* Fills *m for the i-th range of the image (0 <= i < info.ranges, in
+ * address order).  The protection is the program's (snapfault's own write
+ * protection of tracked memory is not recorded: tracked ranges are always
+ * writable mappings).  -ENOENT past the last range, -EINVAL for NULL.
+ * Thread-safe, async-signal-safe (reads what sf_image_open validated). */
+SF_API int sf_image_mapping_get(const sf_image *img, size_t i, sf_image_mapping *m);
+
+/* Verifies every block checksum (and, for compressed blocks, that the data
+ * decompresses to exactly its size).  Returns 0 or -EBADMSG.  Thread-safe.
  * Not async-signal-safe. */
 SF_API int sf_image_verify(const sf_image *img);
+
+/* Flattens a chain into one full image written to fd (from its current
+ * offset; fd may be a pipe): chain[0] is the image to flatten, chain[i+1]
+ * the parent of chain[i] (its id is chain[i]'s parent_id), and chain[n-1]
+ * a full image.  The result has chain[0]'s id, time, ranges, names and
+ * protections, and each page from the nearest image of the chain that
+ * holds it.  flags: SF_WRITE_* (compression).  -EINVAL: NULL, n == 0, a
+ * broken chain (ids or page sizes that do not follow) or bad flags;
+ * -ENODATA: a page no image of the chain holds; -ENOENT: a parent lacks a
+ * range its child needs from it; -EBADMSG from a corrupt image; -errno from
+ * write (-EPIPE without SIGPIPE).  Thread-safe (the images are only read).
+ * Not async-signal-safe. */
+SF_API int sf_image_merge(const sf_image *const *chain, size_t n, int fd, unsigned flags);
 
 /* Frees img (not its fd).  NULL is a no-op.  Must not run concurrently
  * with other calls on img.  Not async-signal-safe.  None of the sf_image_*

@@ -2,7 +2,7 @@
 # Installs what building and testing snapfault needs on Debian 12 (as root,
 # or with sudo).  Idempotent: does nothing when everything is present.
 set -euo pipefail
-pkgs=(meson ninja-build pkg-config gcc libc6-dev libxxhash-dev libunwind-dev
+pkgs=(meson ninja-build pkg-config gcc libc6-dev libxxhash-dev libzstd-dev libunwind-dev
       clang libclang-rt-14-dev python3 stress-ng libsigsegv-dev
       libopenmpi-dev openmpi-bin   # libsnapfault-mpi, mpiheat, the mpi suite
       ${SNAPFAULT_EXTRA_PKGS:-})

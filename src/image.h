@@ -3,6 +3,7 @@
 #ifndef SF_IMAGE_H
 #define SF_IMAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,7 +11,8 @@
  * versions they know (-EPROTO otherwise).  Reserved fields are written as
  * zero and rejected when non-zero, so they can never be given a meaning
  * without a version bump. */
-#define SF_IMG_VERSION 1u
+#define SF_IMG_VERSION 2u  /* what the writer writes unless told otherwise */
+#define SF_IMG_VERSION_1 1u /* still read; written on request (tests) */
 
 #define SF_IMG_MAGIC "SNAPFIMG"         /* 8 bytes, file header */
 #define SF_IMG_BLOCK_MAGIC "SFBK"       /* 4 bytes, block header */
@@ -18,8 +20,10 @@
 
 /* Sizes of the fixed parts, in bytes. */
 #define SF_IMG_HDR_SIZE 72u
-#define SF_IMG_RANGE_SIZE 16u
-#define SF_IMG_BLK_HDR_SIZE 48u
+#define SF_IMG_RANGE_SIZE 16u    /* version 1 */
+#define SF_IMG_BLK_HDR_SIZE 48u  /* version 1 */
+#define SF_IMG2_RANGE_SIZE 32u   /* version 2: + prot, name length, file offset */
+#define SF_IMG2_BLK_HDR_SIZE 56u /* version 2: + encoding, stored length */
 #define SF_IMG_TRAILER_SIZE 64u
 
 /* File header field offsets. */
@@ -44,6 +48,22 @@
 #define SF_IMG_B_RESERVED 28   /* u32, 0 */
 #define SF_IMG_B_PAYLOAD_SUM 32 /* u64 XXH3 of kinds + data */
 #define SF_IMG_B_CHECKSUM 40   /* u64 XXH3 of bytes 0..39, seeded */
+
+/* Version 2 block header: the version 1 fields up to absent, then */
+#define SF_IMG2_B_ENCODING 28   /* u32: SF_IMG_ENC_* */
+#define SF_IMG2_B_STORED 32     /* u32: bytes of page data stored after the kinds */
+#define SF_IMG2_B_RESERVED 36   /* u32, 0 */
+#define SF_IMG2_B_PAYLOAD_SUM 40 /* u64 XXH3 of kinds + stored data */
+#define SF_IMG2_B_CHECKSUM 48   /* u64 XXH3 of bytes 0..47, seeded */
+
+/* Version 2 range entry: addr u64, len u64, then these. */
+#define SF_IMG2_R_PROT 16       /* u32: SF_IMAGE_PROT_* bits */
+#define SF_IMG2_R_NAMELEN 20    /* u32: bytes of name in the name area */
+#define SF_IMG2_R_OFFSET 24     /* u64: file offset of addr (file mappings), else 0 */
+#define SF_IMG_MAX_NAME 4096u   /* a mapping name's longest length */
+
+/* Block encodings (version 2). */
+enum { SF_IMG_ENC_RAW = 0, SF_IMG_ENC_ZSTD = 1 };
 
 /* Trailer field offsets. */
 #define SF_IMG_T_MAGIC 0
@@ -75,6 +95,13 @@ struct sf_image_range {
     uint64_t addr, len; /* page aligned, sorted, disjoint, addr+len <= UINT64_MAX */
 };
 
+/* What a version 2 image records about the mapping of each range. */
+struct sf_image_meta {
+    uint32_t prot;    /* SF_IMAGE_PROT_* */
+    const char *name; /* mapping name; NULL or "" for none */
+    uint64_t offset;  /* offset in the mapped file of the range's first byte */
+};
+
 struct sf_image_src {
     uint64_t id, parent_id; /* parent_id 0: full image */
     int64_t taken_ns;       /* CLOCK_REALTIME ns */
@@ -86,6 +113,15 @@ struct sf_image_src {
      * <0: -errno, abort the write.  Called once per page in address order. */
     int (*read_page)(void *ctx, uint64_t addr, void *buf);
     void *ctx;
+    /* SF_WRITE_* flags of the public API (compression and its level). */
+    unsigned flags;
+    /* 0 or SF_IMG_VERSION: the current layout; SF_IMG_VERSION_1: the old
+     * one (no names, no compression; for tests of the old reader path). */
+    uint32_t version;
+    /* Version 2: NULL: the writer reads /proc/self/maps and gives each
+     * range the name and protection of the mapping holding it (splitting a
+     * range where the mapping changes); else meta[i] describes ranges[i]. */
+    const struct sf_image_meta *meta;
 };
 
 /* Streams an image of src to fd with write(2) only (fd may be a pipe or a

@@ -719,7 +719,7 @@ static int write_no_sigpipe(int fd, const struct sf_image_src *src)
     return err;
 }
 
-static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd)
+static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd, unsigned flags)
 {
     if (!s || fd < 0)
         return -EINVAL;
@@ -778,6 +778,7 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd)
             .nranges = nr,
             .read_page = image_page,
             .ctx = &ctx,
+            .flags = flags,
         };
         err = write_no_sigpipe(fd, &src);
     }
@@ -787,12 +788,12 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd)
     return err;
 }
 
-static int write_ref(sf_snapshot *s, sf_snapshot *parent, int fd)
+static int write_ref(sf_snapshot *s, sf_snapshot *parent, int fd, unsigned flags)
 {
     atomic_fetch_add(&s->refs, 1);
     if (parent)
         atomic_fetch_add(&parent->refs, 1);
-    int err = write_image(s, parent, fd);
+    int err = write_image(s, parent, fd, flags);
     if (parent)
         snapshot_put(parent);
     snapshot_put(s);
@@ -803,12 +804,19 @@ SF_API int sf_snapshot_write(sf_snapshot *s, int fd)
 {
     if (!s)
         return -EINVAL;
-    return write_ref(s, NULL, fd);
+    return write_ref(s, NULL, fd, 0);
 }
 
 SF_API int sf_snapshot_write_incremental(sf_snapshot *s, const sf_snapshot *parent, int fd)
 {
     if (!s || !parent)
         return -EINVAL;
-    return write_ref(s, (sf_snapshot *)parent, fd);
+    return write_ref(s, (sf_snapshot *)parent, fd, 0);
+}
+
+SF_API int sf_snapshot_write_flags(sf_snapshot *s, const sf_snapshot *parent, int fd, unsigned flags)
+{
+    if (!s)
+        return -EINVAL;
+    return write_ref(s, (sf_snapshot *)parent, fd, flags);
 }

@@ -32,6 +32,8 @@ if ! "$clang" -fsanitize=fuzzer,address,undefined "$tmp/probe.c" -o "$tmp/probe"
 fi
 
 xxhash=$(pkg-config --cflags --libs libxxhash 2>/dev/null || echo -lxxhash)
+xxhash="$xxhash $(pkg-config --cflags --libs libzstd 2>/dev/null || echo -lzstd)"
+
 # $2: the build tree's include directory (the generated snapfault-version.h)
 cflags=(-std=gnu11 -g -O1 -D_GNU_SOURCE -I "$src/include" -I "${2:?build include dir}" -I "$src/src")
 # shellcheck disable=SC2054 # commas belong to the flag
@@ -58,6 +60,10 @@ cat >"$tmp/image.dict" <<'DICT'
 "\x00\x02\x00\x00"
 "\x00\x10\x00\x00"
 "\x01\x02\x03"
+"\x02\x00\x00\x00"
+"\x28\xb5\x2f\xfd"
+"[heap]"
+"[anon:"
 DICT
 
 run() { # binary seconds corpus

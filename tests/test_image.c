@@ -19,11 +19,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <zstd.h>
+
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -92,7 +99,19 @@ struct model {
     uint64_t fail_addr;            /* read_page returns fail_err here */
     int fail_err;
     int bogus;                     /* read_page returns this instead of 1 for data */
+    uint32_t version;              /* 0: the pass's (g_version) */
+    unsigned flags;                /* SF_WRITE_*, with version 0: the pass's (g_flags) */
 };
+
+/* The format the generic cases write: each runs once per pass of main(),
+ * for version 1, version 2 and version 2 compressed. */
+static uint32_t g_version = SF_IMG_VERSION_1;
+static unsigned g_flags;
+
+/* Mapping descriptions for model images: none, given explicitly, so the
+ * writer does not consult /proc/self/maps for the models' made-up
+ * addresses (cases of their own test that). */
+static const struct sf_image_meta no_meta[64];
 
 static uint64_t mix64(uint64_t x)
 {
@@ -117,6 +136,15 @@ static int model_kind(const struct model *m, uint64_t addr)
 static void model_fill(const struct model *m, uint64_t addr, uint8_t *buf)
 {
     uint64_t s = mix64(m->seed + addr) | 1;
+    if (s % 3 == 0) {
+        /* a third of the pages compress (a short repeating pattern), so
+         * compressed images hold both encodings */
+        for (size_t i = 0; i < m->ps; i += 8)
+            memcpy(buf + i, &s, 8);
+        buf[(s >> 8) % m->ps] ^= 0x5a;
+        buf[0] |= 1;
+        return;
+    }
     for (size_t i = 0; i < m->ps; i += 8) {
         s ^= s << 13;
         s ^= s >> 7;
@@ -144,12 +172,17 @@ static int model_read_page(void *ctx, uint64_t addr, void *buf)
     }
 }
 
+static uint32_t model_version(const struct model *m) { return m->version ? m->version : g_version; }
+
 static struct sf_image_src model_src(struct model *m)
 {
+    uint32_t v = model_version(m);
     return (struct sf_image_src){
         .id = m->id, .parent_id = m->parent_id, .taken_ns = m->taken_ns,
         .page_size = m->ps, .ranges = m->ranges, .nranges = m->nranges,
         .read_page = model_read_page, .ctx = m,
+        .version = v, .flags = v == SF_IMG_VERSION_1 ? 0 : m->version ? m->flags : g_flags,
+        .meta = m->nranges <= 64 ? no_meta : NULL,
     };
 }
 
@@ -260,7 +293,7 @@ static void check_image(int fd, const struct model *m, unsigned random_spans)
     }
     sf_image_info info;
     CHECK_EQ(sf_image_get_info(img, &info), 0);
-    CHECK_EQ(info.version, SF_IMG_VERSION);
+    CHECK_EQ(info.version, model_version(m));
     CHECK_EQ(info.page_size, m->ps);
     CHECK(info.id == m->id && info.parent_id == m->parent_id && info.taken_ns == m->taken_ns);
     CHECK_EQ(info.ranges, m->nranges);
@@ -394,7 +427,7 @@ static void rb_header_ex(struct rb *b, uint32_t version, uint32_t ps, uint64_t p
 
 static void rb_header(struct rb *b, uint32_t ps, uint64_t parent, uint64_t nranges, uint64_t npages)
 {
-    rb_header_ex(b, SF_IMG_VERSION, ps, parent, nranges, npages, 0);
+    rb_header_ex(b, SF_IMG_VERSION_1, ps, parent, nranges, npages, 0);
 }
 
 static void rb_table(struct rb *b, const struct sf_image_range *r, size_t n)
@@ -570,7 +603,8 @@ static void case_block_limits(void)
 {
     /* mostly zero: blocks end at the page cap */
     struct sf_image_range r1[] = {{0x40000000, 10000ull * 4096}};
-    struct model m1 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 3, .pct_zero = 99};
+    struct model m1 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 3, .pct_zero = 99,
+                       .version = SF_IMG_VERSION_1};
     int rc, fd = model_image(&m1, &rc);
     CHECK_EQ(rc, 0);
     size_t len;
@@ -584,7 +618,7 @@ static void case_block_limits(void)
     close(fd);
 
     /* all data: blocks end at the data cap (64 pages of 4 KiB) */
-    struct model m2 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 4};
+    struct model m2 = {.ps = 4096, .ranges = r1, .nranges = 1, .seed = 4, .version = SF_IMG_VERSION_1};
     r1[0].len = 600 * 4096;
     fd = model_image(&m2, &rc);
     CHECK_EQ(rc, 0);
@@ -959,7 +993,7 @@ static void case_hostile_control(void)
 
 static void case_hostile_version_magic(void)
 {
-    static const uint32_t versions[] = {0, 2, 0x100, 0xffffffffu};
+    static const uint32_t versions[] = {0, 3, 0x100, 0xffffffffu};
     for (size_t i = 0; i < 4; i++) {
         struct rb b = {0};
         rb_header_ex(&b, versions[i], 4096, 0, 0, 0, 0);
@@ -976,7 +1010,7 @@ static void case_hostile_version_magic(void)
     b.p[0] = 'X';
     EXPECT_OPEN(b, -EBADMSG);
     rb_free(&b);
-    rb_header_ex(&b, SF_IMG_VERSION, 4096, 0, 0, 0, 1); /* reserved set */
+    rb_header_ex(&b, SF_IMG_VERSION_1, 4096, 0, 0, 0, 1); /* reserved set */
     rb_table(&b, NULL, 0);
     rb_trailer(&b);
     EXPECT_OPEN(b, -EBADMSG);
@@ -1621,7 +1655,8 @@ static void case_conformance(void)
         uint32_t ps = sizes[si];
         struct sf_image_range r[] = {{ps * 8, ps * 10}, {ps * 40, ps * 3000}, {ps * 5000, ps * 5000}};
         struct model m = {.ps = ps, .ranges = r, .nranges = 3, .seed = 71, .id = 0x1d1d1d1d,
-                          .parent_id = 4, .taken_ns = -5, .pct_zero = 30, .pct_absent = 20};
+                          .parent_id = 4, .taken_ns = -5, .pct_zero = 30, .pct_absent = 20,
+                          .version = SF_IMG_VERSION_1};
         int rc, fd = model_image(&m, &rc);
         CHECK_EQ(rc, 0);
         size_t len;
@@ -1671,13 +1706,640 @@ static void case_conformance(void)
 
 /* ------------------------------------------------------------------------ */
 
-static const struct {
+/* ------------------------------------------------------------------------ */
+/* Version 2: compression, page maps, mapping names, merge                  */
+/* ------------------------------------------------------------------------ */
+
+/* Walks a version 2 image's blocks: counts and the stored bytes of each
+ * encoding. */
+struct v2_walk {
+    size_t blocks, zstd_blocks;
+    uint64_t raw_bytes, zstd_stored, zstd_raw;
+    size_t first_zstd_off; /* file offset of the first zstd block header, or 0 */
+};
+
+static void walk_v2(const uint8_t *p, size_t len, struct v2_walk *w)
+{
+    memset(w, 0, sizeof *w);
+    uint64_t nr = get64(p + SF_IMG_H_NRANGES);
+    uint32_t ps = get32(p + SF_IMG_H_PAGE_SIZE);
+    size_t off = SF_IMG_HDR_SIZE, names = 0;
+    for (uint64_t i = 0; i < nr; i++)
+        names += get32(p + off + i * SF_IMG2_RANGE_SIZE + SF_IMG2_R_NAMELEN);
+    off += nr * SF_IMG2_RANGE_SIZE + names + 8;
+    while (off + SF_IMG2_BLK_HDR_SIZE <= len && !memcmp(p + off, SF_IMG_BLOCK_MAGIC, 4)) {
+        uint32_t np = get32(p + off + SF_IMG_B_NPAGES), pr = get32(p + off + SF_IMG_B_PRESENT);
+        uint32_t enc = get32(p + off + SF_IMG2_B_ENCODING), st = get32(p + off + SF_IMG2_B_STORED);
+        w->blocks++;
+        if (enc == SF_IMG_ENC_ZSTD) {
+            if (!w->zstd_blocks)
+                w->first_zstd_off = off;
+            w->zstd_blocks++;
+            w->zstd_stored += st;
+            w->zstd_raw += (uint64_t)pr * ps;
+        } else {
+            w->raw_bytes += st;
+        }
+        off += SF_IMG2_BLK_HDR_SIZE + np + st;
+    }
+}
+
+static void case_zstd_blocks(void)
+{
+    struct sf_image_range r[] = {{0x10000000, 900 * 4096}};
+    static const unsigned levels[] = {0, 1, 19};
+    size_t first_len = 0;
+    for (size_t li = 0; li < 3; li++) {
+        struct model m = {.ps = 4096, .ranges = r, .nranges = 1, .seed = 12, .pct_zero = 10,
+                          .version = SF_IMG_VERSION,
+                          .flags = SF_WRITE_ZSTD | SF_WRITE_ZSTD_LEVEL(levels[li])};
+        int rc, fd = model_image(&m, &rc);
+        CHECK_EQ(rc, 0);
+        size_t len;
+        uint8_t *p = read_fd(fd, &len);
+        struct v2_walk w;
+        walk_v2(p, len, &w);
+        CHECK(w.blocks > 10 && w.zstd_blocks > 0, "%zu blocks, %zu zstd", w.blocks, w.zstd_blocks);
+        CHECK(w.zstd_stored < w.zstd_raw, "zstd blocks store %llu of %llu bytes",
+              (unsigned long long)w.zstd_stored, (unsigned long long)w.zstd_raw);
+        if (!li)
+            first_len = len;
+        CHECK(len < first_len + first_len / 8, "level %u: %zu bytes", levels[li], len);
+        free(p);
+        check_image(fd, &m, 200);
+        close(fd);
+    }
+    /* incompressible data is stored raw even when asked to compress */
+    struct model rnd = {.ps = 512, .ranges = r, .nranges = 1, .seed = 5, .version = SF_IMG_VERSION,
+                        .flags = SF_WRITE_ZSTD};
+    r[0].len = 64 * 512;
+    int rc, fd = model_image(&rnd, &rc);
+    CHECK_EQ(rc, 0);
+    check_image(fd, &rnd, 50);
+    close(fd);
+
+    /* bad flags: unknown bits, a level past the maximum, compression in v1 */
+    struct model bad = {.ps = 4096, .ranges = r, .nranges = 1, .seed = 5, .version = SF_IMG_VERSION};
+    static const unsigned flags[] = {1u << 1, 1u << 20, SF_WRITE_ZSTD | SF_WRITE_ZSTD_LEVEL(20),
+                                     SF_WRITE_ZSTD_LEVEL(31)};
+    for (size_t i = 0; i < 4; i++) {
+        bad.flags = flags[i];
+        fd = model_image(&bad, &rc);
+        CHECK(rc == -EINVAL, "flags %#x: %d", flags[i], rc);
+        CHECK_EQ(lseek(fd, 0, SEEK_END), 0);
+        close(fd);
+    }
+    bad.version = SF_IMG_VERSION_1;
+    struct sf_image_src src = model_src(&bad);
+    src.flags = SF_WRITE_ZSTD;
+    fd = new_memfd();
+    CHECK_EQ(sf__image_write(fd, &src), -EINVAL);
+    close(fd);
+}
+
+/* A version 2 image with one zstd block of four pages, assembled here;
+ * edit() may change the block (header fields and payload) before the
+ * checksums are computed.  Returns open's result, *verify verify's. */
+struct zblk {
+    uint8_t kinds[4];
+    uint8_t data[4 * 4096 + 4096]; /* compressed data (or anything) */
+    size_t stored;
+    uint32_t enc, present, stored_claim, reserved;
+};
+
+static int zimage(void (*edit)(struct zblk *), int *verify, uint8_t *first_page)
+{
+    uint8_t raw[4 * 4096];
+    for (size_t i = 0; i < sizeof raw; i++)
+        raw[i] = (uint8_t)("snapfault "[i % 10] + i / 4096);
+    struct zblk z = {.kinds = {1, 1, 1, 1}, .enc = SF_IMG_ENC_ZSTD, .present = 4};
+    z.stored = ZSTD_compress(z.data, sizeof z.data, raw, sizeof raw, 3);
+    z.stored_claim = (uint32_t)z.stored;
+    if (edit)
+        edit(&z);
+    struct rb b = {0};
+    rb_header_ex(&b, SF_IMG_VERSION, 4096, 0, 1, 4, 0);
+    size_t start = b.len;
+    uint8_t *e = rb_grow(&b, SF_IMG2_RANGE_SIZE);
+    put64(e, 0x100000);
+    put64(e + 8, 4 * 4096);
+    put32(e + SF_IMG2_R_PROT, 0);
+    put32(e + SF_IMG2_R_NAMELEN, 0);
+    put64(e + SF_IMG2_R_OFFSET, 0);
+    put64(rb_grow(&b, 8), XXH3_64bits_withSeed(b.p + start, b.len - start, b.hdr_sum));
+    uint8_t *h = rb_grow(&b, SF_IMG2_BLK_HDR_SIZE);
+    size_t hoff = (size_t)(h - b.p);
+    memcpy(h, SF_IMG_BLOCK_MAGIC, 4);
+    put32(h + SF_IMG_B_NPAGES, 4);
+    put64(h + SF_IMG_B_ADDR, 0x100000);
+    put32(h + SF_IMG_B_PRESENT, z.present);
+    put32(h + SF_IMG_B_ZERO, 4 - z.present);
+    put32(h + SF_IMG_B_ABSENT, 0);
+    put32(h + SF_IMG2_B_ENCODING, z.enc);
+    put32(h + SF_IMG2_B_STORED, z.stored_claim);
+    put32(h + SF_IMG2_B_RESERVED, z.reserved);
+    uint8_t *pl = rb_grow(&b, 4 + z.stored);
+    memcpy(pl, z.kinds, 4);
+    memcpy(pl + 4, z.data, z.stored);
+    h = b.p + hoff;
+    put64(h + SF_IMG2_B_PAYLOAD_SUM, XXH3_64bits(b.p + hoff + SF_IMG2_BLK_HDR_SIZE, 4 + z.stored));
+    put64(h + SF_IMG2_B_CHECKSUM, XXH3_64bits_withSeed(h, SF_IMG2_B_CHECKSUM, b.hdr_sum));
+    b.nblocks = 1;
+    b.present = z.present;
+    b.zero = 4 - z.present;
+    rb_trailer(&b);
+    int fd = rb_fd(&b);
+    sf_image *img;
+    int r = sf_image_open(&img, fd);
+    *verify = r;
+    if (!r) {
+        *verify = sf_image_verify(img);
+        if (first_page) {
+            int rr = sf_image_read(img, 0x100000, first_page, 4096);
+            if (rr != *verify)
+                failf(__LINE__, "read %d, verify %d", rr, *verify);
+        }
+        sf_image_close(img);
+    }
+    close(fd);
+    rb_free(&b);
+    return r;
+}
+
+/* not a zstd frame (its magic broken); a flip inside a frame may still
+ * decode, to other bytes of the right size: that is a forgery, which the
+ * checksums (recomputed here) are not meant to catch */
+static void z_garbage(struct zblk *z) { z->data[1] ^= 0x40; }
+static void z_short(struct zblk *z)
+{
+    /* a valid frame of three pages where four are claimed */
+    uint8_t raw[3 * 4096];
+    memset(raw, 'x', sizeof raw);
+    z->stored = ZSTD_compress(z->data, sizeof z->data, raw, sizeof raw, 1);
+    z->stored_claim = (uint32_t)z->stored;
+}
+static void z_long(struct zblk *z)
+{
+    /* a frame of five pages where four are claimed */
+    uint8_t raw[5 * 4096];
+    memset(raw, 'y', sizeof raw);
+    z->stored = ZSTD_compress(z->data, sizeof z->data, raw, sizeof raw, 1);
+    z->stored_claim = (uint32_t)z->stored;
+}
+static void z_cut(struct zblk *z)
+{
+    z->stored -= 3;
+    z->stored_claim = (uint32_t)z->stored;
+}
+static void z_two_frames(struct zblk *z)
+{
+    /* two frames of two pages each: decompresses to exactly four pages */
+    uint8_t raw[2 * 4096];
+    for (size_t i = 0; i < sizeof raw; i++)
+        raw[i] = (uint8_t)("snapfault "[i % 10] + i / 4096);
+    size_t a = ZSTD_compress(z->data, sizeof z->data, raw, sizeof raw, 1);
+    for (size_t i = 0; i < sizeof raw; i++)
+        raw[i] = (uint8_t)("snapfault "[i % 10] + 2 + i / 4096);
+    size_t b = ZSTD_compress(z->data + a, sizeof z->data - a, raw, sizeof raw, 1);
+    z->stored = a + b;
+    z->stored_claim = (uint32_t)z->stored;
+}
+static void z_claim_more(struct zblk *z) { z->stored_claim = (uint32_t)z->stored + 10; }
+static void z_claim_raw_size(struct zblk *z) { z->stored_claim = 4 * 4096; }
+static void z_claim_zero(struct zblk *z) { z->stored_claim = 0; }
+static void z_bad_enc(struct zblk *z) { z->enc = 2; }
+static void z_raw_enc(struct zblk *z) { z->enc = SF_IMG_ENC_RAW; }
+static void z_reserved(struct zblk *z) { z->reserved = 1; }
+static void z_no_present(struct zblk *z)
+{
+    z->present = 0;
+    memset(z->kinds, SF_IMG_PAGE_ZERO, 4);
+}
+
+static void case_zstd_hostile(void)
+{
+    int v;
+    uint8_t page[4096];
+    CHECK_EQ(zimage(NULL, &v, page), 0);
+    CHECK_EQ(v, 0);
+    const char last_want = "snapfault "[4095 % 10];
+    CHECK(page[0] == 's' && page[10] == 's' && page[4095] == last_want, "control content");
+    /* checksummed, but not a zstd stream of the right size */
+    CHECK_EQ(zimage(z_garbage, &v, page), 0);
+    CHECK_EQ(v, -EBADMSG);
+    CHECK_EQ(zimage(z_short, &v, page), 0);
+    CHECK_EQ(v, -EBADMSG);
+    CHECK_EQ(zimage(z_long, &v, page), 0);
+    CHECK_EQ(v, -EBADMSG);
+    CHECK_EQ(zimage(z_cut, &v, page), 0);
+    CHECK_EQ(v, -EBADMSG);
+    /* concatenated frames are one stream: fine if the size is right */
+    CHECK_EQ(zimage(z_two_frames, &v, page), 0);
+    CHECK_EQ(v, 0);
+    /* stored lengths and encodings the header cannot have */
+    CHECK_EQ(zimage(z_claim_more, &v, NULL), -EBADMSG);
+    CHECK_EQ(zimage(z_claim_raw_size, &v, NULL), -EBADMSG);
+    CHECK_EQ(zimage(z_claim_zero, &v, NULL), -EBADMSG);
+    CHECK_EQ(zimage(z_bad_enc, &v, NULL), -EBADMSG);
+    CHECK_EQ(zimage(z_raw_enc, &v, NULL), -EBADMSG);
+    CHECK_EQ(zimage(z_reserved, &v, NULL), -EBADMSG);
+    CHECK_EQ(zimage(z_no_present, &v, NULL), -EBADMSG);
+
+    /* a written compressed image: a flip in its compressed data is caught */
+    struct sf_image_range r[] = {{0x10000000, 200 * 4096}};
+    struct model m = {.ps = 4096, .ranges = r, .nranges = 1, .seed = 9, .version = SF_IMG_VERSION,
+                      .flags = SF_WRITE_ZSTD};
+    int rc, fd = model_image(&m, &rc);
+    size_t len;
+    uint8_t *p = read_fd(fd, &len);
+    struct v2_walk w;
+    walk_v2(p, len, &w);
+    CHECK(w.first_zstd_off != 0, "no zstd block");
+    uint32_t np = get32(p + w.first_zstd_off + SF_IMG_B_NPAGES);
+    size_t at = w.first_zstd_off + SF_IMG2_BLK_HDR_SIZE + np + 5;
+    p[at] ^= 1;
+    CHECK_EQ(pwrite(fd, p + at, 1, (off_t)at), 1);
+    sf_image *img;
+    CHECK_EQ(sf_image_open(&img, fd), 0);
+    CHECK_EQ(sf_image_verify(img), -EBADMSG);
+    uint8_t buf[4096], map[2];
+    uint64_t a = get64(p + w.first_zstd_off + SF_IMG_B_ADDR);
+    CHECK_EQ(sf_image_read(img, a, buf, sizeof buf), -EBADMSG);
+    CHECK_EQ(sf_image_read_map(img, a, buf, sizeof buf, map), -EBADMSG);
+    sf_image_close(img);
+    free(p);
+    close(fd);
+}
+
+/* Names, protection and file offset in version 2 headers the reader
+ * refuses. */
+static int name_image(uint32_t prot, uint32_t namelen, const char *name, size_t name_bytes)
+{
+    struct rb b = {0};
+    rb_header_ex(&b, SF_IMG_VERSION, 4096, 0, 1, 1, 0);
+    size_t start = b.len;
+    uint8_t *e = rb_grow(&b, SF_IMG2_RANGE_SIZE);
+    put64(e, 0x100000);
+    put64(e + 8, 4096);
+    put32(e + SF_IMG2_R_PROT, prot);
+    put32(e + SF_IMG2_R_NAMELEN, namelen);
+    put64(e + SF_IMG2_R_OFFSET, 0x2000);
+    memcpy(rb_grow(&b, name_bytes), name, name_bytes);
+    put64(rb_grow(&b, 8), XXH3_64bits_withSeed(b.p + start, b.len - start, b.hdr_sum));
+    uint8_t *h = rb_grow(&b, SF_IMG2_BLK_HDR_SIZE);
+    size_t hoff = (size_t)(h - b.p);
+    memcpy(h, SF_IMG_BLOCK_MAGIC, 4);
+    put32(h + SF_IMG_B_NPAGES, 1);
+    put64(h + SF_IMG_B_ADDR, 0x100000);
+    put32(h + SF_IMG_B_PRESENT, 0);
+    put32(h + SF_IMG_B_ZERO, 1);
+    put32(h + SF_IMG_B_ABSENT, 0);
+    put32(h + SF_IMG2_B_ENCODING, 0);
+    put32(h + SF_IMG2_B_STORED, 0);
+    put32(h + SF_IMG2_B_RESERVED, 0);
+    uint8_t *k = rb_grow(&b, 1);
+    *k = SF_IMG_PAGE_ZERO;
+    h = b.p + hoff;
+    put64(h + SF_IMG2_B_PAYLOAD_SUM, XXH3_64bits(b.p + hoff + SF_IMG2_BLK_HDR_SIZE, 1));
+    put64(h + SF_IMG2_B_CHECKSUM, XXH3_64bits_withSeed(h, SF_IMG2_B_CHECKSUM, b.hdr_sum));
+    b.nblocks = 1;
+    b.zero = 1;
+    rb_trailer(&b);
+    int fd = rb_fd(&b);
+    sf_image *img;
+    int r = sf_image_open(&img, fd);
+    if (!r) {
+        sf_image_mapping mp;
+        CHECK_EQ(sf_image_mapping_get(img, 0, &mp), 0);
+        CHECK(mp.prot == prot && strlen(mp.name) == namelen && !memcmp(mp.name, name, namelen) &&
+                  mp.offset == 0x2000,
+              "mapping read back");
+        CHECK_EQ(sf_image_mapping_get(img, 1, &mp), -ENOENT);
+        sf_image_close(img);
+    }
+    close(fd);
+    rb_free(&b);
+    return r;
+}
+
+static void case_names_hostile(void)
+{
+    static char big[SF_IMG_MAX_NAME + 2];
+    memset(big, 'n', sizeof big);
+    CHECK_EQ(name_image(SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ, 6, "[heap]", 6), 0);
+    CHECK_EQ(name_image(0, 0, "", 0), 0);
+    CHECK_EQ(name_image(SF_IMAGE_PROT_KNOWN, SF_IMG_MAX_NAME, big, SF_IMG_MAX_NAME), 0);
+    CHECK_EQ(name_image(SF_IMAGE_PROT_KNOWN, SF_IMG_MAX_NAME + 1, big, SF_IMG_MAX_NAME + 1), -EBADMSG);
+    CHECK_EQ(name_image(1u << 5, 6, "[heap]", 6), -EBADMSG);        /* unknown prot bit */
+    CHECK_EQ(name_image(SF_IMAGE_PROT_KNOWN, 6, "[he\0p]", 6), -EBADMSG); /* NUL in a name */
+    CHECK_EQ(name_image(SF_IMAGE_PROT_KNOWN, 6, "[heap", 5), -EBADMSG);   /* name runs into the sum */
+    CHECK_EQ(name_image(SF_IMAGE_PROT_KNOWN, 0xffffffffu, "[heap]", 6), -EBADMSG); /* huge length */
+    CHECK_EQ(name_image(SF_IMAGE_PROT_KNOWN, 3000, "[heap]", 6), -EBADMSG);  /* past the file */
+}
+
+/* sf_image_read_map: kinds per page, held bytes copied, absent bytes left. */
+static void case_read_map(void)
+{
+    static const uint32_t sizes[] = {512, 4096};
+    for (size_t si = 0; si < 2; si++) {
+        uint32_t ps = sizes[si];
+        struct sf_image_range r[] = {{ps * 16, ps * 300}, {ps * 400, ps * 7}};
+        struct model m = {.ps = ps, .ranges = r, .nranges = 2, .seed = 31 + si, .id = 5, .parent_id = 4,
+                          .pct_zero = 20, .pct_absent = 40};
+        int rc, fd = model_image(&m, &rc);
+        CHECK_EQ(rc, 0);
+        sf_image *img;
+        CHECK_EQ(sf_image_open(&img, fd), 0);
+        size_t cap = 310 * (size_t)ps;
+        uint8_t *got = malloc(cap), *page = malloc(ps), map[320];
+        uint64_t s = 77;
+        for (int n = 0; n < 200; n++) {
+            s = mix64(s + (uint64_t)n);
+            const struct sf_image_range *rg = &r[s % 2];
+            uint64_t a = rg->addr + (s >> 8) % rg->len;
+            size_t len = 1 + (size_t)((s >> 32) % (rg->addr + rg->len - a));
+            if (len > cap)
+                len = cap;
+            memset(got, 0xc3, len);
+            memset(map, 0, sizeof map);
+            int e = a + len <= rg->addr + rg->len ? 0 : -ENOENT;
+            int r1 = sf_image_read_map(img, a, got, len, map);
+            CHECK(r1 == e, "%#llx+%zu: %d", (unsigned long long)a, len, r1);
+            if (r1)
+                continue;
+            uint64_t base = a & ~(uint64_t)(ps - 1);
+            for (uint64_t pa = base, i = 0; pa < a + len; pa += ps, i++) {
+                int k = model_kind(&m, pa);
+                int want = k == K_DATA ? SF_IMAGE_PAGE_STORED : k == K_ZEROFILL ? SF_IMAGE_PAGE_ZERO
+                                                                               : SF_IMAGE_PAGE_ABSENT;
+                CHECK(map[i] == want, "page %#llx kind %d, expected %d", (unsigned long long)pa, map[i], want);
+                if (k == K_DATA)
+                    model_fill(&m, pa, page);
+                else
+                    memset(page, k == K_ZEROFILL ? 0 : 0xc3, ps);
+                uint64_t from = pa > a ? pa : a, to = pa + ps < a + len ? pa + ps : a + len;
+                CHECK(!memcmp(got + (from - a), page + (from - pa), to - from), "page %#llx bytes",
+                      (unsigned long long)pa);
+            }
+            /* the map alone */
+            uint8_t map2[320];
+            CHECK_EQ(sf_image_read_map(img, a, NULL, len, map2), 0);
+            CHECK(!memcmp(map, map2, (a + len - 1) / ps - a / ps + 1), "map without buffer");
+        }
+        CHECK_EQ(sf_image_read_map(img, r[0].addr, got, 0, NULL), 0);
+        CHECK_EQ(sf_image_read_map(img, r[0].addr, got, 1, NULL), -EINVAL);
+        CHECK_EQ(sf_image_read_map(NULL, r[0].addr, got, 1, map), -EINVAL);
+        CHECK_EQ(sf_image_read_map(img, UINT64_MAX, got, 2, map), -EINVAL);
+        CHECK_EQ(sf_image_read_map(img, r[1].addr - 1, got, 2, map), -ENOENT);
+        free(got);
+        free(page);
+        sf_image_close(img);
+        close(fd);
+    }
+}
+
+/* The writer names ranges after /proc/self/maps: split where the mapping
+ * changes, file path and offset, anonymous names, holes. */
+static uint8_t *maps_mem;
+static int maps_read_page(void *ctx, uint64_t addr, void *buf)
+{
+    (void)ctx;
+    memcpy(buf, (void *)(uintptr_t)addr, 4096);
+    return 1;
+}
+
+static void case_names_from_maps(void)
+{
+    const size_t ps = 4096;
+    if (sysconf(_SC_PAGESIZE) != (long)ps)
+        return;
+    /* 8 pages: 0-1 anonymous rw, 2 anonymous r-x, 3 anonymous rw, 4 a hole,
+     * 5-6 a file at offset 3 pages, 7 anonymous */
+    uint8_t *base = mmap(NULL, 8 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        die("mmap");
+    maps_mem = base;
+    memset(base, 'a', 8 * ps);
+    char path[] = "/tmp/snapfault-names-XXXXXX";
+    int ffd = mkstemp(path);
+    if (ffd < 0)
+        die("mkstemp");
+    uint8_t fpage[4096];
+    for (int i = 0; i < 6; i++) {
+        memset(fpage, 'f' + i, ps);
+        if (write(ffd, fpage, ps) != (ssize_t)ps)
+            die("write");
+    }
+    if (mmap(base + 5 * ps, 2 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, ffd, 3 * ps) == MAP_FAILED)
+        die("mmap file");
+    if (mprotect(base + 2 * ps, ps, PROT_READ | PROT_EXEC))
+        die("mprotect");
+    munmap(base + 4 * ps, ps);
+    bool named = prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)(base + 7 * ps), ps, "sfname") == 0;
+
+    /* two source ranges: pages 0-3 and 5-7 (the hole is not read) */
+    struct sf_image_range r[] = {{(uintptr_t)base, 4 * ps}, {(uintptr_t)base + 5 * ps, 3 * ps}};
+    struct sf_image_src src = {.id = 1, .page_size = 4096, .ranges = r, .nranges = 2,
+                               .read_page = maps_read_page};
+    int fd = new_memfd();
+    CHECK_EQ(sf__image_write(fd, &src), 0);
+    sf_image *img;
+    CHECK_EQ(sf_image_open(&img, fd), 0);
+    if (img) {
+        sf_image_info info;
+        sf_image_get_info(img, &info);
+        CHECK_EQ(info.version, SF_IMG_VERSION);
+        CHECK_EQ(info.ranges, 5);
+        static const struct {
+            size_t first, pages;
+            uint32_t prot;
+        } want[] = {
+            {0, 2, SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE},
+            {2, 1, SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE | SF_IMAGE_PROT_EXEC},
+            {3, 1, SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE},
+            {5, 2, SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE},
+            {7, 1, SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE},
+        };
+        for (size_t i = 0; i < 5; i++) {
+            sf_image_mapping mp;
+            CHECK_EQ(sf_image_mapping_get(img, i, &mp), 0);
+            CHECK(mp.addr == (uintptr_t)base + want[i].first * ps && mp.len == want[i].pages * ps,
+                  "range %zu at +%#llx len %#llx", i, (unsigned long long)(mp.addr - (uintptr_t)base),
+                  (unsigned long long)mp.len);
+            CHECK(mp.prot == (want[i].prot | SF_IMAGE_PROT_KNOWN), "range %zu prot %#x", i, mp.prot);
+            if (i == 3) {
+                CHECK(!strcmp(mp.name, path), "file range named '%s', expected '%s'", mp.name, path);
+                CHECK(mp.offset == 3 * ps, "file offset %#llx", (unsigned long long)mp.offset);
+            } else if (i == 4 && named) {
+                CHECK(!strcmp(mp.name, "[anon:sfname]"), "anon range named '%s'", mp.name);
+            } else if (i != 4) {
+                CHECK(mp.name[0] == 0 && mp.offset == 0, "range %zu named '%s'", i, mp.name);
+            }
+        }
+        uint8_t page[4096];
+        CHECK_EQ(sf_image_read(img, (uintptr_t)base + 6 * ps, page, ps), 0);
+        CHECK(page[0] == 'f' + 4 && page[4095] == 'f' + 4, "file page content");
+        CHECK_EQ(sf_image_verify(img), 0);
+        sf_image_close(img);
+    }
+    close(fd);
+    /* a source range over the hole: the hole's part has no name, no prot,
+     * and read_page is asked for it (here: fails, as reading it would) */
+    struct sf_image_range hole[] = {{(uintptr_t)base + 3 * ps, 2 * ps}};
+    src.ranges = hole;
+    src.nranges = 1;
+    src.read_page = model_read_page;
+    struct model m = {.ps = 4096, .seed = 1};
+    src.ctx = &m;
+    fd = new_memfd();
+    CHECK_EQ(sf__image_write(fd, &src), 0);
+    CHECK_EQ(sf_image_open(&img, fd), 0);
+    if (img) {
+        sf_image_mapping mp;
+        CHECK_EQ(sf_image_mapping_get(img, 1, &mp), 0);
+        CHECK(mp.addr == (uintptr_t)base + 4 * ps && mp.prot == 0 && !mp.name[0], "hole part");
+        sf_image_close(img);
+    }
+    close(fd);
+    /* version 1 images know neither */
+    src.version = SF_IMG_VERSION_1;
+    fd = new_memfd();
+    CHECK_EQ(sf__image_write(fd, &src), 0);
+    CHECK_EQ(sf_image_open(&img, fd), 0);
+    if (img) {
+        sf_image_mapping mp;
+        CHECK_EQ(sf_image_mapping_get(img, 0, &mp), 0);
+        CHECK(mp.len == 2 * ps && mp.prot == 0 && !mp.name[0] && !mp.offset, "v1 mapping");
+        sf_image_close(img);
+    }
+    close(fd);
+    close(ffd);
+    unlink(path);
+    munmap(base, 8 * ps);
+}
+
+/* sf_image_merge: a chain of three models flattens to the pages of the
+ * nearest model holding each. */
+static int chain_kind_fill(struct model *const *ch, size_t n, uint64_t addr, uint8_t *buf)
+{
+    for (size_t k = 0; k < n; k++) {
+        int kd = model_kind(ch[k], addr);
+        if (kd == K_ABSENT)
+            continue;
+        if (kd == K_ZEROFILL)
+            memset(buf, 0, ch[k]->ps);
+        else
+            model_fill(ch[k], addr, buf);
+        return kd;
+    }
+    return -1;
+}
+
+static void case_merge(void)
+{
+    const uint32_t ps = 4096;
+    struct sf_image_range r[] = {{0x10000000, 700 * 4096}, {0x20000000, 5 * 4096}};
+    static const struct sf_image_meta meta[2] = {
+        {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "[heap]", 0},
+        {SF_IMAGE_PROT_KNOWN | SF_IMAGE_PROT_READ | SF_IMAGE_PROT_WRITE, "/lib/x.so", 0x3000},
+    };
+    struct model full = {.ps = ps, .ranges = r, .nranges = 2, .seed = 1, .id = 10, .pct_zero = 10};
+    struct model i1 = {.ps = ps, .ranges = r, .nranges = 2, .seed = 2, .id = 11, .parent_id = 10,
+                       .pct_zero = 5, .pct_absent = 70};
+    struct model i2 = {.ps = ps, .ranges = r, .nranges = 2, .seed = 3, .id = 12, .parent_id = 11,
+                       .taken_ns = 99, .pct_zero = 5, .pct_absent = 80};
+    struct model *models[3] = {&i2, &i1, &full};
+    int fds[3];
+    sf_image *imgs[3];
+    for (int k = 0; k < 3; k++) {
+        models[k]->version = SF_IMG_VERSION;
+        models[k]->flags = k == 1 ? SF_WRITE_ZSTD : 0;
+        struct sf_image_src src = model_src(models[k]);
+        src.meta = meta;
+        fds[k] = new_memfd();
+        CHECK_EQ(sf__image_write(fds[k], &src), 0);
+        CHECK_EQ(sf_image_open(&imgs[k], fds[k]), 0);
+    }
+    for (int zi = 0; zi < 2; zi++) {
+        int out = new_memfd();
+        CHECK_EQ(sf_image_merge((const sf_image *const *)imgs, 3, out, zi ? SF_WRITE_ZSTD : 0), 0);
+        sf_image *mg;
+        CHECK_EQ(sf_image_open(&mg, out), 0);
+        if (!mg)
+            break;
+        sf_image_info info;
+        sf_image_get_info(mg, &info);
+        CHECK(info.id == 12 && info.parent_id == 0 && info.taken_ns == 99 && info.ranges == 2 &&
+                  info.pages_absent == 0,
+              "merged header");
+        CHECK_EQ(sf_image_verify(mg), 0);
+        sf_image_mapping mp;
+        CHECK_EQ(sf_image_mapping_get(mg, 1, &mp), 0);
+        CHECK(!strcmp(mp.name, "/lib/x.so") && mp.offset == 0x3000 && mp.prot == meta[1].prot, "merged names");
+        uint8_t got[4096], want[4096];
+        uint64_t zero = 0;
+        for (size_t i = 0; i < 2; i++)
+            for (uint64_t a = r[i].addr; a < r[i].addr + r[i].len; a += ps) {
+                int kd = chain_kind_fill(models, 3, a, want);
+                zero += kd == K_ZEROFILL;
+                CHECK_EQ(sf_image_read(mg, a, got, ps), 0);
+                CHECK(!memcmp(got, want, ps), "merged page %#llx", (unsigned long long)a);
+            }
+        CHECK_EQ(info.pages_zero, zero);
+        if (zi) {
+            size_t len;
+            uint8_t *p = read_fd(out, &len);
+            struct v2_walk w;
+            walk_v2(p, len, &w);
+            CHECK(w.zstd_blocks > 0, "merge --zstd wrote no zstd block");
+            free(p);
+        }
+        sf_image_close(mg);
+        close(out);
+    }
+    /* broken chains */
+    int out = new_memfd();
+    const sf_image *skip[2] = {imgs[0], imgs[2]};
+    CHECK_EQ(sf_image_merge(skip, 2, out, 0), -EINVAL);       /* ids do not follow */
+    const sf_image *nofull[2] = {imgs[0], imgs[1]};
+    CHECK_EQ(sf_image_merge(nofull, 2, out, 0), -EINVAL);     /* does not end in a full image */
+    CHECK_EQ(sf_image_merge(NULL, 1, out, 0), -EINVAL);
+    CHECK_EQ(sf_image_merge((const sf_image *const *)imgs, 0, out, 0), -EINVAL);
+    CHECK_EQ(sf_image_merge((const sf_image *const *)imgs, 3, out, 1u << 3), -EINVAL);
+    CHECK_EQ(lseek(out, 0, SEEK_END), 0);
+    /* a full image alone flattens to itself */
+    CHECK_EQ(sf_image_merge((const sf_image *const *)&imgs[2], 1, out, 0), 0);
+    close(out);
+    /* a parent lacking a range its child needs */
+    struct sf_image_range rp[] = {{0x10000000, 700 * 4096}};
+    struct model small = {.ps = ps, .ranges = rp, .nranges = 1, .seed = 1, .id = 11,
+                          .version = SF_IMG_VERSION};
+    struct sf_image_src src = model_src(&small);
+    int sfd = new_memfd();
+    CHECK_EQ(sf__image_write(sfd, &src), 0);
+    sf_image *simg;
+    CHECK_EQ(sf_image_open(&simg, sfd), 0);
+    const sf_image *lack[2] = {imgs[0], simg};
+    out = new_memfd();
+    CHECK_EQ(sf_image_merge(lack, 2, out, 0), -ENOENT);
+    close(out);
+    sf_image_close(simg);
+    close(sfd);
+    for (int k = 0; k < 3; k++) {
+        sf_image_close(imgs[k]);
+        close(fds[k]);
+    }
+}
+
+struct test_case {
     const char *name;
     void (*fn)(void);
-} cases[] = {
+};
+
+/* Run once per format pass (version 1, version 2, version 2 + zstd). */
+static const struct test_case generic_cases[] = {
     {"round trip: several ranges, random and zero pages, high addresses", case_roundtrip_ranges},
     {"round trip: page sizes 512 B to 2 MiB", case_roundtrip_page_sizes},
-    {"blocks end at the page cap and at the data cap", case_block_limits},
     {"all-zero pages are elided", case_zero_pages_elided},
     {"incremental: absent pages give -ENODATA", case_incremental},
     {"zero ranges", case_zero_ranges},
@@ -1691,6 +2353,12 @@ static const struct {
     {"truncation at every offset, 4 KiB pages", case_truncation_4096},
     {"every bit flipped at every byte, 512 B pages", case_flips_512_all_bits},
     {"a bit flipped at every byte, 4 KiB pages", case_flips_4096},
+    {"concurrent readers", case_concurrent_readers},
+};
+
+/* Run once. */
+static const struct test_case cases[] = {
+    {"blocks end at the page cap and at the data cap", case_block_limits},
     {"hostile: control images are valid", case_hostile_control},
     {"hostile: magic, version (-EPROTO), reserved", case_hostile_version_magic},
     {"hostile: page size 0, 3, 256, 2^22, 2^30", case_hostile_page_size},
@@ -1703,29 +2371,56 @@ static const struct {
     {"writer errors: -EIO from read_page, -EBADF, -EPIPE, -ENOSPC", case_writer_errors},
     {"writer rejects bad sources before writing", case_writer_bad_sources},
     {"API argument checks", case_api_args},
-    {"concurrent readers", case_concurrent_readers},
     {"writer bytes match the documented layout", case_conformance},
+    {"zstd: compressed blocks, levels, raw fallback, bad flags", case_zstd_blocks},
+    {"zstd: hostile compressed blocks (checksummed garbage, wrong sizes)", case_zstd_hostile},
+    {"names: hostile lengths, bytes, protection bits", case_names_hostile},
+    {"read_map: page kinds, held bytes, absent bytes untouched", case_read_map},
+    {"names and protection from /proc/self/maps", case_names_from_maps},
+    {"merge: a chain flattens to the nearest pages", case_merge},
+
 };
+
+static void run_case(const struct test_case *c, const char *pass, int *passed, int *failed)
+{
+    case_failures = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    c->fn();
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    if (case_failures) {
+        printf("image%s: %s ... FAILED (%d checks, %.0f ms)\n", pass, c->name, case_failures, ms);
+        (*failed)++;
+    } else {
+        printf("image%s: %s ... ok (%.0f ms)\n", pass, c->name, ms);
+        (*passed)++;
+    }
+}
 
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        case_failures = 0;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        cases[i].fn();
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-        if (case_failures) {
-            printf("image: %s ... FAILED (%d checks, %.0f ms)\n", cases[i].name, case_failures, ms);
-            failed++;
-        } else {
-            printf("image: %s ... ok (%.0f ms)\n", cases[i].name, ms);
-            passed++;
-        }
+    static const struct {
+        const char *name;
+        uint32_t version;
+        unsigned flags;
+    } passes[] = {
+        {" v1", SF_IMG_VERSION_1, 0},
+        {" v2", SF_IMG_VERSION, 0},
+        {" v2+zstd", SF_IMG_VERSION, SF_WRITE_ZSTD},
+    };
+    for (size_t p = 0; p < sizeof passes / sizeof *passes; p++) {
+        g_version = passes[p].version;
+        g_flags = passes[p].flags;
+        for (size_t i = 0; i < sizeof generic_cases / sizeof *generic_cases; i++)
+            run_case(&generic_cases[i], passes[p].name, &passed, &failed);
     }
+    g_version = SF_IMG_VERSION;
+    g_flags = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_case(&cases[i], "", &passed, &failed);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -1,4 +1,4 @@
-/* image_cmd.c - `snapfault image info|verify|cat|diff`: inspects snapshot
+/* image_cmd.c - `snapfault image info|verify|cat|diff|ls|merge|export`: inspects snapshot
  * images and the chains incremental images form, with the public sf_image_*
  * API only. */
 #include "tools.h"
@@ -6,12 +6,14 @@
 #include "snapfault.h"
 
 #include <dirent.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/procfs.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,19 +123,89 @@ static struct img *find_id(struct set *s, uint64_t id)
     return NULL;
 }
 
-/* Reads len bytes at addr as of image m, following parents for pages an
- * incremental image does not hold. */
+/* Reads len bytes at addr as of image m: each page from the nearest image
+ * of m's chain that holds it (an incremental image holds the pages changed
+ * since its parent; the others are read from the parent, and so on).  The
+ * span must lie in m's ranges (-ENOENT); -ENODATA if some page is held by
+ * no image of the chain found (a parent missing). */
 static int chain_read(struct set *s, struct img *m, uint64_t addr, void *buf, size_t len)
 {
-    for (int depth = 0; m && depth < 100000; depth++) {
-        int rc = sf_image_read(m->im, addr, buf, len);
-        if (rc != -ENODATA)
-            return rc;
-        if (!m->info.parent_id)
-            return -ENODATA;
-        m = find_id(s, m->info.parent_id);
+    if (!len)
+        return 0;
+    if (len - 1 > UINT64_MAX - addr)
+        return -EINVAL;
+    const uint64_t ps = m->info.page_size;
+    const size_t npg = (size_t)((addr + len - 1) / ps - addr / ps + 1);
+    uint8_t *need = malloc(npg), *map = malloc(npg);
+    if (!need || !map) {
+        free(need);
+        free(map);
+        return -ENOMEM;
     }
-    return -ENODATA; /* parent missing */
+    memset(need, 1, npg);
+    size_t left = npg;
+    int rc = 0;
+    const uint64_t base = addr & ~(ps - 1);
+    for (int depth = 0; left && depth < 100000; depth++) {
+        for (size_t i = 0; i < npg && !rc;) {
+            if (!need[i]) {
+                i++;
+                continue;
+            }
+            size_t j = i;
+            while (j < npg && need[j])
+                j++;
+            /* the wanted bytes of pages i..j-1 */
+            uint64_t from = base + i * ps, to = base + j * ps; /* [from, to) */
+            if (from < addr)
+                from = addr;
+            if (to > addr + len || to < from)
+                to = addr + len;
+            rc = sf_image_read_map(m->im, from, (uint8_t *)buf + (from - addr), (size_t)(to - from), map);
+            for (size_t q = i; !rc && q < j; q++)
+                if (map[q - i] != SF_IMAGE_PAGE_ABSENT) {
+                    need[q] = 0;
+                    left--;
+                }
+            i = j;
+        }
+        if (rc || !left)
+            break;
+        struct img *p = m->info.parent_id ? find_id(s, m->info.parent_id) : NULL;
+        if (!p || p->info.page_size != ps) {
+            rc = -ENODATA; /* parent missing */
+            break;
+        }
+        m = p;
+    }
+    if (!rc && left)
+        rc = -ENODATA;
+    free(need);
+    free(map);
+    return rc;
+}
+
+/* "rw-p", "r-xs", or "?" when the image does not record it (version 1). */
+static const char *prot_str(uint32_t prot, char out[5])
+{
+    if (!(prot & SF_IMAGE_PROT_KNOWN))
+        return "?";
+    out[0] = prot & SF_IMAGE_PROT_READ ? 'r' : '-';
+    out[1] = prot & SF_IMAGE_PROT_WRITE ? 'w' : '-';
+    out[2] = prot & SF_IMAGE_PROT_EXEC ? 'x' : '-';
+    out[3] = prot & SF_IMAGE_PROT_SHARED ? 's' : 'p';
+    out[4] = 0;
+    return out;
+}
+
+static void print_mappings(const sf_image *im)
+{
+    sf_image_mapping mp;
+    for (size_t i = 0; sf_image_mapping_get(im, i, &mp) == 0; i++) {
+        char ps[5];
+        printf("  range %#014" PRIx64 "-%#014" PRIx64 " %-4s %8" PRIu64 " KiB  %s\n", mp.addr, mp.addr + mp.len,
+               prot_str(mp.prot, ps), mp.len >> 10, mp.name);
+    }
 }
 
 static const char *errmsg(int err) { return sf_strerror(err); }
@@ -283,13 +355,6 @@ static void index_end_say(const char *path, const struct index *ix)
 
 /* ------------------------------------------------------------------------ */
 
-static int print_range(void *addr, size_t len, void *arg)
-{
-    printf("  range %#014" PRIxPTR "-%#014" PRIxPTR "  %zu KiB\n", (uintptr_t)addr, (uintptr_t)addr + len,
-           len >> 10);
-    return 0;
-}
-
 static int cmd_info(int argc, char **argv)
 {
     bool ranges = false;
@@ -363,7 +428,7 @@ static int cmd_info(int argc, char **argv)
         printf("  pages   %" PRIu64 " stored, %" PRIu64 " zero, %" PRIu64 " in the parent chain\n", f->pages_stored,
                f->pages_zero, f->pages_absent);
         if (ranges)
-            sf_image_ranges(m->im, print_range, NULL);
+            print_mappings(m->im);
         set_free(&s);
     }
     return status;
@@ -678,6 +743,448 @@ static int cmd_diff(int argc, char **argv)
     return unreadable ? 2 : (differ || only_a || only_b) ? 1 : 0;
 }
 
+/* Opens path with its directory's images, so that its chain is found. */
+static struct img *open_with_dir(struct set *s, const char *path, const char *cmd)
+{
+    struct img *m = set_add(s, path);
+    if (m->open_err) {
+        fprintf(stderr, "snapfault image %s: %s: %s\n", cmd, path,
+                m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+        return NULL;
+    }
+    char d[4096];
+    dir_of(path, d, sizeof(d));
+    add_dir(s, d);
+    return set_add(s, path);
+}
+
+/* ls: the ranges of each image with their mappings' protection and name. */
+static int cmd_ls(int argc, char **argv)
+{
+    int status = 0, nfiles = 0;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-')
+            usage_error("image ls", "unknown option '%s'", argv[i]);
+        nfiles++;
+        struct set s = {0};
+        struct img *m = set_add(&s, argv[i]);
+        if (m->open_err) {
+            printf("%s: cannot open: %s\n", argv[i], m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+            status = 1;
+        } else {
+            printf("%s:\n", argv[i]);
+            print_mappings(m->im);
+        }
+        set_free(&s);
+    }
+    if (!nfiles)
+        usage_error("image ls", "missing IMAGE");
+    return status;
+}
+
+/* The chain of m, m first, its full image last; NULL if a parent is missing
+ * (*n then says how far it went). */
+static const sf_image **chain_of(struct set *s, struct img *m, size_t *n)
+{
+    const sf_image **v = NULL;
+    *n = 0;
+    for (; m; m = m->info.parent_id ? find_id(s, m->info.parent_id) : NULL) {
+        v = realloc(v, (*n + 1) * sizeof(*v));
+        if (!v || *n > s->n) { /* longer than the set: a cycle of ids */
+            free(v);
+            return NULL;
+        }
+        v[(*n)++] = m->im;
+        if (!m->info.parent_id)
+            return v;
+    }
+    free(v);
+    return NULL;
+}
+
+/* Unsigned level after --zstd=; exits on a bad one. */
+static unsigned zstd_flags(const char *arg, const char *cmd)
+{
+    if (!arg[6])
+        return SF_WRITE_ZSTD;
+    uint64_t lvl;
+    if (arg[6] != '=' || !parse_u64(arg + 7, &lvl) || lvl < 1 || lvl > SF_WRITE_ZSTD_LEVEL_MAX)
+        usage_error(cmd, "--zstd=N takes a level from 1 to %d", SF_WRITE_ZSTD_LEVEL_MAX);
+    return SF_WRITE_ZSTD | SF_WRITE_ZSTD_LEVEL(lvl);
+}
+
+/* Every range of out equals m read through its chain, after out verified. */
+static int merge_check(struct set *s, struct img *m, int fd, uint64_t *checked)
+{
+    sf_image *out;
+    int rc = sf_image_open(&out, fd);
+    if (rc)
+        return rc;
+    if ((rc = sf_image_verify(out))) {
+        sf_image_close(out);
+        return rc;
+    }
+    sf_image_info oi;
+    sf_image_get_info(out, &oi);
+    if (oi.parent_id || oi.id != m->info.id || oi.ranges != m->info.ranges || oi.bytes != m->info.bytes) {
+        sf_image_close(out);
+        return -EBADMSG;
+    }
+    const size_t chunk = 1u << 20;
+    uint8_t *a = malloc(chunk), *b = malloc(chunk);
+    sf_image_mapping mp, mo;
+    for (size_t i = 0; !rc && a && b && sf_image_mapping_get(m->im, i, &mp) == 0; i++) {
+        if (sf_image_mapping_get(out, i, &mo) || mo.addr != mp.addr || mo.len != mp.len ||
+            mo.prot != mp.prot || strcmp(mo.name, mp.name)) {
+            rc = -EBADMSG;
+            break;
+        }
+        for (uint64_t o = 0; !rc && o < mp.len; o += chunk) {
+            size_t n = mp.len - o < chunk ? (size_t)(mp.len - o) : chunk;
+            if (!(rc = chain_read(s, m, mp.addr + o, a, n)) && !(rc = sf_image_read(out, mp.addr + o, b, n)) &&
+                memcmp(a, b, n))
+                rc = -EBADMSG;
+            *checked += n;
+        }
+    }
+    if (!a || !b)
+        rc = -ENOMEM;
+    free(a);
+    free(b);
+    sf_image_close(out);
+    return rc;
+}
+
+/* merge: flatten IMAGE's chain into one full image OUT, verified. */
+static int cmd_merge(int argc, char **argv)
+{
+    unsigned flags = 0;
+    const char *in = NULL, *outp = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strncmp(argv[i], "--zstd", 6) == 0)
+            flags = zstd_flags(argv[i], "image merge");
+        else if (argv[i][0] == '-')
+            usage_error("image merge", "unknown option '%s'", argv[i]);
+        else if (!in)
+            in = argv[i];
+        else if (!outp)
+            outp = argv[i];
+        else
+            usage_error("image merge", "too many arguments");
+    }
+    if (!in || !outp)
+        usage_error("image merge", "expected IMAGE OUT");
+    struct set s = {0};
+    struct img *m = open_with_dir(&s, in, "merge");
+    if (!m)
+        return 1;
+    size_t n;
+    const sf_image **chain = chain_of(&s, m, &n);
+    if (!chain) {
+        fprintf(stderr, "snapfault image merge: %s: parent image missing (chain of %zu found)\n", in, n);
+        set_free(&s);
+        return 1;
+    }
+    /* written beside OUT and renamed once it verified: OUT is never a
+     * half-written image */
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", outp, (int)getpid());
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = fd < 0 ? -errno : sf_image_merge(chain, n, fd, flags);
+    uint64_t checked = 0;
+    if (!rc)
+        rc = merge_check(&s, m, fd, &checked);
+    if (!rc && fsync(fd) < 0)
+        rc = -errno;
+    struct stat st = {0};
+    if (fd >= 0)
+        fstat(fd, &st);
+    if (fd >= 0)
+        close(fd);
+    if (!rc && rename(tmp, outp) < 0)
+        rc = -errno;
+    if (rc) {
+        if (fd >= 0)
+            unlink(tmp);
+        fprintf(stderr, "snapfault image merge: %s: %s\n", in, errmsg(rc));
+    } else {
+        printf("%s: %zu images merged into %s (%.1f MiB of memory, %.1f MiB file), verified\n", in, n, outp,
+               (double)checked / 1048576.0, (double)st.st_size / 1048576.0);
+    }
+    free(chain);
+    set_free(&s);
+    return rc ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* export                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int write_full(int fd, const void *p, size_t n)
+{
+    const uint8_t *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Copies [addr, addr+len) of m's chain to fd, 1 MiB at a time. */
+static int copy_range(struct set *s, struct img *m, uint64_t addr, uint64_t len, int fd)
+{
+    const size_t chunk = 1u << 20;
+    uint8_t *buf = malloc(chunk);
+    int rc = buf ? 0 : -ENOMEM;
+    for (uint64_t o = 0; !rc && o < len; o += chunk) {
+        size_t n = len - o < chunk ? (size_t)(len - o) : chunk;
+        if (!(rc = chain_read(s, m, addr + o, buf, n)))
+            rc = write_full(fd, buf, n);
+    }
+    free(buf);
+    return rc;
+}
+
+/* A file name part from a mapping name: "[anon:x y]" -> "anon_x_y". */
+static void name_part(const char *name, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *p = name; *p && o + 1 < cap; p++) {
+        char c = *p;
+        if (c == '[' || c == ']')
+            continue;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                  c == '-' || c == '_';
+        if (!ok && (!o || out[o - 1] == '_'))
+            continue;
+        out[o++] = ok ? c : '_';
+    }
+    while (o && out[o - 1] == '_')
+        o--;
+    out[o] = 0;
+}
+
+static int export_raw(struct set *s, struct img *m, const char *dir)
+{
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    sf_image_mapping mp;
+    int rc = 0;
+    for (size_t i = 0; !rc && sf_image_mapping_get(m->im, i, &mp) == 0; i++) {
+        char part[200], path[4400];
+        name_part(mp.name, part, sizeof(part));
+        snprintf(path, sizeof(path), "%s/%016" PRIx64 "-%016" PRIx64 "%s%s.bin", dir, mp.addr, mp.addr + mp.len,
+                 part[0] ? "_" : "", part);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return -errno;
+        rc = copy_range(s, m, mp.addr, mp.len, fd);
+        if (close(fd) < 0 && !rc)
+            rc = -errno;
+        if (!rc)
+            printf("%s\n", path);
+    }
+    return rc;
+}
+
+/* ELF core file: the program header table describes one PT_NOTE (process
+ * status, process info and the file mappings, as a kernel core dump has
+ * them) and one PT_LOAD per range; the data of each range follows, page
+ * aligned.  No registers are known: the status note carries zeros. */
+#if defined(__x86_64__)
+#define CORE_MACHINE EM_X86_64
+#elif defined(__aarch64__)
+#define CORE_MACHINE EM_AARCH64
+#elif defined(__riscv)
+#define CORE_MACHINE EM_RISCV
+#else
+#define CORE_MACHINE EM_NONE
+#endif
+
+struct nbuf {
+    uint8_t *p;
+    size_t n, cap;
+};
+
+static void nb_put(struct nbuf *b, const void *p, size_t n)
+{
+    if (b->n + n + 8 > b->cap) {
+        b->cap = (b->n + n + 8) * 2;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p) {
+            fprintf(stderr, "snapfault image export: out of memory\n");
+            exit(1);
+        }
+    }
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+    while (b->n % 4)
+        b->p[b->n++] = 0;
+}
+
+static void note(struct nbuf *b, uint32_t type, const void *desc, size_t len)
+{
+    Elf64_Nhdr h = {.n_namesz = 5, .n_descsz = (Elf64_Word)len, .n_type = type};
+    nb_put(b, &h, sizeof(h));
+    nb_put(b, "CORE", 5);
+    nb_put(b, desc, len);
+}
+
+static int export_core(struct set *s, struct img *m, const char *path)
+{
+    const uint64_t ps = m->info.page_size;
+    size_t nr = (size_t)m->info.ranges;
+    struct nbuf nb = {0};
+
+    struct elf_prstatus prs;
+    memset(&prs, 0, sizeof(prs));
+    note(&nb, NT_PRSTATUS, &prs, sizeof(prs));
+    struct elf_prpsinfo psi;
+    memset(&psi, 0, sizeof(psi));
+    psi.pr_state = 'R';
+    psi.pr_sname = 'R';
+    snprintf(psi.pr_fname, sizeof(psi.pr_fname), "snapfault");
+    snprintf(psi.pr_psargs, sizeof(psi.pr_psargs), "snapfault image %016" PRIx64, m->info.id);
+    note(&nb, NT_PRPSINFO, &psi, sizeof(psi));
+
+    /* NT_FILE: count, page size, (start, end, offset in pages) per file
+     * mapping, then their names */
+    sf_image_mapping mp;
+    uint64_t nfiles = 0;
+    for (size_t i = 0; sf_image_mapping_get(m->im, i, &mp) == 0; i++)
+        nfiles += mp.name[0] == '/';
+    if (nfiles) {
+        struct nbuf fb = {0};
+        size_t want = 16 + 24 * nfiles;
+        fb.p = calloc(1, want + 8);
+        fb.cap = want + 8;
+        if (!fb.p)
+            return -ENOMEM;
+        uint64_t *w = (uint64_t *)fb.p;
+        w[0] = nfiles;
+        w[1] = ps;
+        size_t k = 0;
+        for (size_t i = 0; sf_image_mapping_get(m->im, i, &mp) == 0; i++)
+            if (mp.name[0] == '/') {
+                w[2 + 3 * k] = mp.addr;
+                w[3 + 3 * k] = mp.addr + mp.len;
+                w[4 + 3 * k] = mp.offset / ps;
+                k++;
+            }
+        fb.n = want;
+        for (size_t i = 0; sf_image_mapping_get(m->im, i, &mp) == 0; i++)
+            if (mp.name[0] == '/') {
+                size_t l = strlen(mp.name) + 1;
+                if (fb.n + l > fb.cap) {
+                    fb.cap = (fb.n + l) * 2;
+                    fb.p = realloc(fb.p, fb.cap);
+                    if (!fb.p)
+                        return -ENOMEM;
+                }
+                memcpy(fb.p + fb.n, mp.name, l);
+                fb.n += l;
+            }
+        note(&nb, NT_FILE, fb.p, fb.n);
+        free(fb.p);
+    }
+
+    size_t phnum = nr + 1;
+    uint64_t off = sizeof(Elf64_Ehdr) + phnum * sizeof(Elf64_Phdr);
+    uint64_t note_off = off;
+    off += nb.n;
+    off = (off + ps - 1) & ~(ps - 1);
+    Elf64_Ehdr eh;
+    memset(&eh, 0, sizeof(eh));
+    memcpy(eh.e_ident, ELFMAG, SELFMAG);
+    eh.e_ident[EI_CLASS] = ELFCLASS64;
+    eh.e_ident[EI_DATA] = ELFDATA2LSB;
+    eh.e_ident[EI_VERSION] = EV_CURRENT;
+    eh.e_ident[EI_OSABI] = ELFOSABI_NONE;
+    eh.e_type = ET_CORE;
+    eh.e_machine = CORE_MACHINE;
+    eh.e_version = EV_CURRENT;
+    eh.e_phoff = sizeof(Elf64_Ehdr);
+    eh.e_ehsize = sizeof(Elf64_Ehdr);
+    eh.e_phentsize = sizeof(Elf64_Phdr);
+    eh.e_phnum = (Elf64_Half)(phnum < PN_XNUM ? phnum : PN_XNUM);
+    if (phnum >= PN_XNUM) {
+        free(nb.p);
+        return -EFBIG;
+    }
+    Elf64_Phdr *ph = calloc(phnum, sizeof(*ph));
+    if (!ph)
+        return -ENOMEM;
+    ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = note_off, .p_filesz = nb.n, .p_align = 4};
+    for (size_t i = 0; sf_image_mapping_get(m->im, i, &mp) == 0; i++) {
+        uint32_t f = 0;
+        if (!(mp.prot & SF_IMAGE_PROT_KNOWN))
+            f = PF_R | PF_W; /* a version 1 image: tracked memory is read-write */
+        else
+            f = (mp.prot & SF_IMAGE_PROT_READ ? PF_R : 0) | (mp.prot & SF_IMAGE_PROT_WRITE ? PF_W : 0) |
+                (mp.prot & SF_IMAGE_PROT_EXEC ? PF_X : 0);
+        ph[i + 1] = (Elf64_Phdr){.p_type = PT_LOAD, .p_flags = f, .p_offset = off, .p_vaddr = mp.addr,
+                                 .p_filesz = mp.len, .p_memsz = mp.len, .p_align = ps};
+        off += mp.len;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = fd < 0 ? -errno : 0;
+    if (!rc)
+        rc = write_full(fd, &eh, sizeof(eh));
+    if (!rc)
+        rc = write_full(fd, ph, phnum * sizeof(*ph));
+    if (!rc)
+        rc = write_full(fd, nb.p, nb.n);
+    if (!rc && nr && lseek(fd, (off_t)ph[1].p_offset, SEEK_SET) < 0)
+        rc = -errno;
+    for (size_t i = 0; !rc && i < nr; i++)
+        rc = copy_range(s, m, ph[i + 1].p_vaddr, ph[i + 1].p_filesz, fd);
+    if (fd >= 0 && close(fd) < 0 && !rc)
+        rc = -errno;
+    if (rc && fd >= 0)
+        unlink(path);
+    free(ph);
+    free(nb.p);
+    return rc;
+}
+
+/* export: an ELF core file (--core FILE) or a file per range (--raw DIR). */
+static int cmd_export(int argc, char **argv)
+{
+    const char *in = NULL, *core = NULL, *raw = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--core") == 0 || strcmp(argv[i], "--raw") == 0) {
+            if (i + 1 >= argc)
+                usage_error("image export", "%s needs a path", argv[i]);
+            *(argv[i][2] == 'c' ? &core : &raw) = argv[i + 1];
+            i++;
+        } else if (argv[i][0] == '-') {
+            usage_error("image export", "unknown option '%s'", argv[i]);
+        } else if (!in) {
+            in = argv[i];
+        } else {
+            usage_error("image export", "too many arguments");
+        }
+    }
+    if (!in || (!core && !raw))
+        usage_error("image export", "expected IMAGE --core FILE and/or --raw DIR");
+    struct set s = {0};
+    struct img *m = open_with_dir(&s, in, "export");
+    if (!m)
+        return 1;
+    int rc = 0;
+    if (core && (rc = export_core(&s, m, core)))
+        fprintf(stderr, "snapfault image export: %s: %s\n", core, errmsg(rc));
+    if (!rc && raw && (rc = export_raw(&s, m, raw)))
+        fprintf(stderr, "snapfault image export: %s: %s\n", raw, errmsg(rc));
+    set_free(&s);
+    return rc ? 1 : 0;
+}
+
 int cmd_image(int argc, char **argv)
 {
     static const char help[] =
@@ -685,17 +1192,29 @@ int cmd_image(int argc, char **argv)
         "       snapfault image verify IMAGE...|DIR...\n"
         "       snapfault image cat [--raw] IMAGE ADDR LEN\n"
         "       snapfault image diff [--max N] IMAGE1 IMAGE2\n"
+        "       snapfault image ls IMAGE...\n"
+        "       snapfault image merge [--zstd[=LEVEL]] IMAGE OUT\n"
+        "       snapfault image export IMAGE [--core FILE] [--raw DIR]\n"
         "\n"
-        "info    prints each image's id, parent, time and contents.\n"
+        "info    prints each image's id, parent, time and contents (--ranges: and\n"
+        "        its ranges, as ls does).\n"
         "verify  checks every block checksum and that each incremental image's parent\n"
         "        chain is complete (parents are looked up beside the image); exits 1 if\n"
         "        anything is damaged or missing.\n"
         "cat     dumps LEN bytes at address ADDR of the imaged process (hex, or --raw),\n"
-        "        reading an incremental image's missing pages from its parents.\n"
+        "        each page from the nearest image of the chain that holds it.\n"
         "diff    compares two images page by page; exits 0 if equal, 1 if they differ,\n"
-        "        2 on trouble (like cmp).\n";
+        "        2 on trouble (like cmp).\n"
+        "ls      lists each range with its protection and mapping name ([heap], a file,\n"
+        "        [stack], [anon:NAME]; ? when a version 1 image does not record it).\n"
+        "merge   flattens IMAGE and its parents into one full image OUT (zstd-compressed\n"
+        "        with --zstd, level 1-19, default 3), verified against the chain before\n"
+        "        it is renamed into place.\n"
+        "export  writes IMAGE (read through its chain) as an ELF core file gdb opens with\n"
+        "        the program (gdb PROG FILE), and/or as one file per range in DIR named\n"
+        "        ADDR-END_NAME.bin.\n";
     if (argc < 2)
-        usage_error("image", "missing subcommand (info, verify, cat, diff)");
+        usage_error("image", "missing subcommand (info, verify, cat, diff, ls, merge, export)");
     if (is_help(argv[1])) {
         fputs(help, stdout);
         return 0;
@@ -713,5 +1232,11 @@ int cmd_image(int argc, char **argv)
         return cmd_cat(argc - 1, argv + 1);
     if (strcmp(argv[1], "diff") == 0)
         return cmd_diff(argc - 1, argv + 1);
+    if (strcmp(argv[1], "ls") == 0)
+        return cmd_ls(argc - 1, argv + 1);
+    if (strcmp(argv[1], "merge") == 0)
+        return cmd_merge(argc - 1, argv + 1);
+    if (strcmp(argv[1], "export") == 0)
+        return cmd_export(argc - 1, argv + 1);
     usage_error("image", "unknown subcommand '%s'", argv[1]);
 }
