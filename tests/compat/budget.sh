@@ -147,6 +147,105 @@ backoff)
     n=$(ls backoff/*.sfimg 2>/dev/null | wc -l)
     [ "$n" = 0 ] || bad "backoff: $n images left over a budget none fits"
     ;;
+redis)
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null ||
+        skip "redis-server/redis-tools are not installed (tests/compat/setup.sh installs them)"
+    port=$((20000 + $$ % 20000))
+    rc() { redis-cli -h 127.0.0.1 -p "$port" "$@"; }
+    # up: PING answered, at most 1000 tries; the server must still run
+    up() {
+        local i
+        for i in $(seq 1000); do
+            [ "$(rc PING 2>/dev/null)" = PONG ] && return 0
+            kill -0 "$redis_pid" 2>/dev/null || return 1
+            sleep 0.02
+        done
+        return 1
+    }
+    # a fixed data set: strings, hashes, lists, sets, sorted sets, and
+    # DEBUG POPULATE's keys
+    awk 'BEGIN {
+        for (i = 0; i < 3000; i++) printf "SET s:%d v%d\n", i, i * 7
+        for (i = 0; i < 300; i++) for (j = 0; j < 10; j++) printf "HSET h:%d f%d %d\n", i, j, i * j
+        for (i = 0; i < 1000; i++) printf "RPUSH l:%d a%d\n", i % 50, i
+        for (i = 0; i < 1000; i++) printf "SADD st:%d m%d\n", i % 20, i
+        for (i = 0; i < 1000; i++) printf "ZADD z:%d %d e%d\n", i % 10, i, i
+    }' >load.txt
+    # serve MODE: redis-server (plain or under snapfault run MODE), the
+    # load, the digest (digest.MODE), redis-benchmark in db 1 (flushed
+    # after), BGSAVE waited for by LASTSAVE, SHUTDOWN; the server's status
+    # in srv_rc
+    serve() {
+        local mode=$1 pre=()
+        mkdir -p "$work/data.$mode"
+        [ "$mode" = plain ] || pre=("$SNAPFAULT_TOOL" run --mode "$mode" --output "$work/out.$mode")
+        "${pre[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+            --dir "$work/data.$mode" --enable-debug-command yes --logfile "$work/redis.$mode.log" \
+            >"$work/srv.$mode.out" 2>&1 &
+        redis_pid=$!
+        up || { bad "redis/$mode: no PONG: $(tail -5 "$work/redis.$mode.log")"; kill -KILL "$redis_pid"; redis_pid=; return; }
+        rc <load.txt >/dev/null
+        rc DEBUG POPULATE 20000 pop 64 >/dev/null
+        rc DEBUG DIGEST >"digest.$mode"
+        redis-benchmark -h 127.0.0.1 -p "$port" --dbnum 1 -q -n 20000 -t set,get,incr,lpush,lpop,hset >"bench.$mode" 2>&1 ||
+            bad "redis/$mode: redis-benchmark failed: $(tail -3 "bench.$mode")"
+        [ "$(rc -n 1 FLUSHDB)" = OK ] || bad "redis/$mode: FLUSHDB"
+        [ "$(rc DEBUG DIGEST)" = "$(cat "digest.$mode")" ] || bad "redis/$mode: the benchmark changed db 0"
+        # BGSAVE: its forked child runs long enough (a delay per key) to
+        # be asked for an image by SIGUSR2
+        rc CONFIG SET rdb-key-save-delay 100 >/dev/null
+        local before; before=$(rc LASTSAVE)
+        rc BGSAVE >/dev/null
+        local child="" i
+        for i in $(seq 500); do
+            child=$(cat /proc/"$redis_pid"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . | head -1)
+            [ -n "$child" ] && break
+            sleep 0.01
+        done
+        [ -n "$child" ] || bad "redis/$mode: no BGSAVE child"
+        if [ -n "$child" ] && [ "$mode" = snapshot ]; then
+            kill -USR2 "$child"
+            for i in $(seq 1000); do
+                grep -q '^S	' "$work/out.$mode/snap-$child.index" 2>/dev/null && break
+                kill -0 "$child" 2>/dev/null || break
+                sleep 0.02
+            done
+            grep -q '^S	' "$work/out.$mode/snap-$child.index" 2>/dev/null ||
+                bad "redis/$mode: the BGSAVE child $child wrote no image: $(grep -i snapfault "$work/srv.$mode.out" | head -3)"
+        fi
+        rc CONFIG SET rdb-key-save-delay 0 >/dev/null
+        for i in $(seq 3000); do
+            [ "$(rc LASTSAVE)" != "$before" ] && break
+            sleep 0.02
+        done
+        [ "$(rc LASTSAVE)" != "$before" ] || bad "redis/$mode: BGSAVE did not finish"
+        [ -s "$work/data.$mode/dump.rdb" ] || bad "redis/$mode: no dump.rdb"
+        rc SHUTDOWN NOSAVE >/dev/null 2>&1
+        wait "$redis_pid"; srv_rc=$?
+        redis_pid=
+        [ "$srv_rc" = 0 ] || bad "redis/$mode: server exit $srv_rc: $(tail -5 "$work/srv.$mode.out")"
+        grep -qi 'snapfault' "$work/srv.$mode.out" && bad "redis/$mode: the preload said: $(grep -i snapfault "$work/srv.$mode.out" | head -3)"
+        note "redis/$mode: digest $(cat "digest.$mode"), $(grep -c . "bench.$mode") benchmark lines"
+    }
+    serve plain
+    for mode in track snapshot; do
+        serve "$mode"
+        [ "$(cat digest.$mode)" = "$(cat digest.plain)" ] || bad "redis/$mode: digest $(cat digest.$mode), plain $(cat digest.plain)"
+    done
+    # track: a record for the server (and its BGSAVE child)
+    n=$(ls "$work"/out.track* 2>/dev/null | wc -l)
+    [ "$n" -ge 2 ] || bad "redis/track: expected records of the server and its BGSAVE child: $(ls "$work")"
+    for f in "$work"/out.track*; do
+        "$SNAPFAULT_TOOL" report "$f" >report.txt 2>&1 || bad "redis/track: report $f: $(tail -3 report.txt)"
+    done
+    # snapshot: the server's chain ended clean by exit with its final
+    # image; the child's image verifies
+    spid=$(ls "$work/out.snapshot" | sed -n 's/^snap-\([0-9]*\)\.index$/\1/p' | sort -n | head -1)
+    grep -q '^#end	clean	.*how=exit	final=[0-9]' "$work/out.snapshot/snap-$spid.index" ||
+        bad "redis/snapshot: server chain: $(tail -1 "$work/out.snapshot/snap-$spid.index")"
+    "$SNAPFAULT_TOOL" image verify "$work/out.snapshot" >verify.txt 2>&1 || bad "redis/snapshot: verify: $(cat verify.txt)"
+    [ "$(ls "$work"/out.snapshot/*.index | wc -l)" -ge 2 ] || bad "redis/snapshot: no index of the BGSAVE child"
+    ;;
 *)
     echo "unknown case $case_name"; exit 2 ;;
 esac
