@@ -346,8 +346,9 @@ SF_API int sf_snapshot_write_incremental(sf_snapshot *s, const sf_snapshot *pare
  * each block with zstd (a block whose data does not shrink is stored raw);
  * SF_WRITE_ZSTD_LEVEL(n) picks zstd level n, 1 to 19 (0 or absent: level 3,
  * zstd's default).  The level is a flag field rather than an environment
- * variable so that a library call never depends on the environment;
- * `snapfault image merge --zstd[=N]` and the preload's options pass it on. */
+ * variable so that a library call never depends on the environment
+ * (`snapfault image merge --zstd[=N]` passes it on).  Readers decompress
+ * whatever level wrote the image. */
 #define SF_WRITE_ZSTD              (1u << 0)
 #define SF_WRITE_ZSTD_LEVEL(n)     (((unsigned)(n) & 0x1fu) << 8)
 #define SF_WRITE_ZSTD_LEVEL_OF(fl) (((fl) >> 8) & 0x1fu)
@@ -381,7 +382,7 @@ SF_API void sf_snapshot_release(sf_snapshot *s);
 typedef struct sf_image sf_image;
 
 typedef struct {
-    uint32_t version;       /* format version */
+    uint32_t version;       /* format version of this image (1 or 2) */
     uint32_t page_size;
     uint64_t id;            /* snapshot id */
     uint64_t parent_id;     /* 0: full image; else incremental over parent */
@@ -396,7 +397,8 @@ typedef struct {
 /* Opens and validates an image from fd (read with pread; fd must stay open
  * until sf_image_close).  Truncated, corrupted or hostile input gives
  * -EBADMSG (or -EPROTO for an unknown version, -EFBIG for absurd sizes)
- * and never an over-read or an unbounded allocation.  Thread-safe.  Not
+ * and never an over-read or an unbounded allocation.  Reads format
+ * versions 1 and 2 (doc/IMAGE-FORMAT.md).  Thread-safe.  Not
  * async-signal-safe. */
 SF_API int sf_image_open(sf_image **out, int fd);
 
@@ -477,7 +479,8 @@ SF_API int sf_image_merge(const sf_image *const *chain, size_t n, int fd, unsign
 
 /* Frees img (not its fd).  NULL is a no-op.  Must not run concurrently
  * with other calls on img.  Not async-signal-safe.  None of the sf_image_*
- * functions is async-signal-safe except sf_image_get_info. */
+ * functions is async-signal-safe except sf_image_get_info and
+ * sf_image_mapping_get. */
 SF_API void sf_image_close(sf_image *img);
 
 #ifdef __cplusplus

@@ -442,6 +442,10 @@ static int cmd_info(int argc, char **argv)
         printf("  memory  %" PRIu64 " ranges, %.1f MiB\n", f->ranges, (double)f->bytes / 1048576.0);
         printf("  pages   %" PRIu64 " stored, %" PRIu64 " zero, %" PRIu64 " in the parent chain\n", f->pages_stored,
                f->pages_zero, f->pages_absent);
+        struct stat fst;
+        if (fstat(m->fd, &fst) == 0 && f->pages_stored)
+            printf("  file    %.1f MiB, %.2f of the stored pages' size\n", (double)fst.st_size / 1048576.0,
+                   (double)fst.st_size / ((double)f->pages_stored * f->page_size));
         if (ranges)
             print_mappings(m->im);
         set_free(&s);
@@ -634,6 +638,7 @@ static int cmd_cat(int argc, char **argv)
     struct img *m = set_add(&s, args[0]);
     if (m->open_err) {
         fprintf(stderr, "snapfault image cat: %s: %s\n", args[0], m->fd < 0 ? strerror(-m->open_err) : errmsg(m->open_err));
+        set_free(&s);
         return 1;
     }
     char d[4096];
@@ -641,9 +646,12 @@ static int cmd_cat(int argc, char **argv)
     add_dir(&s, d);
     m = set_add(&s, args[0]);
     unsigned char *buf = malloc(len);
-    if (!buf)
+    if (!buf) {
+        set_free(&s);
         return 1;
+    }
     int rc = chain_read(&s, m, addr, buf, len);
+    set_free(&s);
     if (rc < 0) {
         fprintf(stderr, "snapfault image cat: %#" PRIx64 "+%" PRIu64 ": %s\n", addr, len, errmsg(rc));
         free(buf);
@@ -755,6 +763,9 @@ static int cmd_diff(int argc, char **argv)
     printf("\n");
     free(pa);
     free(pb);
+    free(ra.v);
+    free(rb.v);
+    set_free(&s);
     return unreadable ? 2 : (differ || only_a || only_b) ? 1 : 0;
 }
 
@@ -950,16 +961,34 @@ static int write_full(int fd, const void *p, size_t n)
     return 0;
 }
 
-/* Copies [addr, addr+len) of m's chain to fd, 1 MiB at a time. */
-static int copy_range(struct set *s, struct img *m, uint64_t addr, uint64_t len, int fd)
+static bool all_zero(const uint8_t *p, size_t n) { return !n || (p[0] == 0 && !memcmp(p, p + 1, n - 1)); }
+
+/* Copies [addr, addr+len) of m's chain to fd, 1 MiB at a time.  sparse: an
+ * all-zero page is skipped with lseek (a hole; the caller sets the file's
+ * final size). */
+static int copy_range(struct set *s, struct img *m, uint64_t addr, uint64_t len, int fd, bool sparse)
 {
-    const size_t chunk = 1u << 20;
+    const size_t chunk = 1u << 20, ps = m->info.page_size;
     uint8_t *buf = malloc(chunk);
     int rc = buf ? 0 : -ENOMEM;
     for (uint64_t o = 0; !rc && o < len; o += chunk) {
         size_t n = len - o < chunk ? (size_t)(len - o) : chunk;
-        if (!(rc = chain_read(s, m, addr + o, buf, n)))
-            rc = write_full(fd, buf, n);
+        if ((rc = chain_read(s, m, addr + o, buf, n)))
+            break;
+        for (size_t i = 0; !rc && i < n;) {
+            size_t k = n - i < ps ? n - i : ps;
+            bool zero = sparse && all_zero(buf + i, k);
+            size_t j = i + k;
+            while (j < n && sparse && all_zero(buf + j, n - j < ps ? n - j : ps) == zero)
+                j += n - j < ps ? n - j : ps;
+            if (!sparse)
+                j = n;
+            if (zero)
+                rc = lseek(fd, (off_t)(j - i), SEEK_CUR) < 0 ? -errno : 0;
+            else
+                rc = write_full(fd, buf + i, j - i);
+            i = j;
+        }
     }
     free(buf);
     return rc;
@@ -998,7 +1027,9 @@ static int export_raw(struct set *s, struct img *m, const char *dir)
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
             return -errno;
-        rc = copy_range(s, m, mp.addr, mp.len, fd);
+        rc = copy_range(s, m, mp.addr, mp.len, fd, true);
+        if (!rc && ftruncate(fd, (off_t)mp.len) < 0)
+            rc = -errno;
         if (close(fd) < 0 && !rc)
             rc = -errno;
         if (!rc)
@@ -1010,7 +1041,8 @@ static int export_raw(struct set *s, struct img *m, const char *dir)
 /* ELF core file: the program header table describes one PT_NOTE (process
  * status, process info and the file mappings, as a kernel core dump has
  * them) and one PT_LOAD per range; the data of each range follows, page
- * aligned.  No registers are known: the status note carries zeros. */
+ * aligned, zero pages as holes.  No registers are known: the status note
+ * carries zeros. */
 #if defined(__x86_64__)
 #define CORE_MACHINE EM_X86_64
 #elif defined(__aarch64__)
@@ -1157,7 +1189,9 @@ static int export_core(struct set *s, struct img *m, const char *path)
     if (!rc && nr && lseek(fd, (off_t)ph[1].p_offset, SEEK_SET) < 0)
         rc = -errno;
     for (size_t i = 0; !rc && i < nr; i++)
-        rc = copy_range(s, m, ph[i + 1].p_vaddr, ph[i + 1].p_filesz, fd);
+        rc = copy_range(s, m, ph[i + 1].p_vaddr, ph[i + 1].p_filesz, fd, true);
+    if (!rc && ftruncate(fd, (off_t)off) < 0) /* zero pages at the end are holes */
+        rc = -errno;
     if (fd >= 0 && close(fd) < 0 && !rc)
         rc = -errno;
     if (rc && fd >= 0)

@@ -27,7 +27,7 @@ read -r _ buf len < <(grep '^buf ' info.txt)
 read -r _ var < <(grep '^var ' info.txt)
 named=$(sed -n 's/^anon-name //p' info.txt)
 last=chain/snap-3.sfimg
-note "buffer $buf+$len, sf_counter at $var, anon names: $named"
+note "buffer $buf+$len, sf_page at $var, anon names: $named"
 
 case "$case_name" in
 cat-chain)
@@ -38,9 +38,11 @@ cat-chain)
     # a span starting and ending inside pages
     "$SNAPFAULT_TOOL" image cat --raw "$last" $((buf + 100)) $((len - 300)) >part.bin || bad "cat of a part failed"
     tail -c +101 chain/expect.bin | head -c $((len - 300)) | cmp - part.bin || bad "cat of an unaligned span differs"
-    # the middle image alone has the state of snapshot 2: page 1 still 'A'
-    "$SNAPFAULT_TOOL" image cat --raw chain/snap-2.sfimg $((buf + 4096)) 1 >p1.bin
-    [ "$(cat p1.bin)" = B ] || [ "$(cat p1.bin)" = A ] || bad "snapshot 2 page 1 holds '$(cat p1.bin)'"
+    # each image of the chain has the memory of its own snapshot: page 1
+    # was written between snapshots 2 and 3, page 0 between 1 and 2
+    p1() { "$SNAPFAULT_TOOL" image cat --raw "chain/snap-$1.sfimg" $((buf + $2)) 1; }
+    [ "$(p1 1 1)$(p1 2 1)$(p1 2 4097)$(p1 3 4097)" = ABAD ] ||
+        bad "bytes 1 and 4097 through the chain: $(p1 1 1)$(p1 2 1)$(p1 2 4097)$(p1 3 4097), expected ABAD"
     # without the full image the chain cannot be read
     mv chain/snap-1.sfimg hidden.sfimg
     "$SNAPFAULT_TOOL" image cat --raw "$last" "$buf" "$len" >/dev/null 2>cat.err && bad "cat without the parent succeeded"
@@ -52,7 +54,7 @@ names)
     cat ls.txt
     prog=$(readlink -f "$IMGCHAIN")
     varpage=$(printf '%#014x' $((var & ~4095)))
-    grep -q "range $varpage-.* rw-p .* $prog\$" ls.txt || bad "the data page of sf_counter is not named $prog"
+    grep -q "range $varpage-.* rw-p .* $prog\$" ls.txt || bad "the data page of sf_page is not named $prog"
     if [ "$named" = yes ]; then
         grep -q "range $(printf '%#014x' "$buf")-.* rw-p .*\[anon:sfbuf\]\$" ls.txt || bad "the buffer is not named [anon:sfbuf]"
     fi
@@ -93,9 +95,9 @@ export-core)
     "$SNAPFAULT_TOOL" image export "$last" --core core >/dev/null || bad "export --core failed"
     head -c 4 core | od -An -c | grep -q 'E   L   F' || bad "core is not an ELF file"
     command -v gdb >/dev/null 2>&1 || skip "gdb is not installed"
-    gdb -nx -batch -ex 'print sf_counter' -ex 'print/x *(unsigned char (*)[8])'"$buf" "$IMGCHAIN" core >gdb.txt 2>&1
+    gdb -nx -batch -ex 'print sf_page.counter' -ex 'print/x *(unsigned char (*)[8])'"$buf" "$IMGCHAIN" core >gdb.txt 2>&1
     cat gdb.txt
-    grep -q '^\$1 = 12345$' gdb.txt || bad "gdb does not print sf_counter = 12345 from the core"
+    grep -q '^\$1 = 12345$' gdb.txt || bad "gdb does not print sf_page.counter = 12345 from the core"
     grep -q '^\$2 = {0x42, 0x42' gdb.txt || bad "gdb does not read the buffer from the core"
     ;;
 *)

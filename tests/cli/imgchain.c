@@ -7,8 +7,8 @@
  * and prints "buf ADDR LEN", "var ADDR" and "anon-name yes|no".  Pages of
  * the buffer change so that no image after the first holds every page of
  * it: page 0 and 2 in snapshot 2, page 1 in snapshot 3, page 3 never.
- * Built without PIE, so gdb finds sf_counter at its link address in a core
- * exported from snapshot 3. */
+ * Built without PIE, so gdb finds sf_page.counter at its link address in a
+ * core exported from snapshot 3. */
 #include "snapfault.h"
 
 #include <errno.h>
@@ -26,8 +26,15 @@
 #define PR_SET_VMA_ANON_NAME 0
 #endif
 
-/* initialised, so it lives in the executable's writable data mapping */
-volatile long sf_counter __attribute__((aligned(4096))) = 7;
+/* Initialised, so it lives in the executable's writable data mapping; a
+ * whole page of its own, since the image holds (and its writer reads) the
+ * whole tracked page, which a sanitizer would otherwise see as reading past
+ * a smaller global. */
+volatile union {
+    long counter;
+    char page[4096];
+} sf_page __attribute__((aligned(4096))) = {.counter = 7};
+#define sf_counter sf_page.counter
 
 #define NPAGES 6
 
@@ -58,6 +65,10 @@ int main(int argc, char **argv)
     }
     const char *dir = argv[1];
     long ps = sysconf(_SC_PAGESIZE);
+    if (ps != (long)sizeof sf_page.page) {
+        fprintf(stderr, "imgchain: pages of %ld bytes, the test is written for 4 KiB\n", ps);
+        return 77;
+    }
     size_t len = (size_t)ps * NPAGES;
     unsigned char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED)
@@ -72,7 +83,7 @@ int main(int argc, char **argv)
     int r = sf_tracker_create(&t, &opt);
     if (r)
         die("sf_tracker_create", r);
-    uintptr_t var_page = (uintptr_t)&sf_counter & ~(uintptr_t)(ps - 1);
+    uintptr_t var_page = (uintptr_t)&sf_page & ~(uintptr_t)(ps - 1);
     if ((r = sf_track(t, buf, len)) || (r = sf_track(t, (void *)var_page, (size_t)ps)))
         die("sf_track", r);
 
@@ -104,7 +115,7 @@ int main(int argc, char **argv)
     sf_counter = -1;
 
     printf("buf %#lx %zu\nvar %#lx\nanon-name %s\n", (unsigned long)(uintptr_t)buf, len,
-           (unsigned long)(uintptr_t)&sf_counter, named ? "yes" : "no");
+           (unsigned long)(uintptr_t)&sf_page, named ? "yes" : "no");
     sf_snapshot_release(s1);
     sf_snapshot_release(s2);
     sf_snapshot_release(s3);
