@@ -253,7 +253,7 @@ struct ientry {
 struct index {
     char pid[32], backend[32];
     struct ientry *e;
-    size_t n, nfailed;
+    size_t n, nfailed, ndeleted; /* ndeleted: D lines (retention of the disk budget) */
     bool ended, clean, bad_line;
     char end_how[32], end_final[32], end_status[32];
     unsigned long long end_images;
@@ -314,6 +314,18 @@ static int index_load(const char *path, struct index *ix)
             ix->nfailed++;
             continue;
         }
+        if (line[0] == 'D' && line[1] == '\t') {
+            /* deleted by retention: no longer part of what remains */
+            unsigned long long seq = strtoull(line + 2, NULL, 10);
+            for (size_t j = 0; j < ix->n; j++)
+                if (ix->e[j].seq == seq) {
+                    memmove(&ix->e[j], &ix->e[j + 1], (ix->n - j - 1) * sizeof(*ix->e));
+                    ix->n--;
+                    break;
+                }
+            ix->ndeleted++;
+            continue;
+        }
         if (line[0] != 'S' || line[1] != '\t') {
             ix->bad_line = ix->bad_line || line[0] != '#';
             continue;
@@ -345,6 +357,9 @@ static void index_end_say(const char *path, const struct index *ix)
     if (!ix->ended)
         printf("%s: NO END MARK: %zu images listed; the process was killed (SIGKILL, a crash) or is still "
                "running\n", path, ix->n);
+    else if (ix->clean && ix->ndeleted)
+        printf("%s: chain complete: %zu images (%zu deleted by retention), ended by %s, final image %s\n", path,
+               ix->n, ix->ndeleted, ix->end_how, strcmp(ix->end_final, "none") ? ix->end_final : "none");
     else if (ix->clean)
         printf("%s: chain complete: %zu images, ended by %s, final image %s\n", path, ix->n, ix->end_how,
                strcmp(ix->end_final, "none") ? ix->end_final : "none (exit images off or the image limit reached)");
@@ -502,9 +517,9 @@ static int cmd_verify(int argc, char **argv)
             }
             if (ix.bad_line)
                 printf("%s: warning: lines the index format does not have\n", argv[i]);
-            if (ix.ended && ix.end_images != ix.n)
+            if (ix.ended && ix.end_images != ix.n + ix.ndeleted)
                 printf("%s: warning: the end line counts %llu images, %zu are listed\n", argv[i], ix.end_images,
-                       ix.n);
+                       ix.n + ix.ndeleted);
             free(ix.e);
             ixpaths = realloc(ixpaths, (nix + 1) * sizeof(*ixpaths));
             ixpaths[nix++] = strdup(argv[i]);

@@ -42,6 +42,12 @@ static void help(void)
            "                                cow with backend auto)\n"
            "  --max-images N                snapshot mode: stop after N images\n"
            "  --no-exit-image               snapshot mode: no last image at exit\n"
+           "  --max-bytes SIZE              snapshot mode: most bytes of images on disk; old\n"
+           "                                chains are deleted, the period backs off (K, M, G)\n"
+           "  --keep N                      snapshot mode: most images kept on disk\n"
+           "  --full-every N                snapshot mode: a full image every N images\n"
+           "  --compress LEVEL              snapshot mode: zstd level 1-19 (default 1)\n"
+           "  --no-compress                 snapshot mode: uncompressed images\n"
            "  --show-stats, -s              print a summary at exit (on the stderr the program\n"
            "                                started with)\n"
            "  --verbose, -v                 say what the preload does\n"
@@ -104,6 +110,12 @@ static const struct flag flags[] = {
     {"--thp", SFP_OPT_THP, NULL},
     {"--stats-file", SFP_OPT_STATS_FILE, NULL},
     {"-v", SFP_OPT_VERBOSE, "1"},
+    /* snapshot mode's disk budget */
+    {"--max-bytes", SFP_OPT_MAX_BYTES, NULL},
+    {"--keep", SFP_OPT_KEEP, NULL},
+    {"--full-every", SFP_OPT_FULL_EVERY, NULL},
+    {"--compress", SFP_OPT_COMPRESS, NULL},
+    {"--no-compress", SFP_OPT_COMPRESS, "0"},
 };
 
 /* The directory an output path will be created in must exist and be

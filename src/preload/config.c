@@ -1,5 +1,8 @@
 /* config.c - the preload's option values: the table of options.c read once
- * from environ at start-up, with secure_getenv semantics and warnings. */
+ * from environ at start-up, with secure_getenv semantics and warnings.
+ * Every value is copied into the preload's own memory: programs that set
+ * their process title (Redis, nginx, PostgreSQL) overwrite the argv and
+ * environ area, and their forked children must still see the settings. */
 #include "preload.h"
 
 #include <string.h>
@@ -65,8 +68,15 @@ void sfp_options_load(char *const *envp, bool secure)
                      eq + 1, why, sfp_option_table[o].dflt[0] ? sfp_option_table[o].dflt : "(per mode)");
             continue;
         }
+        char *copy = sfp_strdup(eq + 1);
+        if (!copy) {
+            sfp_warn("SNAPFAULT_%s: no memory to keep its value; using the default", sfp_option_table[o].name);
+            continue;
+        }
+        if (g_explicit[o])
+            sfp_free((void *)g_str[o]); /* an earlier copy: the last one wins */
         g_val[o] = v;
-        g_str[o] = eq + 1;
+        g_str[o] = copy;
         g_explicit[o] = true;
     }
 }

@@ -64,6 +64,15 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
     [SFP_OPT_ENGINE] = {"ENGINE", SFP_T_CHOICE, "auto", engine_names, 0, 0,
                         "snapshot mode: cow | mirror (a shadow of all tracked memory) | auto "
                         "(the backend's; cow with backend auto)"},
+    /* snapshot mode's disk budget and retention (doc/PRELOAD.md) */
+    [SFP_OPT_MAX_BYTES] = {"MAX_BYTES", SFP_T_SIZE, "0", NULL, 0, 0,
+                           "snapshot mode: most bytes this process's images take on disk (0 = no limit)"},
+    [SFP_OPT_KEEP] = {"KEEP", SFP_T_INT, "0", NULL, 0, 1000000,
+                      "snapshot mode: most images kept on disk (0 = all)"},
+    [SFP_OPT_FULL_EVERY] = {"FULL_EVERY", SFP_T_INT, "0", NULL, 0, 1000000,
+                            "snapshot mode: a full image every N (0 = as KEEP/MAX_BYTES need)"},
+    [SFP_OPT_COMPRESS] = {"COMPRESS", SFP_T_INT, "1", NULL, 0, 19,
+                          "snapshot mode: zstd level of image blocks (0 = uncompressed)"},
 };
 
 /* Not options, but read by the library (DEBUG), by `snapfault run`
@@ -122,6 +131,10 @@ bool sfp_option_applies(sfp_opt o, int mode)
     case SFP_OPT_STORE_LIMIT:
     case SFP_OPT_MAX_IMAGES:
     case SFP_OPT_EXIT_IMAGE:
+    case SFP_OPT_MAX_BYTES:
+    case SFP_OPT_KEEP:
+    case SFP_OPT_FULL_EVERY:
+    case SFP_OPT_COMPRESS:
         return mode == SFP_MODE_SNAPSHOT;
     case SFP_OPT_ATTRIBUTE:
     case SFP_OPT_ATTRIBUTE_DEPTH:

@@ -54,6 +54,11 @@ typedef enum {
     SFP_OPT_THP,
     SFP_OPT_STATS_FILE,
     SFP_OPT_ENGINE,
+    /* snapshot mode's disk budget (snapmode.c) */
+    SFP_OPT_MAX_BYTES,
+    SFP_OPT_KEEP,
+    SFP_OPT_FULL_EVERY,
+    SFP_OPT_COMPRESS,
     SFP_OPT_COUNT
 } sfp_opt;
 

@@ -1487,10 +1487,12 @@ static void *bg_body(void *arg)
         }
         if (g_mode == SFP_MODE_SNAPSHOT) {
             bool periodic = now >= next_snap;
-            if (periodic)
-                next_snap = now + (uint64_t)every * 1000000;
             if (periodic || atomic_load(&sfp_snap_requests))
                 sfp_snap_take_and_write(periodic ? "period" : "signal");
+            if (periodic) {
+                every = sfp_snap_period_ms(); /* the disk budget may have backed off */
+                next_snap = now + (uint64_t)every * 1000000;
+            }
         }
     }
     return NULL;

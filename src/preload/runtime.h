@@ -93,6 +93,7 @@ void sfp_snap_finish(const char *how);   /* at the end: the index's end line, re
 void sfp_snap_summary(void);             /* SHOW_STATS */
 void sfp_snap_child(void);               /* forked child: forget the parent's */
 void sfp_snap_trigger_install(void);     /* the trigger signal's handler */
+long sfp_snap_period_ms(void);           /* SNAPSHOT_EVERY as the disk budget's back-off left it */
 /* The final image (SNAPFAULT_EXIT_IMAGE): at exit and on SIGHUP, SIGINT,
  * SIGTERM left at SIG_DFL by the program. */
 bool sfp_snap_exit_image(void);          /* the option */

@@ -47,6 +47,181 @@ static struct {
     struct sigaction prog;
 } g_fatal[3];
 
+/* ------------------------------------------------------------------------
+ * Disk budget and retention (MAX_BYTES, KEEP, FULL_EVERY, COMPRESS).
+ * The images on disk form chains: a full image and the incrementals after
+ * it.  Retention deletes whole chains, oldest first, and only chains older
+ * than the newest full image, so no incremental ever loses its parent.
+ * Every deletion is a D line of the index.  The next image's size is
+ * estimated from the last ones of its kind, so that room is made before it
+ * is written; an image that still does not fit is deleted at once and the
+ * period backs off (doubles), said once on stderr and in the index.
+ * ------------------------------------------------------------------------ */
+struct kept {
+    uint64_t seq, size;
+    bool full;
+    char name[64];
+};
+static struct kept *g_kept;          /* the images on disk, oldest first */
+static size_t g_nkept, g_capkept;
+static uint64_t g_disk;              /* their bytes */
+static uint64_t g_deleted, g_skipped, g_backoffs;
+static uint64_t g_est_full, g_est_incr[2]; /* sizes of the last full and incremental images */
+static long g_period_ms;             /* SNAPSHOT_EVERY, doubled by back-off */
+static bool g_budget_noted;
+
+long sfp_snap_period_ms(void) { return g_period_ms; }
+
+static void index_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static uint64_t opt_max_bytes(void) { return (uint64_t)sfp_opt_val(SFP_OPT_MAX_BYTES); }
+static size_t opt_keep(void) { return (size_t)sfp_opt_val(SFP_OPT_KEEP); }
+
+/* Images per chain: FULL_EVERY, or with KEEP N about half of N, so that
+ * dropping the oldest chain leaves at least half of the images. */
+static unsigned full_every(void)
+{
+    if (sfp_opt_explicit(SFP_OPT_FULL_EVERY) || !opt_keep())
+        return (unsigned)sfp_opt_val(SFP_OPT_FULL_EVERY);
+    return (unsigned)((opt_keep() + 1) / 2);
+}
+
+static void budget_open(void)
+{
+    g_period_ms = (long)sfp_opt_val(SFP_OPT_SNAPSHOT_EVERY);
+    unsigned fe = full_every();
+    index_line("#budget\tmax_bytes=%llu\tkeep=%zu\tfull_every=%u\tcompress=%lld\n",
+               (unsigned long long)opt_max_bytes(), opt_keep(), fe, sfp_opt_val(SFP_OPT_COMPRESS));
+    if (!g_budget_noted && opt_keep() && fe > opt_keep()) {
+        g_budget_noted = true;
+        sfp_warn("KEEP=%zu with FULL_EVERY=%u: a chain cannot be dropped before it is complete, "
+                 "up to %u images stay on disk", opt_keep(), fe, fe);
+    }
+}
+
+/* Images in the chain the next incremental would extend. */
+static size_t chain_start(void)
+{
+    size_t i = g_nkept;
+    while (i > 0 && !g_kept[i - 1].full)
+        i--;
+    return i ? i - 1 : 0;
+}
+
+static uint64_t chain_bytes(void)
+{
+    uint64_t b = 0;
+    for (size_t i = chain_start(); i < g_nkept; i++)
+        b += g_kept[i].size;
+    return b;
+}
+
+/* Deletes the oldest n images (whole chains: the caller checks). */
+static void drop_first(size_t n, const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)g_kept[i].name, 0, 0, 0, 0);
+        index_line("D\t%llu\t%s\t%s\n", (unsigned long long)g_kept[i].seq, g_kept[i].name, why);
+        g_disk -= g_kept[i].size;
+        g_deleted++;
+    }
+    memmove(g_kept, g_kept + n, (g_nkept - n) * sizeof(*g_kept));
+    g_nkept -= n;
+}
+
+/* Drops the oldest chain if a newer full image exists; false if none. */
+static bool drop_oldest_chain(const char *why)
+{
+    for (size_t j = 1; j < g_nkept; j++)
+        if (g_kept[j].full) {
+            drop_first(j, why);
+            return true;
+        }
+    return false;
+}
+
+static void backoff(const char *why)
+{
+    g_backoffs++;
+    long before = g_period_ms;
+    if (g_period_ms) {
+        g_period_ms = g_period_ms > 43200000 ? 86400000 : 2 * g_period_ms;
+    }
+    if (g_backoffs == 1) {
+        char p[48] = "signal-driven: unchanged";
+        if (before)
+            sfp_fmt(p, sizeof(p), "%ld ms -> %ld ms (doubling)", before, g_period_ms);
+        sfp_warn("snapshot images outgrow MAX_BYTES=%llu (%s); period %s",
+                 (unsigned long long)opt_max_bytes(), why, p);
+        index_line("#backoff\t%s\tperiod_ms=%ld\tnew_period_ms=%ld\n", why, before, g_period_ms);
+    }
+}
+
+/* Before an image: whether it is to be full, and room made for it.  false:
+ * skip this (periodic) image, it would not fit the budget. */
+static bool budget_before(bool *full, bool periodic)
+{
+    unsigned fe = full_every();
+    *full = !g_parent || (fe && g_nkept - chain_start() >= fe) || !g_nkept;
+    uint64_t maxb = opt_max_bytes();
+    if (!maxb)
+        return true;
+    uint64_t incr = g_est_incr[0] > g_est_incr[1] ? g_est_incr[0] : g_est_incr[1];
+    /* An incremental must leave room for the full image that will follow
+     * the chain, else the chain could never be dropped. */
+    if (!*full && chain_bytes() + incr + g_est_full > maxb)
+        *full = true;
+    uint64_t need = *full ? g_est_full : incr;
+    while (g_disk + need > maxb && drop_oldest_chain("budget"))
+        ;
+    if (g_disk + need > maxb && periodic) {
+        g_skipped++;
+        backoff("no room for the next image");
+        return false;
+    }
+    return true;
+}
+
+/* After image seq (size bytes) was written: listed, then retention. */
+static void budget_after(uint64_t seq, const char *name, uint64_t size, bool full)
+{
+    if (full)
+        g_est_full = size;
+    else {
+        g_est_incr[1] = g_est_incr[0];
+        g_est_incr[0] = size;
+    }
+    if (g_nkept == g_capkept) {
+        size_t cap = g_capkept ? 2 * g_capkept : 64;
+        struct kept *nv = sfp_realloc(g_kept, cap * sizeof(*nv));
+        if (nv) {
+            g_kept = nv;
+            g_capkept = cap;
+        }
+    }
+    if (g_nkept < g_capkept) {
+        struct kept *k = &g_kept[g_nkept++];
+        k->seq = seq;
+        k->size = size;
+        k->full = full;
+        sfp_fmt(k->name, sizeof(k->name), "%s", name);
+    }
+    g_disk += size;
+    uint64_t maxb = opt_max_bytes();
+    size_t keep = opt_keep();
+    while (keep && g_nkept > keep && drop_oldest_chain("keep"))
+        ;
+    while (maxb && g_disk > maxb && drop_oldest_chain("budget"))
+        ;
+}
+
+/* The image just written does not fit: deleted, and the next one is
+ * incremental to the one before it (or full if none is left). */
+static bool budget_over(void)
+{
+    return opt_max_bytes() && g_disk > opt_max_bytes() && g_nkept;
+}
+
 int sfp_snap_open(void)
 {
     const char *tmpl = sfp_opt_explicit(SFP_OPT_OUTPUT) ? sfp_opt_str(SFP_OPT_OUTPUT) : "snapfault.%p.d";
@@ -82,6 +257,7 @@ int sfp_snap_open(void)
     size_t n = sfp_fmt(line, sizeof(line), "#snapfault-snapshots 1\tpid=%d\tbackend=%s\n",
                        (int)g_pid_snap, sf_backend_name(sf_tracker_backend(sfp_tracker)));
     sfp_write_all(g_index_fd, line, n);
+    budget_open();
     sfp_info("snapshot mode: images in %s", g_dir);
     return 0;
 }
@@ -165,7 +341,7 @@ static void index_line(const char *fmt, ...)
 /* Takes a snapshot and writes it as image number seq.  locked: hold the
  * runtime lock through the write too, so that no mapping the image holds
  * can be untracked (and dropped from the snapshot) while it is written. */
-static int take_and_write_once(uint64_t seq, const char *name, bool locked, const char *why)
+static int take_and_write_once(uint64_t seq, const char *name, bool locked, const char *why, bool full)
 {
     /* The take runs under the runtime lock, right after a scan, so that the
      * tracked set matches the mappings. */
@@ -223,7 +399,10 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     }
     uint64_t w0 = sfp_now_ns();
     sfp_patch_begin();
-    rc = g_parent ? sf_snapshot_write_incremental(s, g_parent, fd) : sf_snapshot_write(s, fd);
+    long level = (long)sfp_opt_val(SFP_OPT_COMPRESS);
+    unsigned wflags = level ? SF_WRITE_ZSTD | SF_WRITE_ZSTD_LEVEL(level) : 0;
+    const sf_snapshot *parent = full ? NULL : g_parent;
+    rc = sf_snapshot_write_flags(s, parent, fd, wflags);
     unsigned patched = sfp_patch_end();
     uint64_t wns = sfp_now_ns() - w0;
     if (locked)
@@ -243,10 +422,26 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     __atomic_fetch_add(&g_written, 1, __ATOMIC_SEQ_CST);
     index_line("S\t%llu\t%s\t%016llx\t%016llx\t%lld\t%llu\t%llu\t%s\t%u\n", (unsigned long long)seq, name,
                (unsigned long long)sf_snapshot_id(s),
-               (unsigned long long)(g_parent ? sf_snapshot_id(g_parent) : 0), (long long)size,
+               (unsigned long long)(parent ? sf_snapshot_id(parent) : 0), (long long)size,
                (unsigned long long)(pause / 1000), (unsigned long long)(wns / 1000), why, patched);
     g_bytes += size > 0 ? (uint64_t)size : 0;
     g_write_ns += wns;
+    budget_after(seq, name, size > 0 ? (uint64_t)size : 0, full);
+    if (budget_over() && g_kept[g_nkept - 1].seq == seq) {
+        /* Alone it passes the budget (older chains are gone already). */
+        struct kept k = g_kept[--g_nkept];
+        sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)k.name, 0, 0, 0, 0);
+        index_line("D\t%llu\t%s\t%s\n", (unsigned long long)k.seq, k.name, "over budget");
+        g_disk -= k.size;
+        g_deleted++;
+        backoff(full ? "a full image alone passes it" : "an incremental image does not fit");
+        sf_snapshot_release(s);
+        if (!g_nkept && g_parent) {
+            sf_snapshot_release(g_parent); /* nothing on disk to be incremental to */
+            g_parent = NULL;
+        }
+        return 1; /* written and deleted */
+    }
     if (g_parent)
         sf_snapshot_release(g_parent);
     g_parent = s;
@@ -262,15 +457,18 @@ static int take_and_write(const char *why)
     long max = (long)sfp_opt_val(SFP_OPT_MAX_IMAGES);
     if (max && (long)g_written >= max)
         return 0;
+    bool full;
+    if (!budget_before(&full, strcmp(why, "period") == 0))
+        return 0;
     uint64_t seq = ++g_seq;
     char name[64];
     sfp_fmt(name, sizeof(name), "snap-%s-%06llu.sfimg", g_tag, (unsigned long long)seq);
     /* Usually the program keeps running while the image is written.  If it
      * unmapped part of the snapshot meanwhile (-ENOENT), the next try holds
      * off mapping changes for the length of the write. */
-    int rc = take_and_write_once(seq, name, false, why);
+    int rc = take_and_write_once(seq, name, false, why, full);
     if (rc == -ENOENT)
-        rc = take_and_write_once(seq, name, true, why);
+        rc = take_and_write_once(seq, name, true, why, full);
     if (rc < 0) {
         g_failed++;
         sfp_warn_once(SFP_ONCE_IMAGE, "writing image %s/%s failed: %s", g_dir, name,
@@ -278,7 +476,7 @@ static int take_and_write(const char *why)
         index_line("F\t%llu\t%s\t%s\n", (unsigned long long)seq, name, sf_strerror(rc));
         return rc;
     }
-    return 1;
+    return rc == 1 ? 2 : 1; /* 2: written, then deleted for the budget */
 }
 
 void sfp_snap_take_and_write(const char *why)
@@ -298,9 +496,11 @@ static void end_line(const char *status, const char *how)
     char fin[24] = "none";
     if (g_final_seq)
         sfp_fmt(fin, sizeof(fin), "%llu", (unsigned long long)g_final_seq);
-    index_line("#end\t%s\timages=%llu\tfailed=%llu\thow=%s\tfinal=%s\n", status,
-               (unsigned long long)__atomic_load_n(&g_written, __ATOMIC_SEQ_CST), (unsigned long long)g_failed,
-               how, fin);
+    index_line("#end\t%s\timages=%llu\tfailed=%llu\thow=%s\tfinal=%s\tdeleted=%llu\tskipped=%llu\t"
+               "backoffs=%llu\tbytes=%llu\n",
+               status, (unsigned long long)__atomic_load_n(&g_written, __ATOMIC_SEQ_CST),
+               (unsigned long long)g_failed, how, fin, (unsigned long long)g_deleted,
+               (unsigned long long)g_skipped, (unsigned long long)g_backoffs, (unsigned long long)g_disk);
 }
 
 static long futex(_Atomic int *w, int op, int val)
@@ -323,7 +523,7 @@ void sfp_snap_serve_final(void)
         g_final_take = true;
         int rc = take_and_write(how);
         g_final_take = false;
-        if (rc > 0)
+        if (rc == 1)
             g_final_seq = g_seq;
         end_line(rc < 0 ? "incomplete" : "clean", how);
     }
@@ -529,6 +729,8 @@ void sfp_snap_child(void)
     g_dir[0] = 0;
     g_final_seq = 0;
     g_end_written = false;
+    g_nkept = 0; /* the parent's images */
+    g_disk = g_deleted = g_skipped = g_backoffs = g_est_full = g_est_incr[0] = g_est_incr[1] = 0;
     atomic_store(&g_final_req, 0);
     atomic_store(&g_final_done, 0);
 }

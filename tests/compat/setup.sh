@@ -3,7 +3,7 @@
 # main scripts/setup.sh calls this.  Idempotent; a package that cannot be
 # installed only makes its case skip (exit 77).
 set -uo pipefail
-pkgs=(python3 default-jdk-headless gawk sqlite3 gzip coreutils libunwind-dev)
+pkgs=(python3 default-jdk-headless gawk sqlite3 gzip coreutils libunwind-dev redis-server redis-tools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
