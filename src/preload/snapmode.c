@@ -167,11 +167,15 @@ static bool budget_before(bool *full, bool periodic)
     if (!maxb)
         return true;
     uint64_t incr = g_est_incr[0] > g_est_incr[1] ? g_est_incr[0] : g_est_incr[1];
+    /* A new full image holds at most what the current chain holds (its
+     * full image and every page written since), the last full at least
+     * what it held then: the larger of the two is its estimate. */
+    uint64_t est_full = g_est_full > chain_bytes() ? g_est_full : chain_bytes();
     /* An incremental must leave room for the full image that will follow
      * the chain, else the chain could never be dropped. */
-    if (!*full && chain_bytes() + incr + g_est_full > maxb)
+    if (!*full && chain_bytes() + incr + est_full > maxb)
         *full = true;
-    uint64_t need = *full ? g_est_full : incr;
+    uint64_t need = *full ? est_full : incr;
     while (g_disk + need > maxb && drop_oldest_chain("budget"))
         ;
     if (g_disk + need > maxb && periodic) {
@@ -416,6 +420,19 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
         sf_snapshot_release(s);
         return rc;
     }
+    /* Retention runs before the image is listed: whoever sees its S line
+     * sees the disk within the budget (the deletions' D lines come first,
+     * and an image over the budget is removed before its S and D lines). */
+    budget_after(seq, name, size > 0 ? (uint64_t)size : 0, full);
+    bool over = budget_over() && g_kept[g_nkept - 1].seq == seq;
+    struct kept k = {0};
+    if (over) {
+        /* Alone it passes the budget (older chains are gone already). */
+        k = g_kept[--g_nkept];
+        sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)k.name, 0, 0, 0, 0);
+        g_disk -= k.size;
+        g_deleted++;
+    }
     /* Counted before it is listed: a program that sees the line and ends
      * at once (_exit) has its end line written by its own thread, which
      * must count this image. */
@@ -426,14 +443,8 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
                (unsigned long long)(pause / 1000), (unsigned long long)(wns / 1000), why, patched);
     g_bytes += size > 0 ? (uint64_t)size : 0;
     g_write_ns += wns;
-    budget_after(seq, name, size > 0 ? (uint64_t)size : 0, full);
-    if (budget_over() && g_kept[g_nkept - 1].seq == seq) {
-        /* Alone it passes the budget (older chains are gone already). */
-        struct kept k = g_kept[--g_nkept];
-        sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)k.name, 0, 0, 0, 0);
+    if (over) {
         index_line("D\t%llu\t%s\t%s\n", (unsigned long long)k.seq, k.name, "over budget");
-        g_disk -= k.size;
-        g_deleted++;
         backoff(full ? "a full image alone passes it" : "an incremental image does not fit");
         sf_snapshot_release(s);
         if (!g_nkept && g_parent) {

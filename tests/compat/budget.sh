@@ -98,6 +98,16 @@ bytes)
             [ "$files" -ge 1 ] || bad "$name: after image $r: no image on disk"
         done < <(grep '^round' "$work/$name.out")
         [ "$n" = "$rounds" ] || bad "$name: $n rounds reported, expected $rounds"
+        # the index in order: when an image is listed, the images listed and
+        # not deleted (an image over the budget is deleted right after its
+        # S line) take at most the budget
+        awk -F'\t' -v max="$max" '
+            function check() { if (pend != "" && sum > max) print "at image " pend ": " sum " bytes listed"; pend = "" }
+            $1 == "D" { if ($2 != pend) check(); sum -= size[$2]; delete size[$2]; check(); next }
+            { check() }
+            $1 == "S" { size[$2] = $6; sum += $6; pend = $2 }
+            END { check() }' "$(idx "$work/$name")" >"$work/$name.listed"
+        [ -s "$work/$name.listed" ] && bad "$name: the index lists more than the budget: $(head -3 "$work/$name.listed")"
         total=$(cat "$work/$name"/*.sfimg | wc -c)
         [ "$total" -le "$max" ] || bad "$name: at the end $total bytes on disk, more than $max"
         grep -q '^D	' "$(idx "$work/$name")" || bad "$name: nothing was deleted: the budget was never needed"
