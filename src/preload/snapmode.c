@@ -703,7 +703,10 @@ void sfp_snap_finish(const char *how)
 
 void sfp_snap_summary(void)
 {
-    if (!sfp_opt_val(SFP_OPT_SHOW_STATS))
+    /* SHOW_STATS or STATS_FILE: the descriptor taken at start-up, as track mode's summary: never
+     * the program's own stderr, which it may have closed or redirected. */
+    int sfd = sfp_stats_fd();
+    if (sfd < 0)
         return;
     sf_stats st;
     memset(&st, 0, sizeof(st));
@@ -724,7 +727,7 @@ void sfp_snap_summary(void)
                        g_written ? (double)g_write_ns / (double)g_written / 1e6 : 0.0,
                        (double)st.tracked_bytes / 1048576.0, (unsigned long long)st.regions,
                        (unsigned long long)st.faults, (unsigned long long)st.copies);
-    sfp_write_all(2, buf, n);
+    sfp_write_all(sfd, buf, n);
 }
 
 void sfp_snap_child(void)

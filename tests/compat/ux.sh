@@ -171,6 +171,14 @@ stats)
     # the program closes its stderr: the summary still reaches run's stderr
     "$T" run -s --output c.sft -- "$U" closeerr 4 2>err.txt
     grep -q '^snapfault: dirtied' err.txt || bad "summary lost when the program closed stderr: $(cat err.txt)"
+    # the same in snapshot mode
+    "$T" run -s --mode snapshot --snapshot-every 50ms --output sd -- "$U" closeerr 4 2>err.txt
+    grep -q '^snapfault: pid [0-9]*, snapshot mode' err.txt ||
+        bad "snapshot mode: summary lost when the program closed stderr: $(cat err.txt)"
+    "$T" run --stats-file sst.txt --mode snapshot --snapshot-every 50ms --output sd2 -- "$U" dirty 1 >out.txt 2>err.txt
+    grep -q snapfault: err.txt && bad "snapshot mode --stats-file: summary in the program's stderr: $(cat err.txt)"
+    grep -q '^snapfault: pid [0-9]*, snapshot mode' sst.txt ||
+        bad "snapshot mode --stats-file: no summary in the file: $(cat sst.txt)"
     # --stats-file: nothing in the program's output, one summary per process
     "$T" run --stats-file st.txt --output c2/ -- sh -c "$U dirty 2 >&2; $U dirty 1" >out.txt 2>err.txt
     grep -q snapfault: err.txt && bad "--stats-file: summary in the program's stderr: $(cat err.txt)"
