@@ -486,6 +486,12 @@ static int cmd_verify(int argc, char **argv)
                     if (asprintf(&ixpaths[nix], "%s/%s", argv[i], e->d_name) > 0)
                         nix++;
                     nfound++;
+                } else if (l > 5 && strcmp(e->d_name + l - 5, ".part") == 0) {
+                    /* snapshot mode writes NAME.part and renames it when
+                     * complete: one left is a write its process never ended */
+                    printf("%s/%s: incomplete image: its process ended while writing it (not an image; "
+                           "safe to delete)\n",
+                           argv[i], e->d_name);
                 }
             }
             if (d)

@@ -393,8 +393,14 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     g_takes++;
     if (pause > g_pause_max_ns)
         g_pause_max_ns = pause;
-    int fd = (int)sfp_raw_syscall(SYS_openat, g_dir_fd, (long)name,
-                                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600, 0, 0);
+    /* Written under a name no reader looks at (NAME.part) and renamed when
+     * complete: a process killed in the middle of a write (a crash, a
+     * signal, the OOM killer) leaves no damaged image under an image's
+     * name, only a .part file. */
+    char part[sizeof(((struct kept *)0)->name) + 8];
+    sfp_fmt(part, sizeof(part), "%s.part", name);
+    int fd = (int)sfp_raw_syscall(SYS_openat, g_dir_fd, (long)part,
+                                  O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600, 0, 0);
     if (fd < 0) {
         if (locked)
             sfp_unlock();
@@ -414,9 +420,17 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     off_t size = lseek(fd, 0, SEEK_END);
     if (sfp_raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0) < 0 && rc == 0)
         rc = -EIO;
+    if (rc == 0) {
+        /* RENAME_NOREPLACE: an image of that name is never overwritten. */
+        long r = sfp_raw_syscall(SYS_renameat2, g_dir_fd, (long)part, g_dir_fd, (long)name, RENAME_NOREPLACE, 0);
+        if (r == -EINVAL || r == -ENOSYS) /* a file system without the flag */
+            r = sfp_raw_syscall(SYS_renameat, g_dir_fd, (long)part, g_dir_fd, (long)name, 0, 0);
+        if (r < 0)
+            rc = (int)r;
+    }
     if (rc < 0) {
         /* A partial image is ours to remove. */
-        sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)name, 0, 0, 0, 0);
+        sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)part, 0, 0, 0, 0);
         sf_snapshot_release(s);
         return rc;
     }

@@ -157,6 +157,55 @@ backoff)
     n=$(ls backoff/*.sfimg 2>/dev/null | wc -l)
     [ "$n" = 0 ] || bad "backoff: $n images left over a budget none fits"
     ;;
+killed)
+    # a process killed in the middle of writing an image leaves no damaged
+    # image: what the index lists and every *.sfimg verifies, the unfinished
+    # write is a .part file verify names.  The kill is sent when a file
+    # appears in the directory that the index does not list (a write in
+    # progress, whatever its name) after the first image; the second, of
+    # 64 MiB raw, is long enough to be caught: up to 5 tries, each decided
+    # by what is on disk.
+    caught=0
+    for try in 1 2 3 4 5; do
+        d=$work/killed$try
+        "$SNAPFAULT_TOOL" run --mode snapshot --no-compress --output "$d" -- "$B" "$d" 4 256 \
+            >"$work/killed$try.out" 2>"$work/killed$try.err" &
+        runner=$!
+        pid='' inprog=''
+        while kill -0 "$runner" 2>/dev/null; do
+            i=$(idx "$d") || continue
+            pid=${i##*/snap-}; pid=${pid%.index}
+            grep -q '^S	' "$i" || continue # the second image: one is there to verify
+            for f in "$d"/*; do
+                b=${f##*/}
+                case $b in *.index) continue ;; esac
+                grep -q "	${b%.part}	" "$i" 2>/dev/null && continue
+                inprog=$b; break
+            done
+            [ -n "$inprog" ] && break
+        done
+        [ -n "$inprog" ] && [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+        wait "$runner"
+        [ -n "$inprog" ] || continue
+        # caught only if the write had not ended: the file is still unlisted
+        grep -q "	${inprog%.part}	" "$i" && continue
+        caught=1
+        note "killed: try $try: pid $pid killed while writing $inprog"
+        "$SNAPFAULT_TOOL" image verify "$d" >"$work/killed.verify" 2>&1
+        rc=$?
+        cat "$work/killed.verify"
+        [ "$rc" = 0 ] || bad "killed: verify of the directory failed (exit $rc)"
+        for f in "$d"/*.sfimg; do
+            [ -e "$f" ] || continue
+            "$SNAPFAULT_TOOL" image verify "$f" >/dev/null 2>&1 || bad "killed: $f does not verify"
+        done
+        grep -q 'DAMAGED' "$work/killed.verify" && bad "killed: damaged images left"
+        grep -q '\.part: incomplete' "$work/killed.verify" || bad "killed: verify does not name the unfinished write"
+        grep -q 'NO END MARK' "$work/killed.verify" || bad "killed: verify does not say the process was killed"
+        break
+    done
+    [ "$caught" = 1 ] || bad "killed: no write was caught in progress in 5 tries"
+    ;;
 redis)
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null ||
         skip "redis-server/redis-tools are not installed (tests/compat/setup.sh installs them)"
