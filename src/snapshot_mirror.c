@@ -24,10 +24,13 @@
  * the next scan, so nothing is missed. */
 #include "snapshot.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -103,12 +106,12 @@ static void shadow_write(struct sf_region *r, size_t p, const void *src, uint32_
 }
 
 /* Brings the shadow of stale page p up to date as content of generation
- * ng (t->lock held, p not GONE).  both_empty: the shadow page holds no
- * memory and the live page reads as zeros, so nothing is copied and the
- * shadow stays unpopulated.  -ENOSPC: no room
- * for the version a live snapshot needs; the page is left stale and the
- * shadow as it was. */
-static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t ng, bool both_empty)
+ * ng (t->lock held, p not GONE) from src, the live page or a copy of it.
+ * src NULL: the shadow page holds no memory and the live page reads as
+ * zeros, so nothing is copied and the shadow stays unpopulated.  -ENOSPC:
+ * no room for the version a live snapshot needs; the page is left stale
+ * and the shadow as it was. */
+static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t ng, const void *src)
 {
     uint32_t sg = sf__eff_cgen(r, atomic_load(&r->ps[p]));
     if (sg < ng && sf__snapshot_live_in(t, sg, ng - 1)) {
@@ -126,7 +129,7 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
         atomic_store(&v->inuse, 1);
         SF_STAT_INC(t, st_copies, 1);
     }
-    shadow_write(r, p, both_empty ? NULL : live_page(r, p), ng);
+    shadow_write(r, p, src, ng);
     bit_clear(r->mbits, p);
     maxgen_raise(r, p, ng);
     return 0;
@@ -158,10 +161,30 @@ static bool page_is_zero(const char *page)
     return true;
 }
 
+/* Copies live page src into dst without touching it directly: the
+ * pre-copy thread runs beside the program, which may unmap tracked memory
+ * it was told not to (an embedder such as the preload cannot see libc's
+ * internal munmap of a freed block), and a read of it must not crash the
+ * process.  process_vm_readv on the process itself fails with EFAULT
+ * instead.  0, -EFAULT (the page is gone), or -errno when the call is not
+ * available (seccomp, an old kernel): then the pre-copy stops. */
+static int live_read(void *dst, const void *src)
+{
+    struct iovec l = {dst, sf_page_size}, rm = {(void *)src, sf_page_size};
+    ssize_t n = process_vm_readv(getpid(), &l, 1, &rm, 1, 0);
+    if (n == (ssize_t)sf_page_size)
+        return 0;
+    return n < 0 ? -errno : -EFAULT;
+}
+
 /* Refreshes the stale pages of [p0, p1) of r (scanned just before).
- * Returns the pages copied, or -ENOSPC (strict) after the first failure. */
+ * strict (a take, which the caller serializes with the program's mapping
+ * changes): reads live memory directly and returns -ENOSPC after the
+ * first failure.  Else (the pre-copy thread) each live page is read with
+ * live_read into bounce, page-sized; a page that is gone stays stale.
+ * Returns the pages copied, or -errno of live_read when it cannot work. */
 static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1, uint32_t ng,
-                          bool strict)
+                          bool strict, void *bounce)
 {
     long n = 0;
     size_t stale = 0;
@@ -182,9 +205,21 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
                 bit_clear(r->mbits, p);
                 continue;
             }
+            const void *src = live_page(r, p);
+            if (!strict) {
+                int e = live_read(bounce, src);
+                if (e == -EFAULT)
+                    continue;
+                if (e) {
+                    free(hold);
+                    return e;
+                }
+                src = bounce;
+            }
             /* A write racing the zero check shows in the next scan. */
-            bool empty = hold && !bit_test(hold, p - p0) && page_is_zero(live_page(r, p));
-            if (refresh_page(t, r, p, ng, empty)) {
+            if (hold && !bit_test(hold, p - p0) && page_is_zero(src))
+                src = NULL;
+            if (refresh_page(t, r, p, ng, src)) {
                 if (strict) {
                     free(hold);
                     return -ENOSPC;
@@ -219,6 +254,9 @@ static struct sf_region *pc_next_region(sf_tracker *t)
 static void *pc_main(void *arg)
 {
     sf_tracker *t = arg;
+    void *bounce = NULL;
+    if (posix_memalign(&bounce, 64, sf_page_size))
+        return NULL; /* no pre-copy: the takes copy */
     pthread_mutex_lock(&t->lock);
     while (!atomic_load(&t->pc_stop)) {
         struct sf_region *r = pc_next_region(t);
@@ -230,9 +268,11 @@ static void *pc_main(void *arg)
         /* Writes before this scan are in mbits after it; a write after it
          * is reported by the next scan (take, collect or restore). */
         if (sf__async_sync_range(t, r, p0, p1) == 0) {
-            long n = refresh_range(t, r, p0, p1, atomic_load(&t->gen), false);
+            long n = refresh_range(t, r, p0, p1, atomic_load(&t->gen), false, bounce);
             if (n > 0)
                 SF_STAT_INC(t, st_precopied, (uint64_t)n);
+            if (n < 0)
+                break; /* no safe way to read live memory here: the takes copy */
         }
         r->pc_next = p1;
         /* Let takes and collects in between chunks. */
@@ -241,6 +281,7 @@ static void *pc_main(void *arg)
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
+    free(bounce);
     return NULL;
 }
 
@@ -344,7 +385,7 @@ static int mirror_take(sf_tracker *t, sf_snapshot *s)
         if (!r->mbits)
             continue;
         err = sf__async_sync(t, r);
-        long c = err ? 0 : refresh_range(t, r, 0, r->npages, s->gen, true);
+        long c = err ? 0 : refresh_range(t, r, 0, r->npages, s->gen, true, NULL);
         if (c < 0) {
             err = (int)c;
         } else {

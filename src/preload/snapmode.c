@@ -359,6 +359,9 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
         sfp_reconcile();
     sf_snapshot *s = NULL;
     sfp_kwrite_wait();
+    /* The take reads live memory too (the mirror engine copies what was
+     * written since the last one): libc may have unmapped some unseen. */
+    sfp_patch_begin();
     uint64_t t0 = sfp_now_ns();
     int rc = sf_snapshot_take(sfp_tracker, &s);
     uint64_t pause = sfp_now_ns() - t0;
@@ -382,6 +385,7 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
         s = NULL;
         rc = -ENOSPC;
     }
+    unsigned patched = sfp_patch_end();
     if (!locked)
         sfp_unlock();
     if (rc < 0) {
@@ -413,7 +417,7 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     unsigned wflags = level ? SF_WRITE_ZSTD | SF_WRITE_ZSTD_LEVEL(level) : 0;
     const sf_snapshot *parent = full ? NULL : g_parent;
     rc = sf_snapshot_write_flags(s, parent, fd, wflags);
-    unsigned patched = sfp_patch_end();
+    patched += sfp_patch_end();
     uint64_t wns = sfp_now_ns() - w0;
     if (locked)
         sfp_unlock();
