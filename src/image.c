@@ -31,38 +31,6 @@
 #define SUM_OK(got, want) ((got) == (want))
 #endif
 
-/* ------------------------------------------------------------------------ */
-/* Little-endian fields, independent of the host's byte order               */
-/* ------------------------------------------------------------------------ */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static bool is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 static unsigned log2_u32(uint32_t v) { return (unsigned)__builtin_ctz(v); }
