@@ -91,6 +91,39 @@ enum { SF_IMG_ENC_RAW = 0, SF_IMG_ENC_ZSTD = 1 };
  * (sparse, wiped) payload can never pass for a valid one. */
 enum { SF_IMG_PAGE_PRESENT = 1, SF_IMG_PAGE_ZERO = 2, SF_IMG_PAGE_ABSENT = 3 };
 
+/* ------------------------------------------------------------------------ */
+/* Little-endian fields, independent of the host's byte order: the writer, */
+/* the reader, and the tests' independent encoder of the layout            */
+/* ------------------------------------------------------------------------ */
+
+static inline void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t get32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
 struct sf_image_range {
     uint64_t addr, len; /* page aligned, sorted, disjoint, addr+len <= UINT64_MAX */
 };

@@ -1,6 +1,9 @@
 /* harness.h - a small test harness in the style of the kernel mm selftests:
  * one line per case ("Testing X on Y ... ok"), skips with a reason, and a
- * closing "N passed, N failed, N skipped" line; exit 77 when all skipped. */
+ * closing "N passed, N failed, N skipped" line; exit 77 when all skipped.
+ * Case tables run under a fixture (h_run_cases): its set-up before every
+ * case and its teardown after every case, whether the case passed, failed
+ * or skipped. */
 #ifndef SF_HARNESS_H
 #define SF_HARNESS_H
 #include <errno.h>
@@ -129,6 +132,101 @@ __attribute__((unused)) static int h_forked(int (*fn)(void *), void *arg, unsign
              buf[0] ? ": " : "", buf);
     return 1;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Fixtures: set-up and teardown around every case of a table               */
+/* ------------------------------------------------------------------------ */
+
+/* Checks that do not end the case (kselftest's EXPECT_* beside CHECK's
+ * ASSERT_*): a failed one is reported on stderr, counted, and the case
+ * goes on; a case with any failed EXPECT fails.  Only the first
+ * H_EXPECT_REPORTS of a case are printed, so that a check in a loop over
+ * thousands of offsets does not flood the log. */
+#define H_EXPECT_REPORTS 10
+static int h_expect_failures;
+
+__attribute__((unused, format(printf, 2, 3))) static void h_failf(int line, const char *fmt, ...)
+{
+    if (h_expect_failures++ < H_EXPECT_REPORTS) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "    line %d: ", line);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+    }
+}
+
+#define EXPECT(cond, ...)                                                                 \
+    do {                                                                                  \
+        if (!(cond))                                                                      \
+            h_failf(__LINE__, "EXPECT(" #cond ") " __VA_ARGS__);                          \
+    } while (0)
+#define EXPECT_EQ(got, want)                                                              \
+    do {                                                                                  \
+        long long g_ = (long long)(got), w_ = (long long)(want);                          \
+        if (g_ != w_)                                                                     \
+            h_failf(__LINE__, "%s = %lld, expected %lld", #got, g_, w_);                 \
+    } while (0)
+
+/* What every case of a table runs in.  setup returns 0, 77 to skip the
+ * case (h_msg says why: a kernel feature the machine lacks) or anything
+ * else for a failure; the case is not run unless it returned 0.  teardown
+ * runs after every case whose set-up returned 0, pass, fail or skip; it
+ * undoes what the case may have left (a failing case returns early) and
+ * returns non-zero, with h_msg saying why, if what it found fails the
+ * case.  Either may be NULL. */
+struct h_fixture {
+    const char *name;               /* the "on X" of every case's line */
+    int (*setup)(void *ctx);
+    int (*teardown)(void *ctx);
+    void *ctx;                      /* handed to setup, the case and teardown */
+};
+
+/* A case: 0 passes, 77 skips (SKIP), anything else fails (CHECK); a
+ * failed EXPECT fails it whatever it returns. */
+struct h_case {
+    const char *name;
+    int (*fn)(void *ctx);
+};
+
+/* Set-up, the case, teardown; one line of output. */
+__attribute__((unused)) static void h_run_case(const struct h_fixture *fx, const struct h_case *c)
+{
+    h_msg[0] = 0;
+    h_expect_failures = 0;
+    fflush(stdout);
+    int rc = fx->setup ? fx->setup(fx->ctx) : 0;
+    if (rc == 0) {
+        rc = c->fn(fx->ctx);
+        if (h_expect_failures && (rc == 0 || rc == 77)) {
+            snprintf(h_msg, sizeof h_msg, "%d check%s failed", h_expect_failures,
+                     h_expect_failures == 1 ? "" : "s");
+            rc = 1;
+        }
+        char msg[sizeof h_msg];
+        memcpy(msg, h_msg, sizeof msg);
+        h_msg[0] = 0;
+        int td = fx->teardown ? fx->teardown(fx->ctx) : 0;
+        if (td && (rc == 0 || rc == 77))
+            rc = 1; /* teardown's h_msg */
+        else
+            memcpy(h_msg, msg, sizeof msg);
+    } else if (rc != 77) {
+        int n = (int)strlen(h_msg);
+        snprintf(h_msg + n, sizeof h_msg - (size_t)n, " (set-up failed)");
+    }
+    h_report(c->name, fx->name, rc);
+}
+
+/* Every case of the table under fx, in order.  Tallies go to h_finish. */
+__attribute__((unused)) static void h_run_cases(const struct h_fixture *fx, const struct h_case *cases,
+                                                size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h_run_case(fx, &cases[i]);
+}
+#define H_NCASES(table) (sizeof(table) / sizeof((table)[0]))
 
 static int h_finish(void)
 {

@@ -36,18 +36,20 @@ xxhash="$xxhash $(pkg-config --cflags --libs libzstd 2>/dev/null || echo -lzstd)
 
 # $2: the build tree's include directory (the generated snapfault-version.h)
 cflags=(-std=gnu11 -g -O1 -D_GNU_SOURCE -I "$src/include" -I "${2:?build include dir}" -I "$src/src")
+# the image code: writer, reader, chain flattening
+img=("$src/src/image_write.c" "$src/src/image_read.c" "$src/src/image_merge.c")
 # shellcheck disable=SC2054 # commas belong to the flag
 san=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 # shellcheck disable=SC2086 # $xxhash is a list of flags
 {
     # checksums computed but not enforced: the fuzzer reaches the parsing
-    # behind them (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, see image.c)
+    # behind them (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, see image_impl.h)
     "$clang" "${cflags[@]}" "${san[@]}" -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
-        "$src/src/image.c" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image" &&
+        "${img[@]}" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image" &&
     # the production reader, exactly as shipped
     "$clang" "${cflags[@]}" "${san[@]}" \
-        "$src/src/image.c" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image_strict" &&
-    "$clang" "${cflags[@]}" "$src/src/image.c" "$src/fuzz/gen_seed.c" $xxhash -o "$tmp/gen_seed"
+        "${img[@]}" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image_strict" &&
+    "$clang" "${cflags[@]}" "${img[@]}" "$src/fuzz/gen_seed.c" $xxhash -o "$tmp/gen_seed"
 } || { echo "fuzz: build failed"; exit 1; }
 
 mkdir -p "$tmp/seeds" "$tmp/artifacts" "$tmp/corpus" "$tmp/corpus_strict"
