@@ -608,14 +608,10 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
     uint64_t rs = threads ? sf__rseq_next(t) : 0;
     for (size_t i = 0; i < n; i++)
         orig[i] = sf__ps_fault_publish(&r->ps[p + i], C, rs);
-    for (size_t i = 0; i < n; i += SF_CHUNK_PAGES - ((p + i) & (SF_CHUNK_PAGES - 1))) {
-        sf__chunk_mark(r, p + i, CH_DIRTY | CH_WRITABLE);
-        sf__chunk_maxgen_raise(r, p + i, C);
-    }
-    if (n > 1) {
-        sf__chunk_mark(r, p + n - 1, CH_DIRTY | CH_WRITABLE);
-        sf__chunk_maxgen_raise(r, p + n - 1, C);
-    }
+    for (size_t i = 0; i < n; i += SF_CHUNK_PAGES - ((p + i) & (SF_CHUNK_PAGES - 1)))
+        sf__chunk_written(r, p + i, C);
+    if (n > 1)
+        sf__chunk_written(r, p + n - 1, C);
 
     int rc = t->ops->unprotect(t, r, page_addr, n << sf_page_shift);
     if (SF_UNLIKELY(rc < 0) && n > 1) {

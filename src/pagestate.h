@@ -224,6 +224,14 @@ static inline void sf__chunk_maxgen_raise(struct sf_region *r, size_t page, uint
         ;
 }
 
+/* Page's chunk was written in generation C: both hints and the max-CGEN.
+ * Handler; async-signal-safe, lock-free. */
+static inline void sf__chunk_written(struct sf_region *r, size_t page, uint32_t C)
+{
+    sf__chunk_mark(r, page, CH_DIRTY | CH_WRITABLE);
+    sf__chunk_maxgen_raise(r, page, C);
+}
+
 /* Whether a take is arming page p's chunk as a whole (sf__ps_take_chunk).
  * Handler: read after owning the page (sf__ps_heal_claim). */
 static inline bool sf__chunk_taking(struct sf_region *r, size_t p)
