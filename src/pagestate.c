@@ -3,6 +3,17 @@
  * transitions and the per-page ones are in pagestate.h. */
 #include "pagestate.h"
 
+enum sf_page_class sf__page_class(uintptr_t addr)
+{
+    enum sf_page_class c = SF_PAGE_UNTRACKED;
+    unsigned g = sf__grace_enter();
+    struct sf_region *r = sf__region_find(addr);
+    if (r)
+        c = sf__ps_class(atomic_load(&r->ps[(addr - r->start) >> sf_page_shift]));
+    sf__grace_exit(g);
+    return c;
+}
+
 /* The take's fast path (uffd-sync): a chunk whose pages are all WRITABLE
  * is moved to ARMED before the protect with plain stores, instead of a CAS
  * to COLLECTING and another to ARMED per page.  Until the protect lands

@@ -155,18 +155,11 @@ static inline enum sf_page_class sf__ps_class(uint64_t w)
     return (w & PS_DIRTY) ? SF_PAGE_ARMED_DIRTY : SF_PAGE_ARMED_CLEAN;
 }
 
-/* The class of the page at addr, in whichever tracker tracks it.  Any (a
- * grace section of its own; sections nest). */
-static inline enum sf_page_class sf__page_class(uintptr_t addr)
-{
-    enum sf_page_class c = SF_PAGE_UNTRACKED;
-    unsigned g = sf__grace_enter();
-    struct sf_region *r = sf__region_find(addr);
-    if (r)
-        c = sf__ps_class(atomic_load(&r->ps[(addr - r->start) >> sf_page_shift]));
-    sf__grace_exit(g);
-    return c;
-}
+/* The class of the page at addr, in whichever tracker tracks it (an
+ * embedding's question: the preload's first-write test, its pre-faulting
+ * of buffers).  Any: async-signal-safe, lock-free (a grace section of its
+ * own; sections nest).  pagestate.c. */
+enum sf_page_class sf__page_class(uintptr_t addr);
 
 /* Lets one page finish: waits while a handler holds it BUSY (a few
  * microseconds of copy and syscall), spinning, then yielding the CPU (its

@@ -1,7 +1,8 @@
 /* test_pagestate.c - the page-state machine's transitions (src/pagestate.h)
  * one at a time, from a table of cases in the style of the kernel's
  * selftests: a word before, a transition, the word (and hints) after.  No
- * kernel feature, no memory protection: the words of a region in memory. */
+ * kernel feature, no memory protection: the words of a region in memory.
+ * Last, the embedding's page query on a real mprotect tracker (any kernel). */
 #include "harness.h"
 #include "internal.h"
 
@@ -277,6 +278,42 @@ static int t_classes(void)
     return 0;
 }
 
+/* sf__page_class through a tracker's life: armed-clean after track, open
+ * once written, armed-clean after a collect with reset, armed-dirty after a
+ * take protected a written page, untracked after a partial untrack and
+ * outside any region.  In a child: the tracker installs signal handlers. */
+static int t_page_class(void *arg)
+{
+    (void)arg;
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, 4 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED, "mmap");
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_MPROTECT, .flags = SF_OPT_SNAPSHOTS | SF_OPT_EXACT};
+    CHECK_RC(sf_tracker_create(&t, &o), 0);
+    CHECK_RC(sf_track(t, m, 4 * ps), 0);
+    uintptr_t a = (uintptr_t)m;
+    CHECK_RC(sf__page_class(a), SF_PAGE_ARMED_CLEAN);
+    CHECK_RC(sf__page_class(a + ps), SF_PAGE_ARMED_CLEAN);
+    m[ps] = 1;
+    CHECK_RC(sf__page_class(a + ps), SF_PAGE_OPEN);
+    CHECK_RC(sf__page_class(a), SF_PAGE_ARMED_CLEAN);
+    CHECK_RC(sf_collect(t, SF_COLLECT_RESET, NULL, NULL), 1);
+    CHECK_RC(sf__page_class(a + ps), SF_PAGE_ARMED_CLEAN);
+    m[2 * ps] = 1;
+    sf_snapshot *s;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    CHECK_RC(sf__page_class(a + 2 * ps), SF_PAGE_ARMED_DIRTY);
+    CHECK_RC(sf_untrack(t, m + 3 * ps, ps), 0);
+    CHECK_RC(sf__page_class(a + 3 * ps), SF_PAGE_UNTRACKED);
+    CHECK_RC(sf__page_class(a + 4 * ps), SF_PAGE_UNTRACKED);
+    sf_snapshot_release(s);
+    sf_tracker_destroy(t);
+    CHECK_RC(sf__page_class(a), SF_PAGE_UNTRACKED);
+    munmap(m, 4 * ps);
+    return 0;
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -292,5 +329,6 @@ int main(void)
         h_report(name, "iterator", t_runs(&runs_cases[i]));
     }
     h_report("page classes and queries", "words", t_classes());
+    h_report("page classes through a tracker's life", "mprotect", h_forked(t_page_class, NULL, 60));
     return h_finish();
 }
