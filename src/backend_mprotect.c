@@ -41,9 +41,7 @@ static void mp_close(sf_tracker *t) {}
  * differs; the page states say which pages are open (writable now). */
 static bool is_open(struct sf_region *r, size_t p)
 {
-    uint64_t w = atomic_load_explicit(&r->ps[p], memory_order_relaxed);
-    unsigned st = PS_ST(w);
-    return (w & PS_GONE) || st == PS_WRITABLE || st == PS_COLLECTING;
+    return sf__ps_open(atomic_load_explicit(&r->ps[p], memory_order_relaxed));
 }
 
 /* Handlers and collectors classify each other's pages in flight by the

@@ -103,20 +103,10 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
  * (which checks WP_ASYNC) must skip them. */
 int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
-    if (!atomic_load(&r->gone))
-        return scan(t, r, r->start + (p0 << sf_page_shift), r->start + (p1 << sf_page_shift));
-    for (size_t p = p0; p < p1;) {
-        if (atomic_load(&r->ps[p]) & PS_GONE) {
-            p++;
-            continue;
-        }
-        size_t q = p + 1;
-        while (q < p1 && !(atomic_load(&r->ps[q]) & PS_GONE))
-            q++;
+    SF_FOR_LIVE_RUNS(r, p0, p1, p, q) {
         int rc = scan(t, r, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift));
         if (rc)
             return rc;
-        p = q;
     }
     return 0;
 }

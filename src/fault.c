@@ -1,5 +1,6 @@
 /* fault.c - the one signal entry for SIGSEGV and SIGBUS, forwarding of faults
- * that are not ours, and the lock-free page-state machine that resolves them. */
+ * that are not ours, and the lock-free resolution of ours (the handler's
+ * path through the page-state machine of pagestate.h). */
 #include "internal.h"
 
 #include <string.h>
@@ -472,23 +473,9 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
 }
 
 /* ------------------------------------------------------------------------
- * The page-state machine (see internal.h for the states).
+ * Resolving a fault: the handler's path through the page-state machine
+ * (the states and transitions are in pagestate.h).
  * ------------------------------------------------------------------------ */
-
-void sf__chunk_mark(struct sf_region *r, size_t page, uint32_t bits)
-{
-    _Atomic uint32_t *c = &r->chunk[page >> SF_CHUNK_SHIFT];
-    if ((atomic_load_explicit(c, memory_order_relaxed) & bits) != bits)
-        atomic_fetch_or(c, bits);
-}
-
-static void chunk_maxgen(struct sf_region *r, size_t page, uint32_t gen)
-{
-    _Atomic uint32_t *m = &r->chunk_maxgen[page >> SF_CHUNK_SHIFT];
-    uint32_t cur = atomic_load_explicit(m, memory_order_relaxed);
-    while (cur < gen && !atomic_compare_exchange_weak(m, &cur, gen))
-        ;
-}
 
 /* Sequential writes unprotect (and copy) a growing cluster of following
  * pages per fault; random writes one.  Only pages still ARMED join. */
@@ -543,7 +530,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
     for (;;) {
         w = atomic_load(ps);
         unsigned st = PS_ST(w);
-        if (SF_UNLIKELY(w & PS_GONE)) {
+        if (SF_UNLIKELY(sf__ps_gone(w))) {
             /* Untracked: sf_untrack opened it before marking it GONE, so
              * this is a fault that raced with that, or the program's own
              * protection (forwarded once it repeats). */
@@ -558,27 +545,26 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
          * message once woken, so it was read before).  Resolving it now
          * would report a write nobody made, and copy a page a take picked
          * while others write it.  The caller wakes the page instead. */
-        if (since && ps_rseq_after(PS_RSEQ(w), *since))
+        if (since && sf__ps_opened_since(w, *since))
             return SF_RETRY;
         if (st == PS_WRITABLE) {
             /* Protected although WRITABLE: a collector's protect landed
              * after a handler's unprotect (see DESIGN.md, "heal").  Own the
              * page so no collector moves it meanwhile, unprotect again. */
-            if (!atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_BUSY)))
+            if (!sf__ps_heal_claim(ps, &w))
                 continue;
             /* Read after owning it: a take that marks the chunk after this
-             * finds the page BUSY (take_whole_chunk in tracker.c).  Marked:
-             * the take is arming the page with its chunk; give the page
-             * back as it was (unless the take's store replaced it already)
-             * and let the write retry, to fault on an armed page. */
-            if (SF_UNLIKELY(atomic_load(&r->chunk[p >> SF_CHUNK_SHIFT]) & CH_TAKING)) {
-                uint64_t busy = PS_WITH_ST(w, PS_BUSY);
-                atomic_compare_exchange_strong(ps, &busy, w);
+             * finds the page BUSY (sf__ps_take_chunk).  Marked: the take is
+             * arming the page with its chunk; give the page back as it was
+             * (unless the take's store replaced it already) and let the
+             * write retry, to fault on an armed page. */
+            if (SF_UNLIKELY(sf__chunk_taking(r, p))) {
+                sf__ps_heal_yield(ps, w);
                 return SF_RETRY;
             }
-            uint64_t rs = threads ? sf__rseq_next(t) : (w & PS_RSEQ_MASK);
+            uint64_t rs = threads ? sf__rseq_next(t) : sf__ps_rseq(w);
             t->ops->unprotect(t, r, page_addr, sf_page_size);
-            atomic_store(ps, (w & ~PS_RSEQ_MASK) | rs);
+            sf__ps_heal_open(ps, w, rs);
             SF_STAT_INC(t, st_spurious, 1);
             return SF_HEALED;
         }
@@ -590,7 +576,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
             return SF_RETRY;
         /* ARMED, or COLLECTING (taken over: the collector's final CAS fails
          * and the page stays dirty for the next collect). */
-        if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_BUSY)))
+        if (sf__ps_fault_claim(ps, &w))
             break;
     }
 
@@ -600,21 +586,15 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
     size_t n = 1;
     if (!t->exact) {
         size_t want = cluster_pages(r, p);
-        while (n < want && p + n < r->npages) {
-            _Atomic uint64_t *q = &r->ps[p + n];
-            uint64_t wq = atomic_load(q);
-            if (PS_ST(wq) != PS_ARMED || (wq & PS_GONE) ||
-                !atomic_compare_exchange_strong(q, &wq, PS_WITH_ST(wq, PS_BUSY)))
-                break;
+        while (n < want && p + n < r->npages && sf__ps_cluster_claim(&r->ps[p + n]))
             n++;
-        }
     }
 
     uint32_t C = atomic_load(&t->gen);
     if (r->vhead) {
         for (size_t i = 0; i < n; i++) {
             uint64_t wi = atomic_load(&r->ps[p + i]);
-            uint32_t cg = PS_CGEN(wi) > r->track_gen ? PS_CGEN(wi) : r->track_gen;
+            uint32_t cg = sf__eff_cgen(r, wi);
             if (cg < C && sf__snapshot_needs_save(t, cg))
                 sf__snapshot_save(r, p + i, wi, C);
         }
@@ -626,35 +606,30 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
      * still BUSY, so collectors and readers wait for it to finish. */
     uint64_t orig[64];
     uint64_t rs = threads ? sf__rseq_next(t) : 0;
-    for (size_t i = 0; i < n; i++) {
-        orig[i] = atomic_load(&r->ps[p + i]);
-        atomic_store(&r->ps[p + i], PS_MAKE(PS_BUSY, 1, C) | rs);
-    }
-    for (size_t i = 0; i < n; i += SF_CHUNK_PAGES - ((p + i) & (SF_CHUNK_PAGES - 1))) {
-        sf__chunk_mark(r, p + i, CH_DIRTY | CH_WRITABLE);
-        chunk_maxgen(r, p + i, C);
-    }
-    if (n > 1) {
-        sf__chunk_mark(r, p + n - 1, CH_DIRTY | CH_WRITABLE);
-        chunk_maxgen(r, p + n - 1, C);
-    }
+    for (size_t i = 0; i < n; i++)
+        orig[i] = sf__ps_fault_publish(&r->ps[p + i], C, rs);
+    for (size_t i = 0; i < n; i += SF_CHUNK_PAGES - ((p + i) & (SF_CHUNK_PAGES - 1)))
+        sf__chunk_written(r, p + i, C);
+    if (n > 1)
+        sf__chunk_written(r, p + n - 1, C);
 
-    uint64_t nw = PS_MAKE(PS_WRITABLE, 1, C) | rs;
     int rc = t->ops->unprotect(t, r, page_addr, n << sf_page_shift);
     if (SF_UNLIKELY(rc < 0) && n > 1) {
         /* Part of the cluster may have been unregistered meanwhile (a
          * partial sf_untrack: ENOENT), after the kernel opened the pages
          * before it.  Page by page: what opens is written, what cannot is
          * given back armed as it was (its untrack marks it GONE). */
-        for (size_t i = 1; i < n; i++)
-            atomic_store(&r->ps[p + i],
-                         t->ops->unprotect(t, r, page_addr + (i << sf_page_shift), sf_page_size) < 0
-                             ? PS_WITH_ST(orig[i], PS_ARMED) : nw);
+        for (size_t i = 1; i < n; i++) {
+            if (t->ops->unprotect(t, r, page_addr + (i << sf_page_shift), sf_page_size) < 0)
+                sf__ps_fault_abort(&r->ps[p + i], orig[i]);
+            else
+                sf__ps_fault_open(&r->ps[p + i], C, rs);
+        }
         n = 1;
         rc = t->ops->unprotect(t, r, page_addr, sf_page_size);
     }
     if (SF_UNLIKELY(rc < 0)) {
-        atomic_store(ps, PS_WITH_ST(orig[0], PS_ARMED));
+        sf__ps_fault_abort(ps, orig[0]);
         /* Unregistered under us: an untrack gives the page back writable;
          * the instruction runs again and finds it so. */
         if (rc == -ENOENT)
@@ -665,7 +640,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
         return SF_NOT_OURS;
     }
     for (size_t i = 0; i < n; i++)
-        atomic_store(&r->ps[p + i], nw);
+        sf__ps_fault_open(&r->ps[p + i], C, rs);
     SF_STAT_INC(t, st_faults, 1);
     SF_STAT_INC(t, st_unprot, n);
     return SF_RESOLVED;

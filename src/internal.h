@@ -1,5 +1,6 @@
-/* internal.h - shared internals of libsnapfault: regions, the per-page state
- * word, grace periods and the backend contract.  See doc/DESIGN.md. */
+/* internal.h - shared internals of libsnapfault: regions, grace periods and
+ * the backend contract; the per-page state word is in pagestate.h (included
+ * at the end).  See doc/DESIGN.md. */
 #ifndef SF_INTERNAL_H
 #define SF_INTERNAL_H
 
@@ -24,49 +25,8 @@
 extern size_t sf_page_size;  /* set once by sf__init */
 extern unsigned sf_page_shift;
 
-/* ------------------------------------------------------------------------
- * Per-page state: one 64-bit word, every transition a CAS.
- *
- *   bits 0-1  ST   WRITABLE   not protected: written (or degraded) this epoch
- *                  ARMED      protected: the next write faults (or, in a
- *                             take's walk on uffd-sync, about to be: see
- *                             take_whole_chunk in tracker.c)
- *                  BUSY       a fault handler owns the page (copy + unprotect)
- *                  COLLECTING a collector is protecting it; a fault takes it
- *                             over (COLLECTING -> BUSY) and the collector's
- *                             final CAS then fails, leaving the page dirty
- *   bit  2    DIRTY written since the last reset (reported by sf_collect)
- *   bit  3    GONE  untracked by a partial sf_untrack; revived by sf_track
- *   bits 4-31 RSEQ handler threads only: the tracker's resolution sequence
- *                  (low 28 bits) when the page was last opened and its
- *                  faulting threads woken; a uffd message read before that
- *                  is stale (see sf__resolve)
- *   bits 32-63 CGEN the snapshot generation in which the current content
- *                  began (see snapshot.c); never below the region's
- *                  track_gen
- *
- * ARMED is 0 so that fresh (zero-filled) metadata means "armed, clean".
- * ------------------------------------------------------------------------ */
-enum { PS_ARMED = 0, PS_WRITABLE = 1, PS_BUSY = 2, PS_COLLECTING = 3 };
-#define PS_ST_MASK 3ull
-#define PS_DIRTY 4ull
-#define PS_GONE 8ull /* untracked part of a region (partial sf_untrack) */
-#define PS_CGEN_SHIFT 32
-#define PS_ST(w) ((unsigned)((w) & PS_ST_MASK))
-#define PS_CGEN(w) ((uint32_t)((w) >> PS_CGEN_SHIFT))
-#define PS_MAKE(st, dirty, cgen) \
-    ((uint64_t)(st) | ((dirty) ? PS_DIRTY : 0) | ((uint64_t)(cgen) << PS_CGEN_SHIFT))
-#define PS_WITH_ST(w, st) (((w) & ~PS_ST_MASK) | (uint64_t)(st))
-#define PS_RSEQ_SHIFT 4
-#define PS_RSEQ_BITS 28
-#define PS_RSEQ_MASK ((((uint64_t)1 << PS_RSEQ_BITS) - 1) << PS_RSEQ_SHIFT)
-#define PS_RSEQ(w) ((uint32_t)(((w) & PS_RSEQ_MASK) >> PS_RSEQ_SHIFT))
-/* Whether sequence x was taken after the reader's mark `since` (mod 2^28). */
-static inline bool ps_rseq_after(uint32_t x, uint32_t since)
-{
-    uint32_t d = (x - since) & ((1u << PS_RSEQ_BITS) - 1);
-    return d != 0 && d < (1u << (PS_RSEQ_BITS - 1));
-}
+/* The per-page state word (PS_*), its queries and transitions: pagestate.h,
+ * included at the end of this header. */
 
 /* Chunks summarize 64 pages so that collect, take and restore visit only
  * chunks that changed: their cost follows the pages written, not the size. */
@@ -74,8 +34,8 @@ static inline bool ps_rseq_after(uint32_t x, uint32_t since)
 #define SF_CHUNK_PAGES (1u << SF_CHUNK_SHIFT)
 #define CH_DIRTY 1u     /* some page may be DIRTY */
 #define CH_WRITABLE 2u  /* some page may be WRITABLE */
-/* A take is arming the chunk's WRITABLE pages as a whole (tracker.c,
- * take_whole_chunk): a heal on one of them gives it back and retries.  Set
+/* A take is arming the chunk's WRITABLE pages as a whole (sf__ps_take_chunk
+ * in pagestate.c): a heal on one of them gives it back and retries.  Set
  * and cleared by the take around its reads and stores of the chunk. */
 #define CH_TAKING 4u
 
@@ -154,7 +114,7 @@ struct sf_backend_ops {
      * page of [a, e) is armed, after detach plain writable memory */
     int (*attach)(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e);
     void (*detach)(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e);
-    /* sync backends (state machine in fault.c / tracker.c) */
+    /* sync backends (state machine in pagestate.h) */
     int (*protect)(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len);
     int (*unprotect)(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t len);
     /* kernel-tracked backends: collect one region, emitting runs */
@@ -249,12 +209,6 @@ enum { SF_RESOLVED = 0, SF_RETRY = 1, SF_NOT_OURS = 2, SF_HEALED = 3 };
  * for a uffd message, t->res_seq as it was before the read that returned
  * it, so that a message made stale by a resolution since is recognised. */
 int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since);
-/* Handler threads: the next resolution sequence, taken before the wake. */
-static inline uint64_t sf__rseq_next(sf_tracker *t)
-{
-    uint32_t n = atomic_fetch_add(&t->res_seq, 1) + 1;
-    return ((uint64_t)n << PS_RSEQ_SHIFT) & PS_RSEQ_MASK;
-}
 
 /* tracker.c */
 /* What a sync collect does to the pages it visits. */
@@ -264,7 +218,6 @@ enum sf_walk { SF_WALK_GET, SF_WALK_RESET, SF_WALK_TAKE };
 typedef int (*sf_emit_fn)(sf_tracker *t, uintptr_t a, size_t len, void *ctx);
 int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_emit_fn emit,
                      void *ctx);
-void sf__chunk_mark(struct sf_region *r, size_t page, uint32_t bits);
 
 /* snapshot.c: copies (or shares) the content of page before its first
  * write in the current generation.  Async-signal-safe. */
@@ -323,21 +276,6 @@ static inline bool sf__forked(const sf_tracker *t)
     return t->pid != (pid_t)syscall(SYS_getpid);
 }
 
-/* Lets one page finish: waits while a handler holds it BUSY (a few
- * microseconds of copy and syscall), returns the word it left. */
-static inline uint64_t sf__wait_not_busy(_Atomic uint64_t *ps)
-{
-    uint64_t w;
-    unsigned spins = 0;
-    while (PS_ST(w = atomic_load(ps)) == PS_BUSY) {
-        if (++spins < 4096)
-            sf__cpu_relax();
-        else
-            syscall(SYS_sched_yield);
-    }
-    return w;
-}
-
 /* The one batching decision (cost.c): whether the next run, gap pages past
  * the end of the current span, joins that span (one protect call over the
  * gap) or starts a new one.  Every re-arming walk asks here; the answer
@@ -359,18 +297,9 @@ void sf__cost_probe(sf_caps *c);
 /* Sets the costs of one mechanism (tests inject them here). */
 void sf__cost_set(enum sf_cost_mech m, double call_ns, double pte_ns);
 
-/* Whether a page in [p0, p1) of r was given back by a partial untrack: a
- * span must not cross it (unregistered for uffd).  Collector side. */
-static inline bool sf__gone_between(struct sf_region *r, size_t p0, size_t p1)
-{
-    if (!atomic_load(&r->gone))
-        return false;
-    for (size_t q = p0; q < p1; q++)
-        if (atomic_load(&r->ps[q]) & PS_GONE)
-            return true;
-    return false;
-}
-
 #define SF_STAT_INC(t, f, n) atomic_fetch_add_explicit(&(t)->f, (n), memory_order_relaxed)
+
+/* The page-state machine needs the types above. */
+#include "pagestate.h"
 
 #endif

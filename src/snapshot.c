@@ -364,7 +364,7 @@ uint32_t sf__content_epoch(const sf_snapshot *s, uintptr_t page_addr, uint32_t g
     if (r && r->t == s->t && r->track_gen <= g) {
         size_t p = (page_addr - r->start) >> sf_page_shift;
         uint64_t w = atomic_load(&r->ps[p]);
-        if (!(w & PS_GONE)) {
+        if (!sf__ps_gone(w)) {
             uint32_t cg = sf__eff_cgen(r, w);
             if (cg <= g)
                 e = cg;
@@ -436,14 +436,7 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd, unsign
         struct sf_region *r = rs[i];
         if (r->track_gen > s->gen)
             continue;
-        for (size_t p = 0; p < r->npages;) {
-            if (atomic_load(&r->ps[p]) & PS_GONE) {
-                p++;
-                continue;
-            }
-            size_t q = p + 1;
-            while (q < r->npages && !(atomic_load(&r->ps[q]) & PS_GONE))
-                q++;
+        SF_FOR_LIVE_RUNS(r, 0, r->npages, p, q) {
             if (nr == cap) {
                 cap = cap ? 2 * cap : 16;
                 struct sf_image_range *nv = realloc(ranges, cap * sizeof(*nv));
@@ -454,7 +447,6 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd, unsign
                 ranges = nv;
             }
             ranges[nr++] = (struct sf_image_range){r->start + (p << sf_page_shift), (q - p) << sf_page_shift};
-            p = q;
         }
     }
     pthread_mutex_unlock(&t->lock);

@@ -76,12 +76,7 @@ struct sf_engine_ops {
 extern const struct sf_engine_ops sf__engine_cow;
 extern const struct sf_engine_ops sf__engine_mirror;
 
-/* snapshot.c: helpers shared by the engines */
-static inline uint32_t sf__eff_cgen(const struct sf_region *r, uint64_t w)
-{
-    uint32_t cg = PS_CGEN(w);
-    return cg > r->track_gen ? cg : r->track_gen;
-}
+/* snapshot.c: helpers shared by the engines (sf__eff_cgen: pagestate.h) */
 struct sf_version *sf__version_for(struct sf_region *r, size_t page, uint32_t g);
 void sf__version_unlink(struct sf_version *v);
 void sf__vlist_add(struct vlist *l, struct sf_version *v);

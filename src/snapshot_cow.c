@@ -71,21 +71,15 @@ static int cow_read_page(const sf_snapshot *s, uintptr_t page_addr, void *buf, s
             return -ENOENT;
         }
         size_t p = (page_addr - r->start) >> sf_page_shift;
-        uint64_t w = atomic_load(&r->ps[p]);
-        if (w & PS_GONE) {
+        /* A handler holding the page BUSY finishes in microseconds. */
+        uint64_t w = sf__ps_read_begin(&r->ps[p]);
+        if (sf__ps_gone(w)) {
             sf__grace_exit(g);
             return -ENOENT;
         }
-        if (PS_ST(w) == PS_BUSY) {
-            sf__grace_exit(g);
-            sf__cpu_relax();
-            continue;
-        }
         if (sf__eff_cgen(r, w) <= s->gen) {
             memcpy(buf, (char *)page_addr + off, len);
-            /* The copy's plain reads happen before the re-check (seqlock). */
-            atomic_thread_fence(memory_order_acquire);
-            bool same = atomic_load(&r->ps[p]) == w;
+            bool same = sf__ps_read_valid(&r->ps[p], w);
             sf__grace_exit(g);
             if (same)
                 return 0;
@@ -136,7 +130,7 @@ static int todo_add(struct todo *td, size_t p, struct sf_version *v)
 
 static bool todo_armed(const struct todo *td, size_t i)
 {
-    return PS_ST(td->orig[i]) != PS_WRITABLE;
+    return !sf__ps_writable(td->orig[i]);
 }
 
 /* Protect or unprotect pages of td, one call per span whose gaps are at
@@ -178,16 +172,8 @@ static int apply_spans(sf_tracker *t, struct sf_region *r, const struct todo *td
 static void restore_undo(sf_tracker *t, struct sf_region *r, const struct todo *td)
 {
     bool open = apply_spans(t, r, td, true, true) != 0;
-    for (size_t i = 0; i < td->n; i++) {
-        _Atomic uint64_t *ps = &r->ps[td->page[i]];
-        uint64_t w = atomic_load(ps);
-        if (PS_ST(w) != PS_COLLECTING)
-            continue; /* a writer took it over */
-        uint64_t nw = open ? PS_WITH_ST(td->orig[i], PS_WRITABLE) | PS_DIRTY : td->orig[i];
-        atomic_compare_exchange_strong(ps, &w, nw);
-        if (open)
-            sf__chunk_mark(r, td->page[i], CH_DIRTY | CH_WRITABLE);
-    }
+    for (size_t i = 0; i < td->n; i++)
+        sf__ps_restore_undo(r, td->page[i], td->orig[i], open);
     if (open)
         sf__snapshot_fail_range(t, 0, UINT32_MAX);
 }
@@ -211,26 +197,15 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
         for (size_t p = p0; p < p1 && !err; p++) {
             /* a handler finishing (writers should be stopped) */
             uint64_t w = sf__wait_not_busy(&r->ps[p]);
-            if (w & PS_GONE || sf__eff_cgen(r, w) <= g)
+            if (sf__ps_gone(w) || sf__eff_cgen(r, w) <= g)
                 continue;
             struct sf_version *v = sf__version_for(r, p, g);
             if (v) /* no version: tracked again after s, left as it is */
                 err = todo_add(&td, p, v);
         }
     }
-    for (size_t i = 0; i < td.n && !err; i++) {
-        _Atomic uint64_t *ps = &r->ps[td.page[i]];
-        uint64_t w = atomic_load(ps);
-        for (;;) {
-            if (PS_ST(w) == PS_BUSY) {
-                w = sf__wait_not_busy(ps);
-                continue;
-            }
-            if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING)))
-                break;
-        }
-        td.orig[i] = w;
-    }
+    for (size_t i = 0; i < td.n && !err; i++)
+        td.orig[i] = sf__ps_restore_claim(&r->ps[td.page[i]]);
     if (!err && (err = apply_spans(t, r, &td, false, false)) != 0)
         restore_undo(t, r, &td);
     *changed |= !err && td.n;
@@ -251,29 +226,15 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
     /* Handler threads: messages read before these pages were opened are
      * stale (see sf__resolve). */
     uint64_t rs = t->fault_mode == SF_FAULTS_HANDLER_THREAD ? sf__rseq_next(t) : 0;
-    for (size_t i = 0; i < td.n && !err; i++) {
-        size_t p = td.page[i];
-        uint64_t w = atomic_load(&r->ps[p]);
-        if (PS_ST(w) != PS_COLLECTING)
-            continue; /* a writer took it over: it stays dirty */
-        uint64_t nw = perr ? PS_MAKE(PS_WRITABLE, 1, atomic_load(&t->gen))
-                           : PS_MAKE(PS_ARMED, 1, td.src[i]->lo);
-        atomic_compare_exchange_strong(&r->ps[p], &w, nw | rs);
-        sf__chunk_mark(r, p, CH_DIRTY | (perr ? CH_WRITABLE : 0));
-    }
+    for (size_t i = 0; i < td.n && !err; i++)
+        sf__ps_restore_release(r, td.page[i], !perr, perr ? atomic_load(&t->gen) : td.src[i]->lo, rs);
     /* Every restored chunk now holds content from <= g, except pages
      * tracked again after s. */
     for (size_t i = 0; i < td.n && !err; i++) {
         size_t c = td.page[i] >> SF_CHUNK_SHIFT;
         if (i && (td.page[i - 1] >> SF_CHUNK_SHIFT) == c)
             continue;
-        uint32_t mx = 0;
-        size_t q0 = c << SF_CHUNK_SHIFT, q1 = q0 + SF_CHUNK_PAGES < r->npages ? q0 + SF_CHUNK_PAGES : r->npages;
-        for (size_t q = q0; q < q1; q++) {
-            uint32_t cg = sf__eff_cgen(r, atomic_load(&r->ps[q]));
-            mx = cg > mx ? cg : mx;
-        }
-        atomic_store(&r->chunk_maxgen[c], mx);
+        sf__chunk_maxgen_recompute(r, c);
     }
     long n = err ? 0 : (long)td.n;
     free(td.page);

@@ -59,14 +59,6 @@ static inline char *live_page(struct sf_region *r, size_t p)
     return (char *)r->start + (p << sf_page_shift);
 }
 
-static void maxgen_raise(struct sf_region *r, size_t p, uint32_t g)
-{
-    _Atomic uint32_t *m = &r->chunk_maxgen[p >> SF_CHUNK_SHIFT];
-    uint32_t x = atomic_load(m);
-    while (x < g && !atomic_compare_exchange_weak(m, &x, g))
-        ;
-}
-
 /* Copies one page into the shadow.  Takes copy scattered pages that no one
  * reads soon: streaming stores skip reading the destination into the cache
  * first (a third of the memory traffic), then a fence orders them before
@@ -94,15 +86,10 @@ static void shadow_copy(void *dst, const void *src)
  * src NULL: the content stays (both pages read as zeros), only sgen moves. */
 static void shadow_write(struct sf_region *r, size_t p, const void *src, uint32_t sgen)
 {
-    _Atomic uint64_t *ps = &r->ps[p];
-    uint64_t w = atomic_load(ps);
-    atomic_store(ps, PS_WITH_ST(w, PS_BUSY));
-    atomic_thread_fence(memory_order_seq_cst);
+    uint64_t w = sf__ps_shadow_lock(&r->ps[p]);
     if (src)
         shadow_copy(shadow_page(r, p), src);
-    uint64_t nw = (w & ~(PS_ST_MASK | ((uint64_t)UINT32_MAX << PS_CGEN_SHIFT))) |
-                  ((uint64_t)sgen << PS_CGEN_SHIFT);
-    atomic_store_explicit(ps, nw, memory_order_release);
+    sf__ps_shadow_unlock(&r->ps[p], w, sgen);
 }
 
 /* Brings the shadow of stale page p up to date as content of generation
@@ -131,7 +118,7 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
     }
     shadow_write(r, p, src, ng);
     bit_clear(r->mbits, p);
-    maxgen_raise(r, p, ng);
+    sf__chunk_maxgen_raise(r, p, ng);
     return 0;
 }
 
@@ -201,7 +188,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             m &= m - 1;
             if (p < p0 || p >= p1)
                 continue;
-            if (atomic_load(&r->ps[p]) & PS_GONE) {
+            if (sf__page_gone(r, p)) {
                 bit_clear(r->mbits, p);
                 continue;
             }
@@ -413,20 +400,15 @@ static int mirror_read_page(const sf_snapshot *s, uintptr_t page_addr, void *buf
             return -ENOENT;
         }
         size_t p = (page_addr - r->start) >> sf_page_shift;
-        uint64_t w = atomic_load_explicit(&r->ps[p], memory_order_acquire);
-        if (w & PS_GONE) {
+        /* A take or pre-copy rewriting the shadow page holds it BUSY. */
+        uint64_t w = sf__ps_read_begin(&r->ps[p]);
+        if (sf__ps_gone(w)) {
             sf__grace_exit(g);
             return -ENOENT;
         }
-        if (PS_ST(w) == PS_BUSY) {
-            sf__grace_exit(g);
-            sf__cpu_relax();
-            continue;
-        }
         if (sf__eff_cgen(r, w) <= s->gen) {
             memcpy(buf, shadow_page(r, p) + off, len);
-            atomic_thread_fence(memory_order_acquire);
-            bool same = atomic_load(&r->ps[p]) == w;
+            bool same = sf__ps_read_valid(&r->ps[p], w);
             sf__grace_exit(g);
             if (same)
                 return 0;
@@ -466,7 +448,7 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
         bool touched = false;
         for (size_t p = q0; p < q1 && !err; p++) {
             uint64_t w = atomic_load(&r->ps[p]);
-            if (w & PS_GONE)
+            if (sf__ps_gone(w))
                 continue;
             uint32_t sg = sf__eff_cgen(r, w);
             bool stale = bit_test(r->mbits, p);
@@ -501,14 +483,8 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
                 span0 = p;
             span1 = p + 1;
         }
-        if (touched) {
-            uint32_t mx = 0;
-            for (size_t q = q0; q < q1; q++) {
-                uint32_t cg = sf__eff_cgen(r, atomic_load(&r->ps[q]));
-                mx = cg > mx ? cg : mx;
-            }
-            atomic_store(&r->chunk_maxgen[c], mx);
-        }
+        if (touched)
+            sf__chunk_maxgen_recompute(r, c);
     }
     if (!err && span0 != SIZE_MAX)
         err = rearm(t, r, span0, span1);

@@ -1,5 +1,5 @@
-/* tracker.c - trackers, track/untrack, and collect: the collector side of
- * the page-state machine (fault.c is the handler side). */
+/* tracker.c - trackers, track/untrack, and collect: the collector's walks
+ * over the page-state machine of pagestate.h (fault.c resolves faults). */
 #include "internal.h"
 #include "snapshot.h"
 
@@ -128,19 +128,16 @@ static int check_range(const void *addr, size_t len)
 static int revive(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
     size_t p0 = (a - r->start) >> sf_page_shift, p1 = (e - r->start) >> sf_page_shift;
-    for (size_t p = p0; p < p1; p++)
-        if (!(atomic_load(&r->ps[p]) & PS_GONE))
-            return -EEXIST;
+    if (!sf__ps_all_gone(r, p0, p1))
+        return -EEXIST;
     uint32_t C = atomic_load(&t->gen);
-    for (size_t p = p0; p < p1; p++)
-        atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C));
+    sf__ps_revive_range(r, p0, p1, C);
     atomic_fetch_sub(&r->gone, p1 - p0);
     int err = t->ops->attach(t, r, a, e);
     if (!err)
         err = sf__engine_attach(t, r, p0, p1); /* cannot fail for a revive */
     if (err) {
-        for (size_t p = p0; p < p1; p++)
-            atomic_store(&r->ps[p], PS_MAKE(PS_ARMED, 0, C) | PS_GONE);
+        sf__ps_bury_range(r, p0, p1, C);
         atomic_fetch_add(&r->gone, p1 - p0);
     }
     return err;
@@ -242,9 +239,8 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
         if (r->end <= cover || r->start > cover)
             continue;
         uintptr_t hi = r->end < e ? r->end : e;
-        for (uintptr_t p = cover; p < hi; p += sf_page_size)
-            if (atomic_load(&r->ps[(p - r->start) >> sf_page_shift]) & PS_GONE)
-                goto notfound;
+        if (sf__gone_between(r, (cover - r->start) >> sf_page_shift, (hi - r->start) >> sf_page_shift))
+            goto notfound;
         cover = hi;
     }
     if (cover < e) {
@@ -269,18 +265,7 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
         uintptr_t sa = a > r->start ? a : r->start, se = e < r->end ? e : r->end;
         if (!sf__forked(t))
             t->ops->detach(t, r, sa, se);
-        for (uintptr_t p = sa; p < se; p += sf_page_size) {
-            _Atomic uint64_t *ps = &r->ps[(p - r->start) >> sf_page_shift];
-            uint64_t w = atomic_load(ps);
-            for (;;) {
-                if (PS_ST(w) == PS_BUSY) {
-                    w = sf__wait_not_busy(ps);
-                    continue;
-                }
-                if (atomic_compare_exchange_weak(ps, &w, PS_MAKE(PS_ARMED, 0, PS_CGEN(w)) | PS_GONE))
-                    break;
-            }
-        }
+        sf__ps_untrack_range(r, (sa - r->start) >> sf_page_shift, (se - r->start) >> sf_page_shift);
         /* A region untracked piece by piece goes away once all of it has. */
         if (atomic_fetch_add(&r->gone, (se - sa) >> sf_page_shift) + ((se - sa) >> sf_page_shift) ==
             r->npages)
@@ -354,7 +339,7 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
 struct batch {
     size_t n;
     size_t s[BATCH_RUNS], e[BATCH_RUNS];
-    uint64_t *whole; /* take: chunks armed as a whole (take_whole_chunk), or NULL */
+    uint64_t *whole; /* take: chunks armed as a whole (sf__ps_take_chunk), or NULL */
 };
 
 static bool chunk_whole(const struct batch *b, size_t c)
@@ -373,26 +358,16 @@ static void rearm_batch(sf_tracker *t, struct sf_region *r, const struct batch *
                 p += SF_CHUNK_PAGES - 1; /* ARMED already */
                 continue;
             }
-            uint64_t w = atomic_load(&r->ps[p]);
-            unsigned st = PS_ST(w);
             if (rc < 0) {
                 /* Could not protect (VMA budget): the pages stay writable
                  * and dirty, reported now and again next time; a snapshot
                  * being taken cannot hold them.  (ARMED in a take's run:
-                 * re-armed with its whole chunk, see take_whole_chunk.) */
-                if (st == PS_COLLECTING || (mode == SF_WALK_TAKE && st == PS_ARMED && !(w & PS_GONE)))
-                    atomic_compare_exchange_strong(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE) | PS_DIRTY);
+                 * re-armed with its whole chunk, see sf__ps_take_chunk.) */
+                sf__ps_rearm_failed(&r->ps[p], mode);
                 sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
                 continue;
             }
-            if (w & PS_GONE)
-                continue;
-            if (st != PS_COLLECTING && !(mode == SF_WALK_RESET && st == PS_ARMED))
-                continue; /* taken over by a handler: it stays dirty */
-            uint64_t nw = PS_WITH_ST(w, PS_ARMED);
-            if (mode == SF_WALK_RESET)
-                nw &= ~PS_DIRTY;
-            atomic_compare_exchange_strong(&r->ps[p], &w, nw);
+            sf__ps_collect_rearm(&r->ps[p], mode);
         }
     if (rc < 0 && mode == SF_WALK_TAKE)
         atomic_store(&t->take_failed, 1);
@@ -418,87 +393,11 @@ static int flush_batch(sf_tracker *t, struct sf_region *r, struct batch *b, enum
      * stay dirty (ARMED|DIRTY, as after a take) for the next collect. */
     for (; k < b->n && mode == SF_WALK_RESET; k++)
         for (size_t p = b->s[k]; p < b->e[k]; p++) {
-            uint64_t w = atomic_load(&r->ps[p]);
-            while (!(w & (PS_DIRTY | PS_GONE)) &&
-                   !atomic_compare_exchange_weak(&r->ps[p], &w, w | PS_DIRTY))
-                ;
+            sf__ps_keep_dirty(&r->ps[p]);
             sf__chunk_mark(r, p, CH_DIRTY);
         }
     b->n = 0;
     return rc < 0 ? rc : rc ? 1 : 0;
-}
-
-/* Gives back pages picked for a run that will not be re-armed (the walk
- * stopped): COLLECTING pages were never protected, so no fault can have
- * taken them over; they return to WRITABLE, still dirty. */
-static void unpick(struct sf_region *r, size_t s, size_t e)
-{
-    for (size_t p = s; p < e; p++) {
-        uint64_t w = atomic_load(&r->ps[p]);
-        /* A CAS, not a store: a handler may own the page meanwhile (the
-         * heal path), and its word must not be overwritten. */
-        while (PS_ST(w) == PS_COLLECTING &&
-               !atomic_compare_exchange_weak(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE)))
-            ;
-        sf__chunk_mark(r, p, CH_DIRTY | CH_WRITABLE);
-    }
-}
-
-/* Picks page p for the walk, moving it to COLLECTING if it must be
- * protected.  Returns whether p belongs to the run. */
-static bool pick(struct sf_region *r, size_t p, enum sf_walk mode)
-{
-    _Atomic uint64_t *ps = &r->ps[p];
-    uint64_t w = atomic_load(ps);
-    for (;;) {
-        if (w & PS_GONE)
-            return false;
-        if (PS_ST(w) == PS_BUSY) {
-            w = sf__wait_not_busy(ps); /* let one page finish */
-            continue;
-        }
-        bool writable = PS_ST(w) == PS_WRITABLE;
-        if (mode == SF_WALK_TAKE ? !writable : !(w & PS_DIRTY))
-            return false;
-        if (mode == SF_WALK_GET || !writable)
-            return true;
-        if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(w, PS_COLLECTING)))
-            return true;
-    }
-}
-
-/* The take's fast path (uffd-sync): a chunk whose pages are all WRITABLE
- * is moved to ARMED before the protect with plain stores, instead of a CAS
- * to COLLECTING and another to ARMED per page.  Until the protect lands
- * the pages are ARMED but writable: their writes need no fault, and belong
- * to the snapshot as writes before a page's protect always have; a page a
- * stale protect already covers (a heal pending) faults as an ARMED page,
- * and is saved and opened as one.  The only other writer of a WRITABLE
- * page's word is a heal (fault.c): it CASes its page to BUSY, then reads
- * CH_TAKING and, if set, gives the page back (a CAS from BUSY) and lets
- * the write retry.  Here the flag is set before the pages are read: either
- * the heal sees it, or this sees its BUSY and the chunk takes the page-by-
- * page path.  A store that overwrites a heal's BUSY leaves that heal's
- * give-back CAS failing: the page is ARMED, the retried write faults on it
- * as on any armed page.  mprotect's VMA estimate reads the page states
- * when it protects (span_delta), so mprotect takes the page-by-page path.
- * The walk notes the chunks (batch.whole) so that rearm_batch skips them. */
-static bool take_whole_chunk(struct sf_region *r, size_t c, size_t p0)
-{
-    for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
-        if ((atomic_load_explicit(&r->ps[p0 + i], memory_order_relaxed) & (PS_ST_MASK | PS_GONE)) !=
-            PS_WRITABLE)
-            return false;
-    atomic_fetch_or(&r->chunk[c], CH_TAKING);
-    uint64_t w[SF_CHUNK_PAGES];
-    bool whole = true;
-    for (size_t i = 0; i < SF_CHUNK_PAGES && whole; i++)
-        whole = ((w[i] = atomic_load(&r->ps[p0 + i])) & (PS_ST_MASK | PS_GONE)) == PS_WRITABLE;
-    if (whole)
-        for (size_t i = 0; i < SF_CHUNK_PAGES; i++)
-            atomic_store_explicit(&r->ps[p0 + i], PS_WITH_ST(w[i], PS_ARMED), memory_order_release);
-    atomic_fetch_and(&r->chunk[c], ~CH_TAKING);
-    return whole;
 }
 
 /* A degraded region (mprotect over its VMA budget) was writable as a whole:
@@ -515,47 +414,22 @@ static int walk_degraded(sf_tracker *t, struct sf_region *r, enum sf_walk mode, 
         return emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
     uint32_t C = atomic_load(&t->gen);
     uint32_t cgen = mode == SF_WALK_TAKE ? C - 1 : C;
-    for (size_t p = 0; p < r->npages; p++) {
-        _Atomic uint64_t *ps = &r->ps[p];
-        uint64_t w = atomic_load(ps);
-        for (;;) {
-            if (w & PS_GONE)
-                break;
-            if (PS_ST(w) == PS_BUSY) {
-                w = sf__wait_not_busy(ps);
-                continue;
-            }
-            /* Keep a later content generation a fault gave the page. */
-            uint32_t cg = PS_CGEN(w) > cgen ? PS_CGEN(w) : cgen;
-            uint64_t nw = (w & ~((uint64_t)UINT32_MAX << PS_CGEN_SHIFT)) | ((uint64_t)cg << PS_CGEN_SHIFT);
-            if (atomic_compare_exchange_weak(ps, &w, PS_WITH_ST(nw, PS_COLLECTING) | PS_DIRTY))
-                break;
-        }
-    }
-    for (size_t c = 0; c < r->nchunks; c++) {
-        uint32_t m = atomic_load(&r->chunk_maxgen[c]);
-        while (m < cgen && !atomic_compare_exchange_weak(&r->chunk_maxgen[c], &m, cgen))
-            ;
-    }
+    for (size_t p = 0; p < r->npages; p++)
+        sf__ps_degraded_claim(&r->ps[p], cgen);
+    for (size_t c = 0; c < r->nchunks; c++)
+        sf__chunk_maxgen_raise(r, c << SF_CHUNK_SHIFT, cgen);
     atomic_store(&r->degraded, 0);
     int err = t->ops->protect(t, r, r->start, r->end - r->start);
     if (err) {
         atomic_store(&r->degraded, 1);
-        for (size_t p = 0; p < r->npages; p++) {
-            uint64_t w = atomic_load(&r->ps[p]);
-            if (PS_ST(w) == PS_COLLECTING)
-                atomic_compare_exchange_strong(&r->ps[p], &w, PS_WITH_ST(w, PS_WRITABLE));
-        }
+        for (size_t p = 0; p < r->npages; p++)
+            sf__ps_unpick(&r->ps[p]);
         if (mode == SF_WALK_TAKE) /* the snapshot cannot hold this region */
             atomic_store(&t->take_failed, 1);
         return mode == SF_WALK_RESET && emit ? emit(t, r->start, r->end - r->start, ctx) : 0;
     }
-    for (size_t p = 0; p < r->npages; p++) {
-        uint64_t w = atomic_load(&r->ps[p]);
-        if (PS_ST(w) == PS_COLLECTING)
-            atomic_compare_exchange_strong(&r->ps[p], &w,
-                PS_WITH_ST(w, PS_ARMED) & ~(mode == SF_WALK_RESET ? PS_DIRTY : 0));
-    }
+    for (size_t p = 0; p < r->npages; p++)
+        sf__ps_degraded_rearm(&r->ps[p], mode == SF_WALK_RESET);
     if (mode == SF_WALK_TAKE) /* every page stays dirty for the next collect */
         for (size_t c = 0; c < r->nchunks; c++)
             sf__chunk_mark(r, c << SF_CHUNK_SHIFT, CH_DIRTY);
@@ -588,14 +462,14 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
         bool hinted = atomic_load(&r->chunk[c]) & need;
         if (hinted && clear)
             atomic_fetch_and(&r->chunk[c], ~clear);
-        if (hinted && b.whole && p1 - p0 == SF_CHUNK_PAGES && take_whole_chunk(r, c, p0)) {
+        if (hinted && b.whole && p1 - p0 == SF_CHUNK_PAGES && sf__ps_take_chunk(r, c, p0)) {
             b.whole[c >> 6] |= 1ull << (c & 63);
             if (run == SIZE_MAX)
                 run = p0;
             continue;
         }
         for (size_t p = p0; p < p1 && !rc; p++) {
-            if (hinted && pick(r, p, mode)) {
+            if (hinted && sf__ps_collect_pick(&r->ps[p], mode)) {
                 if (run == SIZE_MAX)
                     run = p;
                 continue;
@@ -606,14 +480,14 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
                 if (b.n && (!sf__span_join(t, run - b.e[b.n - 1]) || b.n == BATCH_RUNS))
                     rc = flush_batch(t, r, &b, mode, emit, ctx);
                 if (rc) {
-                    unpick(r, run, p);
+                    sf__ps_unpick_range(r, run, p);
                     break;
                 }
                 b.s[b.n] = run;
                 b.e[b.n++] = p;
                 run = SIZE_MAX;
             }
-            if (gone && (atomic_load(&r->ps[p]) & PS_GONE))
+            if (gone && sf__page_gone(r, p))
                 rc = flush_batch(t, r, &b, mode, emit, ctx);
             if (!hinted)
                 break; /* nothing to see in this chunk */
@@ -625,7 +499,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
         if (b.n == BATCH_RUNS)
             rc = flush_batch(t, r, &b, mode, emit, ctx);
         if (rc)
-            unpick(r, run, r->npages);
+            sf__ps_unpick_range(r, run, r->npages);
         else {
             b.s[b.n] = run;
             b.e[b.n++] = r->npages;

@@ -412,8 +412,8 @@ static int case_store_bump(void)
 }
 
 /* ---------------------------------------------------------------------
- * A take arms chunks whose pages are all writable as a whole (tracker.c,
- * take_whole_chunk: plain stores to ARMED before its protect, no CAS per
+ * A take arms chunks whose pages are all writable as a whole (pagestate.c,
+ * sf__ps_take_chunk: plain stores to ARMED before its protect, no CAS per
  * page): every page must still be protected and saved before its next
  * write.  A writer sweeps every page with increasing stamps while takes
  * run: each snapshot must hold, for every page, a stamp between the ones
