@@ -183,7 +183,8 @@ int sfp_real_mprotect(void *a, size_t len, int prot);
 int sfp_real_madvise(void *a, size_t len, int advice);
 
 /* ------------------------------------------------------------------------
- * The runtime (runtime.c, maps.c, snapshot.c) used by the interposers.
+ * The runtime (model.c, reconcile.c, lifecycle.c, snapmode.c ...) used by
+ * the interposers.
  * ------------------------------------------------------------------------ */
 enum sfp_state { SFP_NOT_READY = 0, SFP_INITIALIZING, SFP_READY, SFP_DISABLED };
 extern _Atomic int sfp_state;

@@ -352,7 +352,7 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     sfp_lock();
     sfp_reconcile();
     /* The final image: in signal-delivered fault modes the scan adopts a
-     * mapping only when the previous scan saw it too (see runtime.c); a
+     * mapping only when the previous scan saw it too (see reconcile.c); a
      * second scan now adopts what the program mapped since the last one,
      * so that a short program's final image holds all its memory. */
     if (g_final_take)
