@@ -1,6 +1,7 @@
 /* attrib.c - write attribution: the call stack of the first write to a page
  * after a reset, sampled with libunwind from the fault's ucontext. */
 #include "runtime.h"
+#include "record.h"
 #include "internal.h"
 
 #include <dlfcn.h>
@@ -202,7 +203,7 @@ void sfp_attr_report(int fd, int top, bool text)
     }
     for (size_t i = 0; i < k && (int)i < top; i++) {
         n = text ? sfp_fmt(line, sizeof(line), "snapfault: %10llu pages  ", (unsigned long long)v[i]->pages)
-                 : sfp_fmt(line, sizeof(line), "A\t%llu\t", (unsigned long long)v[i]->pages);
+                 : sfp_fmt(line, sizeof(line), SFP_REC_ATTR "\t%llu\t", (unsigned long long)v[i]->pages);
         for (uint32_t d = 0; d < v[i]->depth && n < sizeof(line) - 200; d++) {
             if (d)
                 n += sfp_fmt(line + n, sizeof(line) - n, "%s", text ? " <- " : ";");

@@ -1,6 +1,7 @@
 /* track.c - track mode: one collect+reset per interval, the track record
  * (record.h) and the summary at the end. */
 #include "runtime.h"
+#include "record.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -57,7 +58,7 @@ static void write_labels(void)
     for (size_t i = 0; i < sfp_nlabels; i++) {
         struct sfp_label *l = &sfp_labels[i];
         if (l->announce && l->nsegs) {
-            sfp_out_printf(sfp_track_out, "L\t%u\t%s\t%lx\t%lx\t%s\t%s\n", l->id, sfp_kind_names[l->kind],
+            sfp_out_printf(sfp_track_out, SFP_REC_LABEL "\t%u\t%s\t%lx\t%lx\t%s\t%s\n", l->id, sfp_kind_names[l->kind],
                            (unsigned long)l->lo, (unsigned long)l->hi, l->prot, l->name);
             l->announce = false;
         }
@@ -81,7 +82,7 @@ void sfp_track_note(const char *fmt, ...)
         sfp_warn("%s: the images do not hold it", msg);
     }
     if (sfp_run_mode == SFP_MODE_TRACK && sfp_track_out)
-        sfp_out_printf(sfp_track_out, "W\t%llu\t%s\n", (unsigned long long)((sfp_now_ns() - sfp_t0_ns) / 1000000), msg);
+        sfp_out_printf(sfp_track_out, SFP_REC_NOTE "\t%llu\t%s\n", (unsigned long long)((sfp_now_ns() - sfp_t0_ns) / 1000000), msg);
 }
 
 /* Re-arming (collect, take) waits up to 100 ms for calls that retry a
@@ -122,7 +123,7 @@ void sfp_track_interval(void)
     uint64_t t_ms = (t1 - sfp_t0_ns) / 1000000;
     for (size_t i = 0; i < sfp_nlabels; i++)
         pages += sfp_labels[i].ival;
-    sfp_out_printf(sfp_track_out, "I\t%llu\t%llu\t%llu\t%llu\t%llu\n", (unsigned long long)g_seq,
+    sfp_out_printf(sfp_track_out, SFP_REC_IVAL "\t%llu\t%llu\t%llu\t%llu\t%llu\n", (unsigned long long)g_seq,
                    (unsigned long long)t_ms, (unsigned long long)pages,
                    (unsigned long long)st.tracked_bytes, (unsigned long long)((t1 - t0) / 1000));
     for (size_t i = 0; i < sfp_nlabels; i++) {
@@ -133,13 +134,13 @@ void sfp_track_interval(void)
                 l->peak = l->ival;
             if ((double)l->ival * per_s > l->peak_rate)
                 l->peak_rate = (double)l->ival * per_s;
-            sfp_out_printf(sfp_track_out, "D\t%llu\t%u\t%llu\t%llu\t%llu\n", (unsigned long long)g_seq, l->id,
+            sfp_out_printf(sfp_track_out, SFP_REC_DIRTY "\t%llu\t%u\t%llu\t%llu\t%llu\n", (unsigned long long)g_seq, l->id,
                            (unsigned long long)l->ival,
                            (unsigned long long)(l->ival << sf_page_shift), (unsigned long long)l->cum);
             l->ival = 0;
         }
         if (!l->nsegs && !l->gone_written && l->id && l->cum + l->peak > 0) {
-            sfp_out_printf(sfp_track_out, "X\t%llu\t%u\n", (unsigned long long)t_ms, l->id);
+            sfp_out_printf(sfp_track_out, SFP_REC_GONE "\t%llu\t%u\n", (unsigned long long)t_ms, l->id);
             l->gone_written = true;
         }
     }
@@ -166,14 +167,14 @@ void sfp_track_header(void)
     char exe[256];
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
-    sfp_out_printf(sfp_track_out, "#snapfault-track 1\n");
-    sfp_out_printf(sfp_track_out, "P\tpid=%d\tppid=%ld\tpage=%zu\tinterval_ms=%ld\tbackend=%s\tfaults=%s\t"
+    sfp_out_printf(sfp_track_out, SFP_TRACK_HEAD "\n");
+    sfp_out_printf(sfp_track_out, SFP_REC_PROCESS "\tpid=%d\tppid=%ld\tpage=%zu\tinterval_ms=%ld\tbackend=%s\tfaults=%s\t"
                           "start_ns=%lld\texe=%s\n",
                    (int)sfp_pid, sfp_raw_syscall(SYS_getppid, 0, 0, 0, 0, 0, 0), sf_page_size,
                    sfp_interval_ms, sf_backend_name(sfp_backend), sf_fault_mode_name(sfp_fault_mode),
                    (long long)rt.tv_sec * 1000000000LL + rt.tv_nsec, sfp_exe_name(exe, sizeof(exe)));
     if (sfp_opt_val(SFP_OPT_ATTRIBUTE) && !sfp_attr_on)
-        sfp_out_printf(sfp_track_out, "W\t0\twrite attribution needs a sync backend (mprotect or "
+        sfp_out_printf(sfp_track_out, SFP_REC_NOTE "\t0\twrite attribution needs a sync backend (mprotect or "
                               "uffd-sync in-thread); %s is in use, attribution is off\n",
                        sf_backend_name(sfp_backend));
     sfp_out_flush(sfp_track_out);
@@ -217,7 +218,7 @@ void sfp_track_summary(bool to_file, const char *how)
     double mean_mibs = over_ns ? mib / ((double)over_ns / 1e9) : 0.0;
     double peak_mibs = g_peak_rate * page_mib;
     if (to_file) {
-        sfp_out_printf(sfp_track_out, "E\t%llu\t%llu\t%llu\t%llu\t%s\n", (unsigned long long)(dur_ns / 1000000),
+        sfp_out_printf(sfp_track_out, SFP_REC_END "\t%llu\t%llu\t%llu\t%llu\t%s\n", (unsigned long long)(dur_ns / 1000000),
                        (unsigned long long)g_seq, (unsigned long long)g_total_pages,
                        (unsigned long long)g_peak_pages, how);
         if (sfp_attr_on)
