@@ -1,7 +1,6 @@
 /* lifecycle.c - the runtime's life: start-up, the background thread, the end
  * of the record, fork and exec. */
 #include "runtime.h"
-#include "internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -316,7 +315,7 @@ __attribute__((constructor(101))) static void sfp_init(void)
         return;
     sfp_in_runtime++;
     sfp_real_resolve();
-    sf__init();
+    sf__embed_init();
     sfp_pid = (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
     /* secure_getenv semantics: a setuid or setgid program ignores the
      * environment, and then has nowhere safe to write: the preload stays
@@ -438,18 +437,14 @@ static void fork_prepare(void)
 {
     sfp_in_runtime++;
     pthread_mutex_lock(&g_lock);
-    if (sfp_tracker)
-        pthread_mutex_lock(&sfp_tracker->lock);
-    pthread_mutex_lock(&sf__regions_lock);
+    sf__embed_atfork_prepare(sfp_tracker);
     sfp_heap_atfork_prepare();
 }
 
 static void fork_parent(void)
 {
     sfp_heap_atfork_parent();
-    pthread_mutex_unlock(&sf__regions_lock);
-    if (sfp_tracker)
-        pthread_mutex_unlock(&sfp_tracker->lock);
+    sf__embed_atfork_parent(sfp_tracker);
     pthread_mutex_unlock(&g_lock);
     sfp_in_runtime--;
 }
@@ -489,9 +484,7 @@ static void forget_parent_tracker(void)
 static void fork_child(void)
 {
     sfp_heap_atfork_child();
-    pthread_mutex_init(&sf__regions_lock, NULL);
-    if (sfp_tracker)
-        pthread_mutex_init(&sfp_tracker->lock, NULL);
+    sf__embed_atfork_child(sfp_tracker);
     pthread_mutex_init(&g_lock, NULL);
     sfp_pid = (pid_t)sfp_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
     g_bg_running = false;

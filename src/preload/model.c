@@ -1,7 +1,6 @@
 /* model.c - the model of tracked mappings: labels and segments, the cut of
  * requests along the library's regions, and the interposers' entry points. */
 #include "runtime.h"
-#include "internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -176,33 +175,23 @@ void sfp_model_forget(void)
 /* ------------------------------------------------------------------------
  * The library's view.  sf_track of a range overlapping a region gives
  * -EEXIST unless it revives GONE pages of exactly one region; sf_untrack
- * needs every page tracked.  These walk the region table (stable: only the
- * runtime, under its lock, changes it) to cut requests along regions.
+ * needs every page tracked.  These walk the library's runs (sf_embed.h),
+ * which never cross a region's bound, to cut requests along regions.
  * ------------------------------------------------------------------------ */
-static struct sf_region *region_from(uintptr_t addr, uintptr_t *next_start)
-{
-    unsigned g = sf__grace_enter();
-    struct sf_rtable *tb = sf__regions_table();
-    struct sf_region *found = NULL;
-    *next_start = UINTPTR_MAX;
-    for (size_t i = 0; tb && i < tb->n; i++) {
-        struct sf_region *r = tb->r[i];
-        if (r->start <= addr && addr < r->end) {
-            found = r;
-            break;
-        }
-        if (r->start > addr) {
-            *next_start = r->start;
-            break;
-        }
-    }
-    sf__grace_exit(g);
-    return found;
-}
+struct runs_of {
+    bool want_tracked;
+    int (*fn)(uintptr_t, uintptr_t);
+    int err;
+};
 
-static bool page_gone(struct sf_region *r, uintptr_t a)
+static int run_cb(uintptr_t a, uintptr_t e, sf_embed_run kind, void *arg)
 {
-    return atomic_load(&r->ps[(a - r->start) >> sf_page_shift]) & PS_GONE;
+    struct runs_of *w = arg;
+    if ((kind == SF_EMBED_RUN_TRACKED) == w->want_tracked) {
+        int rc = w->fn(a, e);
+        w->err = w->err ? w->err : rc;
+    }
+    return 0;
 }
 
 /* Calls fn on the runs of [start, end) whose pages are (want_tracked) or
@@ -210,34 +199,9 @@ static bool page_gone(struct sf_region *r, uintptr_t a)
 static int walk_runs(uintptr_t start, uintptr_t end, bool want_tracked,
                      int (*fn)(uintptr_t, uintptr_t))
 {
-    int err = 0;
-    uintptr_t pos = start;
-    while (pos < end) {
-        uintptr_t next;
-        struct sf_region *r = region_from(pos, &next);
-        if (!r) {
-            uintptr_t e = next < end ? next : end;
-            if (!want_tracked) {
-                int rc = fn(pos, e);
-                err = err ? err : rc;
-            }
-            pos = e;
-            continue;
-        }
-        uintptr_t e = r->end < end ? r->end : end;
-        while (pos < e) {
-            bool gone = page_gone(r, pos);
-            uintptr_t q = pos + sf_page_size;
-            while (q < e && page_gone(r, q) == gone)
-                q += sf_page_size;
-            if (gone != want_tracked) {
-                int rc = fn(pos, q);
-                err = err ? err : rc;
-            }
-            pos = q;
-        }
-    }
-    return err;
+    struct runs_of w = {want_tracked, fn, 0};
+    sf__embed_runs(start, end, run_cb, &w);
+    return w.err;
 }
 
 static int lib_track_piece(uintptr_t a, uintptr_t e)
@@ -328,7 +292,7 @@ void sfp_seg_untrack(uintptr_t start, uintptr_t end)
      * copying it): wait them out here, or the unmap that follows would
      * fault the writer. */
     if (any)
-        sf__grace_wait();
+        sf__embed_grace_wait();
 }
 
 /* ------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 /* output.c - output files: %p names created exclusively, a buffered writer
  * that fails once and quietly, and the descriptor the summary goes to. */
 #include "runtime.h"
-#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -207,13 +207,10 @@ void sfp_attr_report(int fd, int top, bool text);
 void sfp_attr_sample(int sig, siginfo_t *si, void *uc); /* from the fault entry */
 extern _Atomic int sfp_attr_active;
 
-/* front.c: the runtime's fault entry, in front of the library's. */
+/* front.c: the runtime's fault hook, called first by the library's entry. */
 int sfp_front_install(void);
 void sfp_patch_begin(void);    /* this thread starts writing an image */
 unsigned sfp_patch_end(void);  /* ... and ends: pages it had to patch */
 
-
-/* Library hook declared in src/fault.c. */
-int sf__chain_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 
 #endif

@@ -1,7 +1,6 @@
 /* reconcile.c - the model kept in step with /proc/self/maps: mappings made
  * or dropped where the interposers cannot see, huge pages left alone. */
 #include "runtime.h"
-#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

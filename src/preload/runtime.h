@@ -6,6 +6,7 @@
 
 #include "preload.h"
 
+#include "sf_embed.h"
 #include "snapfault.h"
 
 /* What a tracked range is, for the records and the summary. */
@@ -71,7 +72,6 @@ extern pid_t sfp_pid;
 extern bool sfp_attr_on;                 /* write attribution samples */
 uint64_t sfp_now_ns(void);               /* CLOCK_MONOTONIC */
 
-extern size_t sf_page_size; /* the core's, set by sf__init */
 static inline uintptr_t page_down(uintptr_t a) { return a & ~(uintptr_t)(sf_page_size - 1); }
 static inline uintptr_t page_up(uintptr_t a) { return (a + sf_page_size - 1) & ~(uintptr_t)(sf_page_size - 1); }
 

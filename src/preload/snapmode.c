@@ -2,7 +2,6 @@
  * of everything tracked and stream an image of it while the program runs. */
 #include "runtime.h"
 #include "record.h"
-#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,7 +2,6 @@
  * (record.h) and the summary at the end. */
 #include "runtime.h"
 #include "record.h"
-#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
