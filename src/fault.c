@@ -37,9 +37,9 @@ static pthread_mutex_t g_chain_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t g_install_once = PTHREAD_ONCE_INIT;
 static int g_install_err;
 static _Atomic pid_t g_pid; /* updated in the fork child; vfork children share it */
-/* The handler an embedding (the preload) installs in front of ours and that
- * calls ours: it counts as ours and is what a re-install puts back. */
-static _Atomic(sf_sa_fn) g_front;
+/* The hook an embedding (the preload) registers: called first by sf_entry,
+ * it may deal with a fault itself (sf_embed.h). */
+static _Atomic(sf_fault_hook) g_hook;
 
 static struct chain *chain_of(int sig)
 {
@@ -60,17 +60,13 @@ static void sf_entry(int sig, siginfo_t *si, void *uc);
 
 static bool is_ours(const struct sigaction *a)
 {
-    if (!(a->sa_flags & SA_SIGINFO))
-        return false;
-    sf_sa_fn front = atomic_load(&g_front);
-    return a->sa_sigaction == sf_entry || (front && a->sa_sigaction == front);
+    return (a->sa_flags & SA_SIGINFO) && a->sa_sigaction == sf_entry;
 }
 
 static void keeper(struct sigaction *sa)
 {
-    sf_sa_fn front = atomic_load(&g_front);
     memset(sa, 0, sizeof(*sa));
-    sa->sa_sigaction = front ? front : sf_entry;
+    sa->sa_sigaction = sf_entry;
     /* All signals blocked while we run: an asynchronous handler that wrote
      * to a page we hold BUSY would otherwise spin forever on it. */
     sigfillset(&sa->sa_mask);
@@ -156,15 +152,14 @@ int sf__signals_ensure(void)
     return reinstall();
 }
 
-void sf__signals_set_front(void (*front)(int, siginfo_t *, void *))
+void sf__signals_set_hook(sf_fault_hook hook)
 {
-    atomic_store(&g_front, front);
+    atomic_store(&g_hook, hook);
 }
 
 /* The program's view of sigaction(SIGSEGV/SIGBUS) once snapfault's handler
  * is installed: act replaces the forwarded handler, old receives it.  Used
  * by the preload runtime so that programs keep their own handlers. */
-SF_INTERNAL int sf__chain_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 int sf__chain_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
     struct chain *c = chain_of(sig);
@@ -312,7 +307,7 @@ static void forward(int sig, siginfo_t *si, void *uc, int level)
     /* The mask the program asked for: the interrupted mask, its sa_mask,
      * and the signal itself unless SA_NODEFER -- but under an embedding
      * that tracks the program's globals (the preload, which registers a
-     * front) the signal itself only virtually: the handler may write
+     * fault hook) the signal itself only virtually: the handler may write
      * tracked memory (its own globals, libsigsegv's state), and each such
      * write is a fault of ours that must be delivered.  A fault in the handler that is not ours gets the
      * default action, as the kernel gives a blocked fault (in_vblock). */
@@ -321,7 +316,7 @@ static void forward(int sig, siginfo_t *si, void *uc, int level)
         if (sigismember(&prev.sa_mask, s) && s != sig)
             sigaddset(&mask, s);
     bool vblock = !(prev.sa_flags & SA_NODEFER) && !sigismember(&mask, sig);
-    if (vblock && !atomic_load_explicit(&g_front, memory_order_relaxed)) {
+    if (vblock && !atomic_load_explicit(&g_hook, memory_order_relaxed)) {
         /* Linked library: the mask exactly as asked (the program chose
          * what is tracked; its handler sees its signal blocked). */
         sigaddset(&mask, sig);
@@ -409,6 +404,12 @@ static void sf_entry(int sig, siginfo_t *si, void *uc)
 {
     int saved_errno = errno;
     const char *frame = __builtin_frame_address(0);
+    sf_fault_hook hook = atomic_load_explicit(&g_hook, memory_order_relaxed);
+    if (hook && hook(sig, si, uc)) {
+        errno = saved_errno;
+        return; /* the embedding dealt with it: the instruction runs again */
+    }
+    errno = saved_errno;
     if (SF_UNLIKELY(si == tls_fwd_si && frame < tls_fwd_frame)) {
         /* The handler we forwarded this fault to handed it back (it calls
          * the handler it replaced, ours): one level further down. */

@@ -194,9 +194,13 @@ int sf__signals_install(void);                   /* idempotent */
  * replaced it (which becomes the forwarded handler); called by every call
  * that protects memory.  Two sigaction() reads when nothing changed. */
 int sf__signals_ensure(void);
-/* The handler an embedding installs in front of snapfault's (and that calls
- * it): counted as snapfault's own by sf__signals_ensure, and re-installed. */
-void sf__signals_set_front(void (*front)(int, siginfo_t *, void *));
+/* The embedding's fault hook (sf_embed.h): called first by the entry; true
+ * when it dealt with the fault.  Registered, the process is embedded. */
+typedef bool (*sf_fault_hook)(int sig, siginfo_t *si, void *uc);
+void sf__signals_set_hook(sf_fault_hook hook);
+/* The program's sigaction for SIGSEGV/SIGBUS once snapfault's handler is
+ * installed (sf_sigaction, the preload's interposers). */
+int sf__chain_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 /* A region is about to leave the table (caller holds sf__regions_lock). */
 void sf__signals_note_removed(uintptr_t start, uintptr_t end);
 /* RETRY: the instruction runs again (the page is being resolved by

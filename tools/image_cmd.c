@@ -2,6 +2,7 @@
  * images and the chains incremental images form, with the public sf_image_*
  * API only. */
 #include "tools.h"
+#include "record.h"
 
 #include "snapfault.h"
 
@@ -233,9 +234,9 @@ static enum kind file_kind(const char *path, const char **what)
         close(fd);
     if (n >= 8 && memcmp(head, "SNAPFIMG", 8) == 0)
         return *what = "a snapfault image", K_IMAGE;
-    if (n > 0 && strncmp(head, "#snapfault-snapshots", 20) == 0)
+    if (n > 0 && strncmp(head, SFP_INDEX_MAGIC, sizeof(SFP_INDEX_MAGIC) - 1) == 0)
         return *what = "a snapshot index", K_INDEX;
-    if (n > 0 && strncmp(head, "#snapfault-track", 16) == 0)
+    if (n > 0 && strncmp(head, SFP_TRACK_MAGIC, sizeof(SFP_TRACK_MAGIC) - 1) == 0)
         return *what = "a track record", K_TRACK;
     return *what = "unknown content", K_OTHER;
 }
@@ -287,7 +288,7 @@ static int index_load(const char *path, struct index *ix)
     while (fgets(line, sizeof(line), f)) {
         if (first) {
             first = false;
-            if (strncmp(line, "#snapfault-snapshots", 20) != 0) {
+            if (strncmp(line, SFP_INDEX_MAGIC, sizeof(SFP_INDEX_MAGIC) - 1) != 0) {
                 fclose(f);
                 return -EBADMSG;
             }
@@ -299,9 +300,9 @@ static int index_load(const char *path, struct index *ix)
             ix->bad_line = true; /* nothing follows the end line */
             continue;
         }
-        if (strncmp(line, "#end", 4) == 0) {
+        if (strncmp(line, SFP_IDX_END, sizeof(SFP_IDX_END) - 1) == 0) {
             ix->ended = true;
-            sscanf(line, "#end %31s", ix->end_status);
+            sscanf(line, SFP_IDX_END " %31s", ix->end_status);
             ix->clean = strcmp(ix->end_status, "clean") == 0;
             char v[32];
             field(line, "images", v, sizeof(v));
@@ -310,11 +311,11 @@ static int index_load(const char *path, struct index *ix)
             field(line, "final", ix->end_final, sizeof(ix->end_final));
             continue;
         }
-        if (line[0] == 'F' && line[1] == '\t') {
+        if (line[0] == SFP_IDX_FAILED[0] && line[1] == '\t') {
             ix->nfailed++;
             continue;
         }
-        if (line[0] == 'D' && line[1] == '\t') {
+        if (line[0] == SFP_IDX_DELETED[0] && line[1] == '\t') {
             /* deleted by retention: no longer part of what remains */
             unsigned long long seq = strtoull(line + 2, NULL, 10);
             for (size_t j = 0; j < ix->n; j++)
@@ -326,7 +327,7 @@ static int index_load(const char *path, struct index *ix)
             ix->ndeleted++;
             continue;
         }
-        if (line[0] != 'S' || line[1] != '\t') {
+        if (line[0] != SFP_IDX_IMAGE[0] || line[1] != '\t') {
             ix->bad_line = ix->bad_line || line[0] != '#';
             continue;
         }

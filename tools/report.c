@@ -1,6 +1,7 @@
 /* report.c - `snapfault report`: a human summary of a track record (and an
  * SVG plot of dirty rate per mapping), or of a snapshot image directory. */
 #include "tools.h"
+#include "record.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -110,7 +111,7 @@ static int parse_record(const char *path, struct record *r)
      * device such as /dev/zero, a large binary) is rejected without
      * reading more of it.  Lines are bounded: one longer than LINE_MAX_REC
      * is counted bad and skipped, never held whole. */
-    static const char magic[] = "#snapfault-track 1";
+    static const char magic[] = SFP_TRACK_HEAD;
     char head[sizeof(magic) - 1];
     size_t got = fread(head, 1, sizeof(head), f);
     if (got != sizeof(head) || memcmp(head, magic, sizeof(head)) != 0) {
@@ -147,7 +148,7 @@ static int parse_record(const char *path, struct record *r)
             r->bad_lines++;
             continue;
         }
-        if (tag == 'P') {
+        if (tag == SFP_REC_PROCESS[0]) {
             char tmp[64];
             field(rest, "pid", r->pid, sizeof(r->pid));
             field(rest, "ppid", r->ppid, sizeof(r->ppid));
@@ -158,7 +159,7 @@ static int parse_record(const char *path, struct record *r)
             r->page = atol(field(rest, "page", tmp, sizeof(tmp)));
             if (r->page <= 0)
                 r->page = 4096;
-        } else if (tag == 'L') {
+        } else if (tag == SFP_REC_LABEL[0]) {
             unsigned id;
             char kind[16], name[192], prot[8] = "";
             unsigned long lo, hi;
@@ -188,7 +189,7 @@ static int parse_record(const char *path, struct record *r)
             l->lo = lo;
             l->hi = hi;
             l->gone = false;
-        } else if (tag == 'I') {
+        } else if (tag == SFP_REC_IVAL[0]) {
             struct interval iv;
             if (sscanf(rest, "%llu\t%llu\t%llu\t%llu\t%llu", &iv.seq, &iv.t_ms, &iv.pages, &iv.tracked,
                        &iv.collect_us) != 5) {
@@ -197,7 +198,7 @@ static int parse_record(const char *path, struct record *r)
             }
             r->iv = grow(r->iv, r->niv, sizeof(*r->iv));
             r->iv[r->niv++] = iv;
-        } else if (tag == 'D') {
+        } else if (tag == SFP_REC_DIRTY[0]) {
             unsigned long long seq, pages, bytes, cum;
             unsigned id;
             if (sscanf(rest, "%llu\t%u\t%llu\t%llu\t%llu", &seq, &id, &pages, &bytes, &cum) != 5 || !r->niv ||
@@ -211,22 +212,22 @@ static int parse_record(const char *path, struct record *r)
                 l->peak = pages;
             r->d = grow(r->d, r->nd, sizeof(*r->d));
             r->d[r->nd++] = (struct dirty){r->niv - 1, id, pages};
-        } else if (tag == 'X') {
+        } else if (tag == SFP_REC_GONE[0]) {
             unsigned long long t;
             unsigned id;
             if (sscanf(rest, "%llu\t%u", &t, &id) == 2)
                 label_get(r, id)->gone = true;
-        } else if (tag == 'E') {
+        } else if (tag == SFP_REC_END[0]) {
             unsigned long long t, ivs, pages, peak;
             char how[16];
             r->ended = true;
             r->end_ms = strtoull(rest, NULL, 10);
             if (sscanf(rest, "%llu\t%llu\t%llu\t%llu\t%15s", &t, &ivs, &pages, &peak, how) == 5)
                 snprintf(r->how, sizeof(r->how), "%s", how);
-        } else if (tag == 'A') {
+        } else if (tag == SFP_REC_ATTR[0]) {
             r->attr = grow(r->attr, r->nattr, sizeof(*r->attr));
             r->attr[r->nattr++] = strdup(rest);
-        } else if (tag == 'W') {
+        } else if (tag == SFP_REC_NOTE[0]) {
             const char *msg = strchr(rest, '\t');
             r->warn = grow(r->warn, r->nwarn, sizeof(*r->warn));
             r->warn[r->nwarn++] = strdup(msg ? msg + 1 : rest);
@@ -516,7 +517,7 @@ static int cmp_prog(const void *a, const void *b)
 
 static bool is_record(const char *path)
 {
-    static const char magic[] = "#snapfault-track ";
+    static const char magic[] = SFP_TRACK_MAGIC " ";
     char head[sizeof(magic) - 1];
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
@@ -668,7 +669,7 @@ static int report_dir(const char *path, int top)
                     hl = sizeof(header) - 1;
                 memcpy(header, line + 1, hl);
                 header[hl] = 0;
-            } else if (line[0] == 'S' &&
+            } else if (line[0] == SFP_IDX_IMAGE[0] &&
                        sscanf(line + 2, "%llu\t%255s\t%31s\t%31s\t%llu\t%llu\t%llu", &seq, name, id, parent, &size,
                               &pause, &wus) == 7) {
                 n++;
@@ -678,7 +679,7 @@ static int report_dir(const char *path, int top)
                     pause_max = pause;
                 wsum += wus;
                 full += strtoull(parent, NULL, 16) == 0;
-            } else if (line[0] == 'F') {
+            } else if (line[0] == SFP_IDX_FAILED[0]) {
                 failed++;
             }
         }

@@ -1,7 +1,7 @@
 /* run.c - `snapfault run`: maps options to SNAPFAULT_* variables, prepends
  * the preload to LD_PRELOAD and execs the program (whose status is ours). */
 #include "tools.h"
-#include "preload.h"
+#include "options.h"
 
 #include <elf.h>
 #include <errno.h>

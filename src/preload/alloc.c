@@ -46,7 +46,7 @@ static void reg_add(struct registry *g, uintptr_t start, uintptr_t end)
             break;
     if (i == REG_SLOTS) {
         /* Full: the scanner stops adopting unknown mappings (see
-         * runtime.c), the only way such memory could end up tracked. */
+         * reconcile.c), the only way such memory could end up tracked. */
         atomic_store(&sfp_own_overflow, 1);
     } else {
         atomic_store(&g->slot[i].end, end);

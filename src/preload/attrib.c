@@ -1,7 +1,7 @@
 /* attrib.c - write attribution: the call stack of the first write to a page
  * after a reset, sampled with libunwind from the fault's ucontext. */
 #include "runtime.h"
-#include "internal.h"
+#include "record.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -65,15 +65,7 @@ static void record(const uintptr_t *ip, unsigned n)
 /* Is this fault the first write to a tracked page since its last reset? */
 static bool first_write(uintptr_t addr)
 {
-    bool armed = false;
-    unsigned g = sf__grace_enter();
-    struct sf_region *r = sf__region_find(addr);
-    if (r) {
-        uint64_t w = atomic_load(&r->ps[(addr - r->start) >> sf_page_shift]);
-        armed = !(w & PS_GONE) && PS_ST(w) == PS_ARMED && !(w & PS_DIRTY);
-    }
-    sf__grace_exit(g);
-    return armed;
+    return sf__embed_page_state(addr, NULL) == SF_EMBED_ARMED_CLEAN;
 }
 
 /* Sampling in a signal handler, and why it takes no lock a fault could
@@ -111,8 +103,7 @@ static int find_ldso(struct dl_phdr_info *info, size_t size, void *arg)
 
 static _Atomic uint64_t g_in_loader;
 
-/* Called by front.c's fault entry (the library's fault path has no hook:
- * the runtime's entry sits in front of it). */
+/* Called by front.c's fault hook, before the library resolves the fault. */
 void sfp_attr_sample(int sig, siginfo_t *si, void *uc)
 {
     uintptr_t fip = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
@@ -202,7 +193,7 @@ void sfp_attr_report(int fd, int top, bool text)
     }
     for (size_t i = 0; i < k && (int)i < top; i++) {
         n = text ? sfp_fmt(line, sizeof(line), "snapfault: %10llu pages  ", (unsigned long long)v[i]->pages)
-                 : sfp_fmt(line, sizeof(line), "A\t%llu\t", (unsigned long long)v[i]->pages);
+                 : sfp_fmt(line, sizeof(line), SFP_REC_ATTR "\t%llu\t", (unsigned long long)v[i]->pages);
         for (uint32_t d = 0; d < v[i]->depth && n < sizeof(line) - 200; d++) {
             if (d)
                 n += sfp_fmt(line + n, sizeof(line) - n, "%s", text ? " <- " : ";");

@@ -1,7 +1,6 @@
-/* front.c - the runtime's SIGSEGV/SIGBUS entry, in front of the library's:
- * attribution samples, and a guard for the image writer, then the library. */
+/* front.c - the runtime's fault hook, which the library's SIGSEGV/SIGBUS
+ * entry calls first: a guard for the image writer, attribution samples. */
 #include "runtime.h"
-#include "internal.h"
 
 #include <errno.h>
 #include <string.h>
@@ -9,7 +8,6 @@
 #include <sys/syscall.h>
 #include <ucontext.h>
 
-static struct sigaction g_lib_segv, g_lib_bus;
 static _Atomic int g_installed;
 _Atomic int sfp_attr_active;
 
@@ -43,11 +41,9 @@ static bool patch_fault(int sig, siginfo_t *si, const ucontext_t *uc)
     }
     uintptr_t page = (uintptr_t)si->si_addr & ~(uintptr_t)(sf_page_size - 1);
     /* only memory the tracker still believes in */
-    unsigned g = sf__grace_enter();
-    struct sf_region *r = sf__region_find(page);
-    uintptr_t rend = r ? r->end : 0;
-    sf__grace_exit(g);
-    if (!r)
+    uintptr_t rend;
+    sf__embed_page_state(page, &rend);
+    if (!rend)
         return false;
     if (si->si_code == SEGV_MAPERR) {
         /* The whole hole at once if it can be had (libc trims megabytes),
@@ -101,18 +97,14 @@ unsigned sfp_patch_end(void)
     return n;
 }
 
-static void front_entry(int sig, siginfo_t *si, void *uc)
+/* Called by the library's entry, every signal blocked, errno saved. */
+static bool fault_hook(int sig, siginfo_t *si, void *uc)
 {
-    int saved = errno;
-    if (tls_patches && patch_fault(sig, si, uc)) {
-        errno = saved;
-        return; /* the read is retried on a readable page */
-    }
+    if (tls_patches && patch_fault(sig, si, uc))
+        return true; /* the read is retried on a readable page */
     if (atomic_load_explicit(&sfp_attr_active, memory_order_relaxed))
         sfp_attr_sample(sig, si, uc);
-    errno = saved;
-    const struct sigaction *lib = sig == SIGSEGV ? &g_lib_segv : &g_lib_bus;
-    lib->sa_sigaction(sig, si, uc);
+    return false;
 }
 
 /* Called once the library's handler is installed (tracker created). */
@@ -120,33 +112,7 @@ int sfp_front_install(void)
 {
     if (atomic_load(&g_installed))
         return 0;
-    struct sigaction mine, old;
-    /* The library's handler first (again, if something replaced it), then
-     * ours in front of it, registered as the one the library's re-install
-     * checks keep (sf__signals_ensure). */
-    int err = sf__signals_ensure();
-    if (err)
-        return err;
-    if (sigaction(SIGSEGV, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO) || old.sa_sigaction == front_entry)
-        return -ENOTSUP;
-    g_lib_segv = old;
-    if (sigaction(SIGBUS, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO))
-        return -ENOTSUP;
-    g_lib_bus = old;
-    sf__signals_set_front(front_entry);
-    mine = g_lib_segv; /* same mask (everything) and flags */
-    mine.sa_sigaction = front_entry;
-    if (sigaction(SIGSEGV, &mine, NULL) != 0) {
-        sf__signals_set_front(NULL);
-        return -errno;
-    }
-    mine = g_lib_bus;
-    mine.sa_sigaction = front_entry;
-    if (sigaction(SIGBUS, &mine, NULL) != 0) {
-        sigaction(SIGSEGV, &g_lib_segv, NULL);
-        sf__signals_set_front(NULL);
-        return -errno;
-    }
+    sf__embed_set_fault_hook(fault_hook);
     atomic_store(&g_installed, 1);
     return 0;
 }

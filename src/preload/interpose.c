@@ -211,7 +211,7 @@ SFP_EXPORT void *sbrk(intptr_t inc)
 /* ------------------------------------------------------------------------
  * Signals.  SIGSEGV and SIGBUS stay snapfault's; what the program installs
  * for them is kept by the library and called for faults that are not
- * snapfault's (sf__chain_sigaction).  The snapshot trigger is shared the
+ * snapfault's (sf__embed_sigaction).  The snapshot trigger is shared the
  * same way.
  * ------------------------------------------------------------------------ */
 
@@ -221,7 +221,7 @@ SFP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction 
     sfp_real_resolve();
     if (!sfp_in_runtime) {
         if ((sig == SIGSEGV || sig == SIGBUS) && atomic_load(&sfp_chain_active)) {
-            int rc = sf__chain_sigaction(sig, act, old);
+            int rc = sf__embed_sigaction(sig, act, old);
             if (rc < 0) {
                 errno = -rc;
                 return -1;

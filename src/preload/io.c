@@ -1,7 +1,6 @@
 /* io.c - calls that make the kernel write into the program's buffers, whose
  * destinations are pre-faulted when faults arrive as signals (EFAULT else). */
 #include "runtime.h"
-#include "internal.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -34,15 +33,7 @@ void sfp_prefault(const void *buf, size_t len)
     if (e < a)
         return;
     for (uintptr_t p = a; p < e; p += sf_page_size) {
-        bool armed = false;
-        unsigned g = sf__grace_enter();
-        struct sf_region *r = sf__region_find(p);
-        if (r) {
-            uint64_t w = atomic_load(&r->ps[(p - r->start) >> sf_page_shift]);
-            armed = !(w & PS_GONE);
-        }
-        sf__grace_exit(g);
-        if (armed)
+        if (sf__embed_page_state(p, NULL) != SF_EMBED_UNTRACKED)
             __atomic_fetch_or((unsigned char *)p, 0, __ATOMIC_RELAXED);
     }
 }
@@ -51,14 +42,7 @@ bool sfp_range_tracked(const void *buf, size_t len)
 {
     if (!len || !buf)
         return false;
-    uintptr_t a = (uintptr_t)buf, e = a + len;
-    bool hit = false;
-    unsigned g = sf__grace_enter();
-    struct sf_rtable *tb = sf__regions_table();
-    for (size_t i = 0; tb && i < tb->n && !hit; i++)
-        hit = tb->r[i]->start < e && a < tb->r[i]->end;
-    sf__grace_exit(g);
-    return hit;
+    return sf__embed_regions_overlap((uintptr_t)buf, (uintptr_t)buf + len);
 }
 
 static bool need(void)

@@ -1,12 +1,13 @@
 /* options.c - the one table of SNAPFAULT_* options and their parsers, shared
  * by the preload (which reads environ) and `snapfault run` (which writes it). */
-#include "preload.h"
+#include "options.h"
 
 #include "snapfault.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

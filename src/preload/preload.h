@@ -15,84 +15,17 @@
 #define SFP_EXPORT __attribute__((visibility("default")))
 
 /* ------------------------------------------------------------------------
- * Options (options.c): one table, read from SNAPFAULT_* by scanning environ.
+ * Options: the table and its parsers (options.h); the values in force
+ * (config.c), read from SNAPFAULT_* by scanning environ.
  * ------------------------------------------------------------------------ */
-enum sfp_mode { SFP_MODE_OFF = 0, SFP_MODE_TRACK, SFP_MODE_SNAPSHOT };
-enum sfp_fork { SFP_FORK_FOLLOW = 0, SFP_FORK_UNTRACK };
-enum sfp_thp { SFP_THP_SPLIT = 0, SFP_THP_KEEP };
+#include "options.h"
 
-/* SNAPFAULT_INCLUDE bits */
-#define SFP_INC_HEAP   (1u << 0)
-#define SFP_INC_ANON   (1u << 1)
-#define SFP_INC_DATA   (1u << 2)
-#define SFP_INC_STACKS (1u << 3)
-#define SFP_INC_DEFAULT (SFP_INC_HEAP | SFP_INC_ANON | SFP_INC_DATA)
-
-enum sfp_opt_type { SFP_T_BOOL, SFP_T_DURATION, SFP_T_SIZE, SFP_T_INT, SFP_T_STRING, SFP_T_CHOICE,
-                    SFP_T_SIGNAL, SFP_T_INCLUDE, SFP_T_BACKEND };
-
-typedef enum {
-    SFP_OPT_MODE,
-    SFP_OPT_BACKEND,
-    SFP_OPT_INTERVAL,
-    SFP_OPT_OUTPUT,
-    SFP_OPT_SNAPSHOT_SIGNAL,
-    SFP_OPT_SNAPSHOT_EVERY,
-    SFP_OPT_INCLUDE,
-    SFP_OPT_VERBOSE,
-    SFP_OPT_QUIET,
-    SFP_OPT_SHOW_STATS,
-    SFP_OPT_ATTRIBUTE,
-    SFP_OPT_ATTRIBUTE_DEPTH,
-    SFP_OPT_FORK,
-    SFP_OPT_FOLLOW_EXEC,
-    SFP_OPT_STORE_LIMIT,
-    SFP_OPT_MAX_IMAGES,
-    SFP_OPT_EXIT_IMAGE,
-    SFP_OPT_TOP,
-    /* user-facing defaults: huge pages, where the summary goes */
-    SFP_OPT_THP,
-    SFP_OPT_STATS_FILE,
-    SFP_OPT_ENGINE,
-    /* snapshot mode's disk budget (snapmode.c) */
-    SFP_OPT_MAX_BYTES,
-    SFP_OPT_KEEP,
-    SFP_OPT_FULL_EVERY,
-    SFP_OPT_COMPRESS,
-    SFP_OPT_COUNT
-} sfp_opt;
-
-struct sfp_option_desc {
-    const char *name;            /* after SNAPFAULT_, upper case */
-    enum sfp_opt_type type;
-    const char *dflt;            /* default, as it would be written in the environment */
-    const char *const *choices;  /* SFP_T_CHOICE: names, index is the value */
-    long min, max;               /* SFP_T_INT range */
-    const char *help;
-};
-
-extern const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT];
-
-/* Parses text as the option's type.  Returns 0 and sets *val (and *str for
- * strings, pointing into text), or -1 with a reason in why. */
-int sfp_option_parse(sfp_opt o, const char *text, long long *val, const char **why);
-bool sfp_ieq(const char *a, const char *b); /* ASCII, without case */
-/* SNAPFAULT_* names that are not options but are read by someone (the
- * library's DEBUG, the command's PRELOAD_LIB, ...): never warned about. */
-bool sfp_known_other_name(const char *name, size_t n);
-/* The option whose name is closest to name[0..n) (edit distance, without
- * case), or -1 when none is close enough to be a misspelling. */
-int sfp_option_closest(const char *name, size_t n);
-/* Options given that do nothing in mode (enum sfp_mode): a bit per option. */
-bool sfp_option_applies(sfp_opt o, int mode);
-/* config.c (preload only).  Loads every option from envp (NULL: defaults only).  secure: ignore the
+/* Loads every option from envp (NULL: defaults only).  secure: ignore the
  * environment (setuid).  Warnings for bad values go through sfp_warn. */
 void sfp_options_load(char *const *envp, bool secure);
 long long sfp_opt_val(sfp_opt o);
 const char *sfp_opt_str(sfp_opt o); /* SFP_T_STRING options; never NULL */
 bool sfp_opt_explicit(sfp_opt o);   /* set in the environment (validly) */
-int sfp_signal_parse(const char *s); /* "USR2", "SIGUSR2", "12"; -1 if bad */
-const char *sfp_signal_name(int sig, char buf[16]);
 
 /* ------------------------------------------------------------------------
  * Messages (log.c): "snapfault[pid]: ..." with write(2), no allocation.
@@ -183,7 +116,8 @@ int sfp_real_mprotect(void *a, size_t len, int prot);
 int sfp_real_madvise(void *a, size_t len, int advice);
 
 /* ------------------------------------------------------------------------
- * The runtime (runtime.c, maps.c, snapshot.c) used by the interposers.
+ * The runtime (model.c, reconcile.c, lifecycle.c, snapmode.c ...) used by
+ * the interposers.
  * ------------------------------------------------------------------------ */
 enum sfp_state { SFP_NOT_READY = 0, SFP_INITIALIZING, SFP_READY, SFP_DISABLED };
 extern _Atomic int sfp_state;
@@ -273,13 +207,10 @@ void sfp_attr_report(int fd, int top, bool text);
 void sfp_attr_sample(int sig, siginfo_t *si, void *uc); /* from the fault entry */
 extern _Atomic int sfp_attr_active;
 
-/* front.c: the runtime's fault entry, in front of the library's. */
+/* front.c: the runtime's fault hook, called first by the library's entry. */
 int sfp_front_install(void);
 void sfp_patch_begin(void);    /* this thread starts writing an image */
 unsigned sfp_patch_end(void);  /* ... and ends: pages it had to patch */
 
-
-/* Library hook declared in src/fault.c. */
-int sf__chain_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 
 #endif

@@ -1,7 +1,7 @@
 /* snapmode.c - snapshot mode: on a signal or a period, take a COW snapshot
  * of everything tracked and stream an image of it while the program runs. */
 #include "runtime.h"
-#include "internal.h"
+#include "record.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -90,7 +90,7 @@ static void budget_open(void)
 {
     g_period_ms = (long)sfp_opt_val(SFP_OPT_SNAPSHOT_EVERY);
     unsigned fe = full_every();
-    index_line("#budget\tmax_bytes=%llu\tkeep=%zu\tfull_every=%u\tcompress=%lld\n",
+    index_line(SFP_IDX_BUDGET "\tmax_bytes=%llu\tkeep=%zu\tfull_every=%u\tcompress=%lld\n",
                (unsigned long long)opt_max_bytes(), opt_keep(), fe, sfp_opt_val(SFP_OPT_COMPRESS));
     if (!g_budget_noted && opt_keep() && fe > opt_keep()) {
         g_budget_noted = true;
@@ -121,7 +121,7 @@ static void drop_first(size_t n, const char *why)
 {
     for (size_t i = 0; i < n; i++) {
         sfp_raw_syscall(SYS_unlinkat, g_dir_fd, (long)g_kept[i].name, 0, 0, 0, 0);
-        index_line("D\t%llu\t%s\t%s\n", (unsigned long long)g_kept[i].seq, g_kept[i].name, why);
+        index_line(SFP_IDX_DELETED "\t%llu\t%s\t%s\n", (unsigned long long)g_kept[i].seq, g_kept[i].name, why);
         g_disk -= g_kept[i].size;
         g_deleted++;
     }
@@ -153,7 +153,7 @@ static void backoff(const char *why)
             sfp_fmt(p, sizeof(p), "%ld ms -> %ld ms (doubling)", before, g_period_ms);
         sfp_warn("snapshot images outgrow MAX_BYTES=%llu (%s); period %s",
                  (unsigned long long)opt_max_bytes(), why, p);
-        index_line("#backoff\t%s\tperiod_ms=%ld\tnew_period_ms=%ld\n", why, before, g_period_ms);
+        index_line(SFP_IDX_BACKOFF "\t%s\tperiod_ms=%ld\tnew_period_ms=%ld\n", why, before, g_period_ms);
     }
 }
 
@@ -258,7 +258,7 @@ int sfp_snap_open(void)
         return -1;
     }
     char line[256];
-    size_t n = sfp_fmt(line, sizeof(line), "#snapfault-snapshots 1\tpid=%d\tbackend=%s\n",
+    size_t n = sfp_fmt(line, sizeof(line), SFP_INDEX_HEAD "\tpid=%d\tbackend=%s\n",
                        (int)g_pid_snap, sf_backend_name(sf_tracker_backend(sfp_tracker)));
     sfp_write_all(g_index_fd, line, n);
     budget_open();
@@ -352,7 +352,7 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     sfp_lock();
     sfp_reconcile();
     /* The final image: in signal-delivered fault modes the scan adopts a
-     * mapping only when the previous scan saw it too (see runtime.c); a
+     * mapping only when the previous scan saw it too (see reconcile.c); a
      * second scan now adopts what the program mapped since the last one,
      * so that a short program's final image holds all its memory. */
     if (g_final_take)
@@ -455,14 +455,14 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
      * at once (_exit) has its end line written by its own thread, which
      * must count this image. */
     __atomic_fetch_add(&g_written, 1, __ATOMIC_SEQ_CST);
-    index_line("S\t%llu\t%s\t%016llx\t%016llx\t%lld\t%llu\t%llu\t%s\t%u\n", (unsigned long long)seq, name,
+    index_line(SFP_IDX_IMAGE "\t%llu\t%s\t%016llx\t%016llx\t%lld\t%llu\t%llu\t%s\t%u\n", (unsigned long long)seq, name,
                (unsigned long long)sf_snapshot_id(s),
                (unsigned long long)(parent ? sf_snapshot_id(parent) : 0), (long long)size,
                (unsigned long long)(pause / 1000), (unsigned long long)(wns / 1000), why, patched);
     g_bytes += size > 0 ? (uint64_t)size : 0;
     g_write_ns += wns;
     if (over) {
-        index_line("D\t%llu\t%s\t%s\n", (unsigned long long)k.seq, k.name, "over budget");
+        index_line(SFP_IDX_DELETED "\t%llu\t%s\t%s\n", (unsigned long long)k.seq, k.name, "over budget");
         backoff(full ? "a full image alone passes it" : "an incremental image does not fit");
         sf_snapshot_release(s);
         if (!g_nkept && g_parent) {
@@ -502,7 +502,7 @@ static int take_and_write(const char *why)
         g_failed++;
         sfp_warn_once(SFP_ONCE_IMAGE, "writing image %s/%s failed: %s", g_dir, name,
                       rc == -ENOSPC ? sf_strerror(rc) : sfp_errstr(rc));
-        index_line("F\t%llu\t%s\t%s\n", (unsigned long long)seq, name, sf_strerror(rc));
+        index_line(SFP_IDX_FAILED "\t%llu\t%s\t%s\n", (unsigned long long)seq, name, sf_strerror(rc));
         return rc;
     }
     return rc == 1 ? 2 : 1; /* 2: written, then deleted for the budget */
@@ -525,7 +525,7 @@ static void end_line(const char *status, const char *how)
     char fin[24] = "none";
     if (g_final_seq)
         sfp_fmt(fin, sizeof(fin), "%llu", (unsigned long long)g_final_seq);
-    index_line("#end\t%s\timages=%llu\tfailed=%llu\thow=%s\tfinal=%s\tdeleted=%llu\tskipped=%llu\t"
+    index_line(SFP_IDX_END "\t%s\timages=%llu\tfailed=%llu\thow=%s\tfinal=%s\tdeleted=%llu\tskipped=%llu\t"
                "backoffs=%llu\tbytes=%llu\n",
                status, (unsigned long long)__atomic_load_n(&g_written, __ATOMIC_SEQ_CST),
                (unsigned long long)g_failed, how, fin, (unsigned long long)g_deleted,

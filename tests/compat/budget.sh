@@ -242,6 +242,7 @@ redis)
             --dir "$work/data.$mode" --enable-debug-command yes --logfile "$work/redis.$mode.log" \
             >"$work/srv.$mode.out" 2>&1 &
         redis_pid=$!
+        [ "$mode" = snapshot ] && snap_server=$redis_pid  # snapfault run execs: the same pid
         up || { bad "redis/$mode: no PONG: $(tail -5 "$work/redis.$mode.log")"; kill -KILL "$redis_pid"; redis_pid=; return; }
         rc <load.txt >/dev/null
         rc DEBUG POPULATE 20000 pop 64 >/dev/null
@@ -299,7 +300,8 @@ redis)
     done
     # snapshot: the server's chain ended clean by exit with its final
     # image; the child's image verifies
-    spid=$(ls "$work/out.snapshot" | sed -n 's/^snap-\([0-9]*\)\.index$/\1/p' | sort -n | head -1)
+    # (by its pid: pids wrap, the BGSAVE child's may be the lower one)
+    spid=$snap_server
     grep -q '^#end	clean	.*how=exit	final=[0-9]' "$work/out.snapshot/snap-$spid.index" ||
         bad "redis/snapshot: server chain: $(tail -1 "$work/out.snapshot/snap-$spid.index")"
     "$SNAPFAULT_TOOL" image verify "$work/out.snapshot" >verify.txt 2>&1 || bad "redis/snapshot: verify: $(cat verify.txt)"
