@@ -5,18 +5,16 @@
 #endif
 #include "snapfault.h"
 #include "image.h"
+#include "os.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -88,13 +86,13 @@ static int write_all(struct writer *w, const void *p, size_t n)
 {
     const uint8_t *c = p;
     while (n) {
-        ssize_t got = write(w->fd, c, n);
+        ssize_t got = sf__os_write(w->fd, c, n);
         if (got < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 struct pollfd pfd = {.fd = w->fd, .events = POLLOUT};
-                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                if (sf__os_poll(&pfd, 1, -1) < 0 && errno != EINTR)
                     return -errno;
                 continue;
             }
@@ -174,8 +172,8 @@ struct maps {
 static void maps_free(struct maps *m)
 {
     for (size_t i = 0; i < m->n; i++)
-        free(m->v[i].name);
-    free(m->v);
+        sf__os_free(m->v[i].name);
+    sf__os_free(m->v);
     m->v = NULL;
     m->n = 0;
 }
@@ -213,7 +211,7 @@ static int maps_line(struct maps *m, size_t *cap, const char *line, size_t len)
     int r = grow((void **)&m->v, cap, m->n, sizeof *m->v);
     if (r)
         return r;
-    char *name = malloc(nl + 1);
+    char *name = sf__os_malloc(nl + 1);
     if (!name)
         return -ENOMEM;
     memcpy(name, p, nl);
@@ -224,17 +222,17 @@ static int maps_line(struct maps *m, size_t *cap, const char *line, size_t len)
 
 static int maps_read(struct maps *m)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    int fd = sf__os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0; /* no /proc: ranges go without names */
     size_t cap = 0, have = 0, bcap = 8192;
-    char *buf = malloc(bcap);
+    char *buf = sf__os_malloc(bcap);
     int r = buf ? 0 : -ENOMEM;
     for (;;) {
         if (r)
             break;
         if (have == bcap) {
-            char *nb = realloc(buf, bcap * 2);
+            char *nb = sf__os_realloc(buf, bcap * 2);
             if (!nb) {
                 r = -ENOMEM;
                 break;
@@ -242,7 +240,7 @@ static int maps_read(struct maps *m)
             buf = nb;
             bcap *= 2;
         }
-        ssize_t got = read(fd, buf + have, bcap - have);
+        ssize_t got = sf__os_read(fd, buf + have, bcap - have);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
@@ -254,8 +252,8 @@ static int maps_read(struct maps *m)
         memmove(buf, buf + used, have - used);
         have -= used;
     }
-    free(buf);
-    close(fd);
+    sf__os_free(buf);
+    sf__os_close(fd);
     if (r)
         maps_free(m);
     return r;
@@ -311,8 +309,8 @@ static int ranges_with_maps(const struct sf_image_src *src, struct maps *m,
         }
     }
     if (r) {
-        free(v);
-        free(vm);
+        sf__os_free(v);
+        sf__os_free(vm);
         maps_free(m);
         return r;
     }
@@ -511,7 +509,7 @@ int sf__image_write(int fd, const struct sf_image_src *src)
     }
 
     size_t memsize = hs + SF_IMG_MAX_BLOCK_PAGES + b.max_present * ps;
-    b.mem = malloc(memsize);
+    b.mem = sf__os_malloc(memsize);
     if (!b.mem) {
         r = -ENOMEM;
         goto out;
@@ -523,7 +521,7 @@ int sf__image_write(int fd, const struct sf_image_src *src)
         b.level = lvl ? (int)lvl : ZSTD_CLEVEL_DEFAULT;
         b.zcap = ZSTD_compressBound(b.max_present * ps);
         b.cctx = ZSTD_createCCtx();
-        b.zmem = malloc(hs + SF_IMG_MAX_BLOCK_PAGES + b.zcap);
+        b.zmem = sf__os_malloc(hs + SF_IMG_MAX_BLOCK_PAGES + b.zcap);
         if (!b.cctx || !b.zmem) {
             r = -ENOMEM;
             goto out;
@@ -605,10 +603,10 @@ int sf__image_write(int fd, const struct sf_image_src *src)
     r = write_all(&w, tr, sizeof tr);
 out:
     ZSTD_freeCCtx(b.cctx);
-    free(b.zmem);
-    free(b.mem);
-    free(split);
-    free(split_meta);
+    sf__os_free(b.zmem);
+    sf__os_free(b.mem);
+    sf__os_free(split);
+    sf__os_free(split_meta);
     maps_free(&maps);
     return r;
 }
@@ -651,7 +649,7 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off)
     while (n) {
         if (off > (uint64_t)INT64_MAX)
             return -EBADMSG;
-        ssize_t got = pread(fd, c, n, (off_t)off);
+        ssize_t got = sf__os_pread(fd, c, n, (off_t)off);
         if (got < 0) {
             if (errno == EINTR)
                 continue;
@@ -675,7 +673,7 @@ static int grow(void **arr, size_t *cap, size_t n, size_t elem)
     size_t ncap = *cap ? *cap * 2 : 16;
     if (ncap > SIZE_MAX / elem)
         return -ENOMEM;
-    void *p = realloc(*arr, ncap * elem);
+    void *p = sf__os_realloc(*arr, ncap * elem);
     if (!p)
         return -ENOMEM;
     *arr = p;
@@ -704,7 +702,7 @@ static int scratch_init(struct scratch *s)
 {
     memset(s, 0, sizeof *s);
     s->st = XXH3_createState();
-    s->kinds = malloc(SF_IMG_MAX_BLOCK_PAGES + SCRATCH_CHUNK);
+    s->kinds = sf__os_malloc(SF_IMG_MAX_BLOCK_PAGES + SCRATCH_CHUNK);
     s->chunk = s->kinds ? s->kinds + SF_IMG_MAX_BLOCK_PAGES : NULL;
     return s->st && s->kinds ? 0 : -ENOMEM;
 }
@@ -712,17 +710,17 @@ static int scratch_init(struct scratch *s)
 static void scratch_fini(struct scratch *s)
 {
     XXH3_freeState(s->st);
-    free(s->kinds);
+    sf__os_free(s->kinds);
     ZSTD_freeDCtx(s->dctx);
-    free(s->zin);
-    free(s->zout);
+    sf__os_free(s->zin);
+    sf__os_free(s->zout);
 }
 
 static int scratch_room(uint8_t **p, size_t *cap, size_t n)
 {
     if (n <= *cap)
         return 0;
-    uint8_t *q = realloc(*p, n);
+    uint8_t *q = sf__os_realloc(*p, n);
     if (!q)
         return -ENOMEM;
     *p = q;
@@ -868,24 +866,7 @@ static int scan_block(const sf_image *img, const struct img_block *b, struct scr
     return absent_hit;
 }
 
-static int file_size(int fd, uint64_t *size)
-{
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    if (S_ISREG(st.st_mode)) {
-        *size = st.st_size < 0 ? 0 : (uint64_t)st.st_size;
-        return 0;
-    }
-    if (S_ISBLK(st.st_mode)) {
-        uint64_t sz;
-        if (ioctl(fd, BLKGETSIZE64, &sz) < 0)
-            return -errno;
-        *size = sz;
-        return 0;
-    }
-    return -ESPIPE;
-}
+static int file_size(int fd, uint64_t *size) { return sf__os_file_size(fd, size); }
 
 /* Range table: read in chunks, checked entry by entry as it streams so that
  * a hostile count costs at most the bytes actually present and valid.
@@ -941,7 +922,7 @@ static int read_ranges(struct sf_image *img, uint64_t hdr_sum, uint64_t *offp, u
         r = -EBADMSG;
         goto out;
     }
-    img->names = malloc((size_t)names + img->nranges + 1);
+    img->names = sf__os_malloc((size_t)names + img->nranges + 1);
     if (!img->names) {
         r = -ENOMEM;
         goto out;
@@ -1071,11 +1052,11 @@ SF_API void sf_image_close(sf_image *img)
 {
     if (!img)
         return;
-    free(img->ranges);
-    free(img->meta);
-    free(img->names);
-    free(img->blocks);
-    free(img);
+    sf__os_free(img->ranges);
+    sf__os_free(img->meta);
+    sf__os_free(img->names);
+    sf__os_free(img->blocks);
+    sf__os_free(img);
 }
 
 SF_API int sf_image_open(sf_image **out, int fd)
@@ -1127,7 +1108,7 @@ SF_API int sf_image_open(sf_image **out, int fd)
     if (need > avail - off)
         return -EBADMSG;
 
-    sf_image *img = calloc(1, sizeof *img);
+    sf_image *img = sf__os_calloc(1, sizeof *img);
     if (!img)
         return -ENOMEM;
     img->fd = fd;
@@ -1372,8 +1353,8 @@ SF_API int sf_image_merge(const sf_image *const *chain, size_t n, int fd, unsign
     const size_t ps = top->page_size;
     struct merge_ctx c = {.chain = chain, .n = n};
     c.cap = ps >= (1u << 20) ? ps : (1u << 20);
-    c.buf = malloc(c.cap);
-    c.need = malloc(2 * (c.cap / ps));
+    c.buf = sf__os_malloc(c.cap);
+    c.need = sf__os_malloc(2 * (c.cap / ps));
     c.map = c.need ? c.need + c.cap / ps : NULL;
     int r = -ENOMEM;
     if (c.buf && c.need) {
@@ -1392,18 +1373,18 @@ SF_API int sf_image_merge(const sf_image *const *chain, size_t n, int fd, unsign
         sigset_t pipe_set, old, pending;
         sigemptyset(&pipe_set);
         sigaddset(&pipe_set, SIGPIPE);
-        sigpending(&pending);
+        sf__os_sigpending(&pending);
         bool was_pending = sigismember(&pending, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+        sf__os_sigmask(SIG_BLOCK, &pipe_set, &old);
         r = sf__image_write(fd, &src);
         if (r == -EPIPE && !was_pending) {
             struct timespec zero = {0, 0};
-            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            while (sf__os_sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
                 ;
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        sf__os_sigmask(SIG_SETMASK, &old, NULL);
     }
-    free(c.buf);
-    free(c.need);
+    sf__os_free(c.buf);
+    sf__os_free(c.need);
     return r;
 }

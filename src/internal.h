@@ -5,6 +5,7 @@
 
 #define SNAPFAULT_BUILD 1
 #include "snapfault.h"
+#include "os.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -320,7 +321,7 @@ static inline void sf__cpu_relax(void) { __builtin_ia32_pause(); }
  * answer -ECHILD there and never touch its uffd. */
 static inline bool sf__forked(const sf_tracker *t)
 {
-    return t->pid != (pid_t)syscall(SYS_getpid);
+    return t->pid != sf__os_getpid();
 }
 
 /* Lets one page finish: waits while a handler holds it BUSY (a few
@@ -333,7 +334,7 @@ static inline uint64_t sf__wait_not_busy(_Atomic uint64_t *ps)
         if (++spins < 4096)
             sf__cpu_relax();
         else
-            syscall(SYS_sched_yield);
+            sf__os_yield();
     }
     return w;
 }

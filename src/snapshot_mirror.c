@@ -141,9 +141,9 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
 static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     size_t n = p1 - p0, words = (n + 63) >> 6;
-    uint64_t *sh = calloc(words, sizeof(uint64_t));
+    uint64_t *sh = sf__os_calloc(words, sizeof(uint64_t));
     if (sh && sf__async_present(t, (uintptr_t)shadow_page(r, p0), n, sh)) {
-        free(sh);
+        sf__os_free(sh);
         return NULL;
     }
     return sh;
@@ -186,7 +186,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             bool empty = hold && !bit_test(hold, p - p0) && page_is_zero(live_page(r, p));
             if (refresh_page(t, r, p, ng, empty)) {
                 if (strict) {
-                    free(hold);
+                    sf__os_free(hold);
                     return -ENOSPC;
                 }
                 continue;
@@ -194,7 +194,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             n++;
         }
     }
-    free(hold);
+    sf__os_free(hold);
     return n;
 }
 
@@ -212,7 +212,7 @@ static struct sf_region *pc_next_region(sf_tracker *t)
     for (size_t i = 0; rs && i < n && !found; i++)
         if (rs[i]->mbits && rs[i]->pc_next < rs[i]->npages)
             found = rs[i];
-    free(rs);
+    sf__os_free(rs);
     return found;
 }
 
@@ -237,7 +237,7 @@ static void *pc_main(void *arg)
         r->pc_next = p1;
         /* Let takes and collects in between chunks. */
         pthread_mutex_unlock(&t->lock);
-        sched_yield();
+        sf__os_yield();
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
@@ -252,9 +252,9 @@ static void pc_start(sf_tracker *t)
         return;
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
-    t->pc_started = pthread_create(&t->pc_thread, NULL, pc_main, t) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sf__os_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
+    t->pc_started = sf__os_thread_create(&t->pc_thread, NULL, pc_main, t) == 0;
+    sf__os_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -277,7 +277,7 @@ static void mirror_destroy(sf_tracker *t)
         atomic_store(&t->pc_stop, 1);
         pthread_cond_broadcast(&t->pc_cond);
         pthread_mutex_unlock(&t->lock);
-        pthread_join(t->pc_thread, NULL);
+        sf__os_thread_join(t->pc_thread, NULL);
         t->pc_started = false;
     }
     if (t->store && !sf__forked(t))
@@ -295,18 +295,18 @@ static int mirror_attach(sf_tracker *t, struct sf_region *r, size_t p0, size_t p
         size_t len = r->end - r->start;
         if (t->shadow_counted && sf__store_reserve(t->store, r->npages))
             return -ENOSPC;
-        r->mbits = calloc((r->npages + 63) >> 6, sizeof(uint64_t));
-        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        r->mbits = sf__os_calloc((r->npages + 63) >> 6, sizeof(uint64_t));
+        void *m = sf__os_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (!r->mbits || m == MAP_FAILED) {
-            free(r->mbits);
+            sf__os_free(r->mbits);
             r->mbits = NULL;
             if (m != MAP_FAILED)
-                munmap(m, len);
+                sf__os_munmap(m, len);
             if (t->shadow_counted)
                 sf__store_unreserve(t->store, r->npages);
             return -ENOMEM;
         }
-        madvise(m, len, MADV_NOHUGEPAGE);
+        sf__os_madvise(m, len, MADV_NOHUGEPAGE);
         r->shadow = m;
         r->pc_next = 0;
     }
@@ -322,9 +322,9 @@ static void mirror_region_fini(sf_tracker *t, struct sf_region *r)
 {
     if (!r->shadow)
         return;
-    munmap(r->shadow, r->end - r->start);
+    sf__os_munmap(r->shadow, r->end - r->start);
     r->shadow = NULL;
-    free(r->mbits);
+    sf__os_free(r->mbits);
     r->mbits = NULL;
     if (t->shadow_counted && t->store)
         sf__store_unreserve(t->store, r->npages);
@@ -352,7 +352,7 @@ static int mirror_take(sf_tracker *t, sf_snapshot *s)
             r->pc_next = r->npages; /* the shadow is whole: nothing left to pre-copy */
         }
     }
-    free(rs);
+    sf__os_free(rs);
     /* On failure the pages copied so far keep their new content (their
      * old one is in versions where a live snapshot needs it): consistent,
      * and the next take copies the rest. */
@@ -490,7 +490,7 @@ static long mirror_restore(sf_snapshot *s, struct vlist *dead, int *err, bool *c
     for (size_t i = 0; i < n && !*err; i++)
         if (rs[i]->mbits && rs[i]->track_gen <= s->gen) /* tracked after s: left */
             restored += restore_region(t, rs[i], s->gen, dead, err, changed);
-    free(rs);
+    sf__os_free(rs);
     return restored;
 }
 

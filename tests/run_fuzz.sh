@@ -43,11 +43,11 @@ san=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
     # checksums computed but not enforced: the fuzzer reaches the parsing
     # behind them (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, see image.c)
     "$clang" "${cflags[@]}" "${san[@]}" -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
-        "$src/src/image.c" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image" &&
+        "$src/src/image.c" "$src/src/os_libc.c" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image" &&
     # the production reader, exactly as shipped
     "$clang" "${cflags[@]}" "${san[@]}" \
-        "$src/src/image.c" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image_strict" &&
-    "$clang" "${cflags[@]}" "$src/src/image.c" "$src/fuzz/gen_seed.c" $xxhash -o "$tmp/gen_seed"
+        "$src/src/image.c" "$src/src/os_libc.c" "$src/fuzz/fuzz_image.c" $xxhash -o "$tmp/fuzz_image_strict" &&
+    "$clang" "${cflags[@]}" "$src/src/image.c" "$src/src/os_libc.c" "$src/fuzz/gen_seed.c" $xxhash -o "$tmp/gen_seed"
 } || { echo "fuzz: build failed"; exit 1; }
 
 mkdir -p "$tmp/seeds" "$tmp/artifacts" "$tmp/corpus" "$tmp/corpus_strict"

@@ -127,23 +127,23 @@ int sfp_front_install(void)
     int err = sf__signals_ensure();
     if (err)
         return err;
-    if (sigaction(SIGSEGV, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO) || old.sa_sigaction == front_entry)
+    if (sf__os_sigaction(SIGSEGV, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO) || old.sa_sigaction == front_entry)
         return -ENOTSUP;
     g_lib_segv = old;
-    if (sigaction(SIGBUS, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO))
+    if (sf__os_sigaction(SIGBUS, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO))
         return -ENOTSUP;
     g_lib_bus = old;
     sf__signals_set_front(front_entry);
     mine = g_lib_segv; /* same mask (everything) and flags */
     mine.sa_sigaction = front_entry;
-    if (sigaction(SIGSEGV, &mine, NULL) != 0) {
+    if (sf__os_sigaction(SIGSEGV, &mine, NULL) != 0) {
         sf__signals_set_front(NULL);
         return -errno;
     }
     mine = g_lib_bus;
     mine.sa_sigaction = front_entry;
-    if (sigaction(SIGBUS, &mine, NULL) != 0) {
-        sigaction(SIGSEGV, &g_lib_segv, NULL);
+    if (sf__os_sigaction(SIGBUS, &mine, NULL) != 0) {
+        sf__os_sigaction(SIGSEGV, &g_lib_segv, NULL);
         sf__signals_set_front(NULL);
         return -errno;
     }
