@@ -1,8 +1,9 @@
-/* os.h - the OS contract: every call the library core (the C files of src/) makes to the
- * kernel, the C library's allocator or the environment goes through one of
- * these functions.  Two implementations: os_libc.c (libsnapfault.so, the
- * tests, the tools) and src/preload/os_preload.c (the LD_PRELOAD runtime,
- * whose own heap and interposers the core must reach or avoid on purpose).
+/* os.h - the OS contract: every call the library core (the C files of
+ * src/) makes to the kernel, the C library's allocator or the environment
+ * goes through one of these functions.  Two implementations: os_libc.c
+ * (libsnapfault.so, the tests, the fuzz targets) and
+ * src/preload/os_preload.c (the LD_PRELOAD runtime, whose own heap and
+ * interposers the core must reach or avoid on purpose).
  * The build fails when a core object references an OS function directly
  * (scripts/check_os_calls.py; the pure libc functions it accepts are listed
  * in src/os-allowed.txt).  See doc/DESIGN.md, "The OS contract".
@@ -29,10 +30,12 @@
 #define SF_OS __attribute__((visibility("hidden")))
 
 /* ------------------------------------------------------------------------
- * Memory mappings.  All async-signal-safe.  Under the preload, mappings
- * made here belong to the runtime (never tracked) until unmapped, and a
- * protect call may be dropped for a range whose mapping the program has
- * replaced meanwhile (it keeps its own protection).
+ * Memory mappings.  mprotect, madvise and msync are async-signal-safe;
+ * mmap and munmap are not (the preload registers what they map, under a
+ * lock of its own).  Under the preload, mappings made here belong to the
+ * runtime (never tracked) until unmapped, and a protect call may be
+ * dropped for a range whose mapping the program has replaced meanwhile (it
+ * keeps its own protection).
  * ------------------------------------------------------------------------ */
 SF_OS void *sf__os_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 SF_OS int sf__os_munmap(void *addr, size_t len);
@@ -52,9 +55,10 @@ SF_OS void *sf__os_realloc(void *p, size_t n);
 SF_OS void sf__os_free(void *p);
 
 /* ------------------------------------------------------------------------
- * Signals.  All async-signal-safe.  sf__os_sigaction reaches the kernel's
- * disposition itself, never an embedding's sigaction interposer (the
- * handler chain in fault.c is how the program's handlers are kept).
+ * Signals.  All async-signal-safe (the preload resolves libc's entry
+ * points at start-up, before any fault).  sf__os_sigaction reaches the
+ * kernel's disposition itself, never an embedding's sigaction interposer
+ * (the handler chain in fault.c is how the program's handlers are kept).
  * sf__os_sigmask is pthread_sigmask(3): 0 or an error number, errno
  * untouched.  sf__os_tgkill sends sig to thread tid of process tgid.
  * ------------------------------------------------------------------------ */
