@@ -78,7 +78,9 @@ def main():
     only, exc = pairs(a.only), pairs(a.exc)
     bad = []
     for archive in a.archives:
+        seen = 0
         for src, sym in members(a.nm, archive):
+            seen += 1
             if src in exc.get(sym, ()):
                 continue
             if sym in only and src not in only[sym]:
@@ -90,6 +92,8 @@ def main():
                     not any(fnmatch.fnmatchcase(sym, g) for g in allowed):
                 bad.append('%s: calls %s outside the OS contract: use its sf__os_* function '
                            '(src/os.h), or add one there and to every implementation' % (src, sym))
+        if not seen:  # an nm whose output this script cannot read would pass everything
+            bad.append('%s: no undefined symbol read (nm output not understood?)' % archive)
     if bad:
         for b in sorted(set(bad)):
             print('error: ' + b, file=sys.stderr)
