@@ -123,10 +123,10 @@ static void whole(struct sf_region *r)
 
 static int mp_attach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
-    if (mprotect((void *)a, e - a, PROT_READ) < 0) {
+    if (sf__os_mprotect((void *)a, e - a, PROT_READ) < 0) {
         int err = -errno;
         /* mprotect may have protected a part before failing: undo it. */
-        mprotect((void *)a, e - a, PROT_READ | PROT_WRITE);
+        sf__os_mprotect((void *)a, e - a, PROT_READ | PROT_WRITE);
         return err;
     }
     if (a == r->start && e == r->end)
@@ -141,7 +141,7 @@ static void mp_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t
     size_t p0 = (a - r->start) >> sf_page_shift, p1 = (e - r->start) >> sf_page_shift;
     /* Measured before the change, from the states it is about to undo. */
     long d = a == r->start && e == r->end ? 0 : span_delta(r, p0, p1, false);
-    mprotect((void *)a, e - a, PROT_READ | PROT_WRITE);
+    sf__os_mprotect((void *)a, e - a, PROT_READ | PROT_WRITE);
     if (a == r->start && e == r->end)
         atomic_fetch_sub(&g_vmas, atomic_exchange(&r->vmas, 0) - 1);
     else
@@ -158,7 +158,7 @@ static void mp_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t
  * lost to a re-arm that raced with it. */
 static int degrade(sf_tracker *t, struct sf_region *r)
 {
-    if (mprotect((void *)r->start, r->end - r->start, PROT_READ | PROT_WRITE) < 0)
+    if (sf__os_mprotect((void *)r->start, r->end - r->start, PROT_READ | PROT_WRITE) < 0)
         return -errno;
     whole(r);
     if (!atomic_exchange(&r->degraded, 1))
@@ -185,7 +185,7 @@ static int mp_unprotect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size
     atomic_fetch_add_explicit(&g_opens, 1, memory_order_relaxed);
     if (over_budget(t, d))
         return degrade(t, r);
-    if (mprotect((void *)addr, len, PROT_READ | PROT_WRITE) < 0)
+    if (sf__os_mprotect((void *)addr, len, PROT_READ | PROT_WRITE) < 0)
         return errno == ENOMEM ? degrade(t, r) : -errno;
     account(r, d);
     atomic_store(&t->vma_estimate, atomic_load(&g_vmas));
@@ -199,7 +199,7 @@ static int mp_protect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t
 {
     SF_STAT_INC(t, st_protects, 1);
     if (addr == r->start && len == r->end - r->start) {
-        if (mprotect((void *)addr, len, PROT_READ) < 0)
+        if (sf__os_mprotect((void *)addr, len, PROT_READ) < 0)
             return -errno;
         whole(r);
         atomic_store(&t->vma_estimate, atomic_load(&g_vmas));
@@ -209,7 +209,7 @@ static int mp_protect(sf_tracker *t, struct sf_region *r, uintptr_t addr, size_t
     long d = span_delta(r, p, p + (len >> sf_page_shift), true);
     if (d > 0 && over_budget(t, d))
         return -ENOSPC;
-    if (mprotect((void *)addr, len, PROT_READ) < 0)
+    if (sf__os_mprotect((void *)addr, len, PROT_READ) < 0)
         return errno == ENOMEM ? -ENOSPC : -errno;
     account(r, d);
     atomic_store(&t->vma_estimate, atomic_load(&g_vmas));

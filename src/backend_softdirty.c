@@ -18,12 +18,12 @@ static _Atomic int g_owner;
 
 static int clear_refs(void)
 {
-    int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    int fd = sf__os_open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    ssize_t n = write(fd, "4", 1);
+    ssize_t n = sf__os_write(fd, "4", 1);
     int e = n == 1 ? 0 : -errno;
-    close(fd);
+    sf__os_close(fd);
     return e;
 }
 
@@ -36,7 +36,7 @@ static int sd_open(sf_tracker *t)
     int expect = 0;
     if (!atomic_compare_exchange_strong(&g_owner, &expect, 1))
         return -EBUSY;
-    t->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    t->pagemap_fd = sf__os_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     if (t->pagemap_fd < 0) {
         atomic_store(&g_owner, 0);
         return -errno;
@@ -48,7 +48,7 @@ static int sd_open(sf_tracker *t)
 static void sd_close(sf_tracker *t)
 {
     if (t->pagemap_fd >= 0) {
-        close(t->pagemap_fd);
+        sf__os_close(t->pagemap_fd);
         t->pagemap_fd = -1;
         atomic_store(&g_owner, 0);
     }
@@ -72,7 +72,7 @@ static int sd_collect(sf_tracker *t, struct sf_region *r, unsigned flags,
         if (n > PM_BATCH)
             n = PM_BATCH;
         off_t off = (off_t)((a >> sf_page_shift) * sizeof(uint64_t));
-        ssize_t got = pread(t->pagemap_fd, ent, n * sizeof(uint64_t), off);
+        ssize_t got = sf__os_pread(t->pagemap_fd, ent, n * sizeof(uint64_t), off);
         if (got < (ssize_t)sizeof(uint64_t))
             return got < 0 ? -errno : -EIO;
         n = (size_t)got / sizeof(uint64_t);

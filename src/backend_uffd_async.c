@@ -25,7 +25,7 @@ static int ua_open(sf_tracker *t)
     if (fd < 0)
         return fd;
     t->uffd = fd;
-    t->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    t->pagemap_fd = sf__os_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     if (t->pagemap_fd < 0)
         return -errno;
     t->fault_mode = SF_FAULTS_NONE;
@@ -35,15 +35,15 @@ static int ua_open(sf_tracker *t)
 static void ua_close(sf_tracker *t)
 {
     if (t->pagemap_fd >= 0)
-        close(t->pagemap_fd);
+        sf__os_close(t->pagemap_fd);
     if (t->uffd >= 0)
-        close(t->uffd);
+        sf__os_close(t->uffd);
     t->pagemap_fd = t->uffd = -1;
 }
 
 static int ua_attach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t e)
 {
-    if (!r->abits && !(r->abits = calloc((r->npages + 63) >> 6, sizeof(uint64_t))))
+    if (!r->abits && !(r->abits = sf__os_calloc((r->npages + 63) >> 6, sizeof(uint64_t))))
         return -ENOMEM;
     int err = sf__uffd_register_wp(t->uffd, a, e - a);
     if (err)
@@ -79,7 +79,7 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
         arg.vec_len = SCAN_VEC;
         arg.category_mask = PAGE_IS_WRITTEN;
         arg.return_mask = PAGE_IS_WRITTEN;
-        long n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
+        long n = sf__pagemap_scan(t->pagemap_fd, &arg);
         if (n < 0) {
             if (errno == EINTR || errno == EAGAIN)
                 continue;
@@ -133,7 +133,7 @@ int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *b
         arg.vec_len = SCAN_VEC;
         arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
         arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-        long n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
+        long n = sf__pagemap_scan(t->pagemap_fd, &arg);
         if (n < 0) {
             if (errno == EINTR || errno == EAGAIN)
                 continue;

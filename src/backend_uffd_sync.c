@@ -4,10 +4,8 @@
 #include "uffd.h"
 
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,13 +35,8 @@
 static uint64_t now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static long futex(_Atomic int *addr, int op, int val)
-{
-    return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
 }
 
 static uint64_t median(const uint64_t *v, unsigned n)
@@ -112,10 +105,8 @@ static void handle_fault(sf_tracker *t, uintptr_t addr, uint32_t since)
          * unowned, could undo a collector's re-arm and lose writes. */
         if (res == SF_NOT_OURS)
             sf__uffd_wp(t->uffd, page, sf_page_size, false, true);
-        else {
-            struct uffdio_range rg = {.start = page, .len = sf_page_size};
-            ioctl(t->uffd, UFFDIO_WAKE, &rg);
-        }
+        else
+            sf__uffd_wake(t->uffd, page, sf_page_size);
     }
 }
 
@@ -125,7 +116,7 @@ static void hand_over(sf_tracker *t)
     int one = 1;
     atomic_compare_exchange_strong(&t->watcher, &one, 0); /* 2 (stopping) stays */
     if (atomic_load(&t->waiters))
-        futex(&t->watcher, FUTEX_WAKE_PRIVATE, 1);
+        sf__os_futex_wake(&t->watcher, 1);
 }
 
 /* The watcher's loop.  Returns 0 once it handed the uffd over, -1 when the
@@ -139,7 +130,7 @@ static int watch(sf_tracker *t, struct uffd_msg *msg, struct pollfd *pfd)
         if (atomic_load(&t->stopping))
             return -1;
         if (wait_first) {
-            poll(pfd, 2, -1);
+            sf__os_poll(pfd, 2, -1);
             wait_first = false;
             if (pfd[1].revents)
                 continue; /* woken to stop */
@@ -147,7 +138,7 @@ static int watch(sf_tracker *t, struct uffd_msg *msg, struct pollfd *pfd)
         /* Before the read: a page opened after this (by any thread) has
          * woken the threads whose messages this read returns. */
         uint32_t since = atomic_load(&t->res_seq);
-        ssize_t n = read(t->uffd, msg, MSG_BATCH * sizeof(msg[0]));
+        ssize_t n = sf__os_read(t->uffd, msg, MSG_BATCH * sizeof(msg[0]));
         if (n > 0) {
             size_t k = (size_t)n / sizeof(msg[0]);
             policy_note(p, now_ns(), k);
@@ -193,7 +184,7 @@ static void *handler_main(void *arg)
         if (!atomic_compare_exchange_strong(&t->watcher, &w, 1)) {
             if (w == 1) {
                 atomic_fetch_add(&t->waiters, 1);
-                futex(&t->watcher, FUTEX_WAIT_PRIVATE, 1); /* returns at once unless still 1 */
+                sf__os_futex_wait(&t->watcher, 1, NULL); /* returns at once unless still 1 */
                 atomic_fetch_sub(&t->waiters, 1);
             }
             continue;
@@ -206,18 +197,18 @@ static void *handler_main(void *arg)
 
 static int start_threads(sf_tracker *t, unsigned n)
 {
-    if (pipe2(t->wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+    if (sf__os_pipe2(t->wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
         return -errno;
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old); /* threads inherit: no signals */
+    sf__os_sigmask(SIG_SETMASK, &all, &old); /* threads inherit: no signals */
     int err = 0;
     for (t->nthreads = 0; t->nthreads < n; t->nthreads++) {
-        err = -pthread_create(&t->threads[t->nthreads], NULL, handler_main, t);
+        err = -sf__os_thread_create(&t->threads[t->nthreads], NULL, handler_main, t);
         if (err)
             break;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sf__os_sigmask(SIG_SETMASK, &old, NULL);
     return t->nthreads ? 0 : err;
 }
 
@@ -248,7 +239,7 @@ static int us_open(sf_tracker *t)
     if (inthread)
         return sf__signals_install();
     /* Tells a stale message on a page a collector picked (sf__resolve). */
-    t->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    t->pagemap_fd = sf__os_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     unsigned n = t->nthreads ? t->nthreads : 2;
     if (n > sizeof(t->threads) / sizeof(t->threads[0]))
         n = sizeof(t->threads) / sizeof(t->threads[0]);
@@ -263,25 +254,25 @@ static void us_close(sf_tracker *t)
         /* Sleepers on the futex see 2 (never 1 again) and stop; the
          * watcher is woken from poll by the pipe. */
         atomic_store(&t->watcher, 2);
-        futex(&t->watcher, FUTEX_WAKE_PRIVATE, INT32_MAX);
+        sf__os_futex_wake(&t->watcher, INT32_MAX);
         char c = 1;
         for (unsigned i = 0; i < t->nthreads; i++)
-            if (write(t->wake_pipe[1], &c, 1) < 0)
+            if (sf__os_write(t->wake_pipe[1], &c, 1) < 0)
                 break;
         for (unsigned i = 0; i < t->nthreads; i++)
-            pthread_join(t->threads[i], NULL);
+            sf__os_thread_join(t->threads[i], NULL);
         t->nthreads = 0;
     }
     if (t->wake_pipe[0] >= 0) {
-        close(t->wake_pipe[0]);
-        close(t->wake_pipe[1]);
+        sf__os_close(t->wake_pipe[0]);
+        sf__os_close(t->wake_pipe[1]);
         t->wake_pipe[0] = t->wake_pipe[1] = -1;
     }
     if (t->uffd >= 0)
-        close(t->uffd);
+        sf__os_close(t->uffd);
     t->uffd = -1;
     if (t->pagemap_fd >= 0)
-        close(t->pagemap_fd);
+        sf__os_close(t->pagemap_fd);
     t->pagemap_fd = -1;
 }
 

@@ -110,7 +110,7 @@ void sf__cost_set(enum sf_cost_mech m, double call_ns, double pte_ns)
 static double now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
@@ -125,7 +125,7 @@ static int uffd_prot(int fd, uintptr_t a, size_t len, bool protect)
 static int mp_prot(int fd, uintptr_t a, size_t len, bool protect)
 {
     (void)fd;
-    return mprotect((void *)a, len, protect ? PROT_READ : PROT_READ | PROT_WRITE) < 0 ? -errno : 0;
+    return sf__os_mprotect((void *)a, len, protect ? PROT_READ : PROT_READ | PROT_WRITE) < 0 ? -errno : 0;
 }
 
 /* Times one protect of [first, last] (pages of base) after opening the two
@@ -173,10 +173,10 @@ static int measure(prot_fn f, int fd, uintptr_t base, double *call_ns, double *p
 static void *scratch(void)
 {
     size_t len = (SPAN_PAGES + 2) << sf_page_shift;
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    void *p = sf__os_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    madvise(p, len, MADV_NOHUGEPAGE);
+    sf__os_madvise(p, len, MADV_NOHUGEPAGE);
     /* MAP_POPULATE may leave the zero page mapped read-only: write it. */
     for (size_t i = 0; i < SPAN_PAGES + 2; i++)
         ((volatile char *)p)[i << sf_page_shift] = 1;
@@ -187,7 +187,7 @@ void sf__cost_probe(sf_caps *c)
 {
     size_t len = (SPAN_PAGES + 2) << sf_page_shift;
     c->uffd_wp_call_ns = c->uffd_wp_pte_ns = c->mprotect_call_ns = c->mprotect_pte_ns = 0;
-    const char *env = secure_getenv("SNAPFAULT_SPAN_GAP");
+    const char *env = sf__os_getenv("SNAPFAULT_SPAN_GAP");
     long forced = -1;
     if (env && *env) {
         char *end;
@@ -200,12 +200,12 @@ void sf__cost_probe(sf_caps *c)
     void *m = scratch();
     if (m) {
         double call, pte;
-        if (mprotect(m, len, PROT_READ) == 0 &&
+        if (sf__os_mprotect(m, len, PROT_READ) == 0 &&
             measure(mp_prot, -1, (uintptr_t)m, &call, &pte) == 0) {
             c->mprotect_call_ns = call;
             c->mprotect_pte_ns = pte;
         }
-        munmap(m, len);
+        sf__os_munmap(m, len);
     }
     if (c->uffd_wp) {
         int fd = sf__uffd_open(false, UFFD_FEATURE_PAGEFAULT_FLAG_WP, NULL);
@@ -218,10 +218,10 @@ void sf__cost_probe(sf_caps *c)
                 c->uffd_wp_call_ns = call;
                 c->uffd_wp_pte_ns = pte;
             }
-            munmap(m, len);
+            sf__os_munmap(m, len);
         }
         if (fd >= 0)
-            close(fd);
+            sf__os_close(fd);
     }
     /* Not measured (the mechanism failed on scratch memory): every run is
      * a call of its own, the choice that never rewrites a PTE for nothing. */

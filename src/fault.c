@@ -75,7 +75,7 @@ static void keeper(struct sigaction *sa)
 
 static void at_fork_child(void)
 {
-    atomic_store(&g_pid, (pid_t)syscall(SYS_getpid));
+    atomic_store(&g_pid, sf__os_getpid());
     /* Only the forking thread exists: a sigaction call in another thread
      * may have held the lock at the fork. */
     pthread_mutex_init(&g_chain_lock, NULL);
@@ -84,15 +84,15 @@ static void at_fork_child(void)
 static void install_once(void)
 {
     sf__init();
-    atomic_store(&g_pid, (pid_t)syscall(SYS_getpid));
+    atomic_store(&g_pid, sf__os_getpid());
     struct sigaction sa;
     keeper(&sa);
     struct sigaction old;
     pthread_mutex_lock(&g_chain_lock);
-    if (sigaction(SIGSEGV, &sa, &old) == 0) {
+    if (sf__os_sigaction(SIGSEGV, &sa, &old) == 0) {
         g_chain_segv.slot[0].fwd = old;
         g_chain_segv.slot[0].under.sa_handler = SIG_DFL;
-        if (sigaction(SIGBUS, &sa, &old) == 0) {
+        if (sf__os_sigaction(SIGBUS, &sa, &old) == 0) {
             g_chain_bus.slot[0].fwd = old;
             g_chain_bus.slot[0].under.sa_handler = SIG_DFL;
         } else {
@@ -120,7 +120,7 @@ static int reinstall(void)
     for (int k = 0; k < 2; k++) {
         int sig = k ? SIGBUS : SIGSEGV;
         struct sigaction cur, sa, old;
-        if (sigaction(sig, NULL, &cur) != 0) {
+        if (sf__os_sigaction(sig, NULL, &cur) != 0) {
             err = -errno;
             continue;
         }
@@ -129,7 +129,7 @@ static int reinstall(void)
         keeper(&sa);
         /* The exchange is atomic: a handler installed since the check is
          * the one we get back and forward to. */
-        if (sigaction(sig, &sa, &old) != 0) {
+        if (sf__os_sigaction(sig, &sa, &old) != 0) {
             err = -errno;
             continue;
         }
@@ -146,8 +146,8 @@ int sf__signals_ensure(void)
     if (err)
         return err;
     struct sigaction cur;
-    if (sigaction(SIGSEGV, NULL, &cur) == 0 && is_ours(&cur) &&
-        sigaction(SIGBUS, NULL, &cur) == 0 && is_ours(&cur))
+    if (sf__os_sigaction(SIGSEGV, NULL, &cur) == 0 && is_ours(&cur) &&
+        sf__os_sigaction(SIGBUS, NULL, &cur) == 0 && is_ours(&cur))
         return 0;
     return reinstall();
 }
@@ -274,8 +274,8 @@ static void default_action(int sig, siginfo_t *si, void *uc, bool ignored)
     struct sigaction dfl;
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
-    sigaction(sig, &dfl, NULL);
-    syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), (pid_t)syscall(SYS_gettid), sig);
+    sf__os_sigaction(sig, &dfl, NULL);
+    sf__os_tgkill(sf__os_getpid(), sf__os_gettid(), sig);
 }
 
 /* Forwards a fault that is not ours to the handler behind ours (level 0) or
@@ -322,7 +322,7 @@ static void forward(int sig, siginfo_t *si, void *uc, int level)
         sigaddset(&mask, sig);
         vblock = false;
     }
-    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    sf__os_sigmask(SIG_SETMASK, &mask, NULL);
     const siginfo_t *save_si = tls_fwd_si;
     const char *save_frame = tls_fwd_frame;
     int save_level = tls_fwd_level;
@@ -503,7 +503,7 @@ static bool page_wp(sf_tracker *t, uintptr_t page_addr)
 {
     uint64_t ent = 0;
     if (t->pagemap_fd < 0 ||
-        pread(t->pagemap_fd, &ent, sizeof(ent), (off_t)((page_addr >> sf_page_shift) * sizeof(ent))) !=
+        sf__os_pread(t->pagemap_fd, &ent, sizeof(ent), (off_t)((page_addr >> sf_page_shift) * sizeof(ent))) !=
             (ssize_t)sizeof(ent))
         return true; /* cannot tell: resolve it (over-reports at worst) */
     return (ent >> 57) & 1;
@@ -522,7 +522,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
          * the child's own address space (mprotect is per process; uffd WP
          * bits do not follow a fork, so only mprotect faults arrive). */
         if (t->backend == SF_BACKEND_MPROTECT &&
-            mprotect((void *)page_addr, sf_page_size, PROT_READ | PROT_WRITE) == 0)
+            sf__os_mprotect((void *)page_addr, sf_page_size, PROT_READ | PROT_WRITE) == 0)
             return SF_RESOLVED;
         return SF_NOT_OURS;
     }

@@ -59,7 +59,7 @@ void sf__grace_wait(void)
         if (++spins < 1000)
             sf__cpu_relax();
         else
-            sched_yield();
+            sf__os_yield();
     }
     pthread_mutex_unlock(&grace_lock);
 }

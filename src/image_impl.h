@@ -6,17 +6,16 @@
 #define SF_IMAGE_IMPL_H
 
 #include "image.h"
+#include "embed/os.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,7 +48,7 @@ static inline int grow(void **arr, size_t *cap, size_t n, size_t elem)
     size_t ncap = *cap ? *cap * 2 : 16;
     if (ncap > SIZE_MAX / elem)
         return -ENOMEM;
-    void *p = realloc(*arr, ncap * elem);
+    void *p = sf__os_realloc(*arr, ncap * elem);
     if (!p)
         return -ENOMEM;
     *arr = p;

@@ -97,8 +97,8 @@ SF_API int sf_image_merge(const sf_image *const *chain, size_t n, int fd, unsign
     const size_t ps = top->page_size;
     struct merge_ctx c = {.chain = chain, .n = n};
     c.cap = ps >= (1u << 20) ? ps : (1u << 20);
-    c.buf = malloc(c.cap);
-    c.need = malloc(2 * (c.cap / ps));
+    c.buf = sf__os_malloc(c.cap);
+    c.need = sf__os_malloc(2 * (c.cap / ps));
     c.map = c.need ? c.need + c.cap / ps : NULL;
     int r = -ENOMEM;
     if (c.buf && c.need) {
@@ -117,18 +117,18 @@ SF_API int sf_image_merge(const sf_image *const *chain, size_t n, int fd, unsign
         sigset_t pipe_set, old, pending;
         sigemptyset(&pipe_set);
         sigaddset(&pipe_set, SIGPIPE);
-        sigpending(&pending);
+        sf__os_sigpending(&pending);
         bool was_pending = sigismember(&pending, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+        sf__os_sigmask(SIG_BLOCK, &pipe_set, &old);
         r = sf__image_write(fd, &src);
         if (r == -EPIPE && !was_pending) {
             struct timespec zero = {0, 0};
-            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            while (sf__os_sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
                 ;
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        sf__os_sigmask(SIG_SETMASK, &old, NULL);
     }
-    free(c.buf);
-    free(c.need);
+    sf__os_free(c.buf);
+    sf__os_free(c.need);
     return r;
 }

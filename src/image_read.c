@@ -20,7 +20,7 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off)
     while (n) {
         if (off > (uint64_t)INT64_MAX)
             return -EBADMSG;
-        ssize_t got = pread(fd, c, n, (off_t)off);
+        ssize_t got = sf__os_pread(fd, c, n, (off_t)off);
         if (got < 0) {
             if (errno == EINTR)
                 continue;
@@ -56,7 +56,7 @@ static int scratch_init(struct scratch *s)
 {
     memset(s, 0, sizeof *s);
     s->st = XXH3_createState();
-    s->kinds = malloc(SF_IMG_MAX_BLOCK_PAGES + SCRATCH_CHUNK);
+    s->kinds = sf__os_malloc(SF_IMG_MAX_BLOCK_PAGES + SCRATCH_CHUNK);
     s->chunk = s->kinds ? s->kinds + SF_IMG_MAX_BLOCK_PAGES : NULL;
     return s->st && s->kinds ? 0 : -ENOMEM;
 }
@@ -64,17 +64,17 @@ static int scratch_init(struct scratch *s)
 static void scratch_fini(struct scratch *s)
 {
     XXH3_freeState(s->st);
-    free(s->kinds);
+    sf__os_free(s->kinds);
     ZSTD_freeDCtx(s->dctx);
-    free(s->zin);
-    free(s->zout);
+    sf__os_free(s->zin);
+    sf__os_free(s->zout);
 }
 
 static int scratch_room(uint8_t **p, size_t *cap, size_t n)
 {
     if (n <= *cap)
         return 0;
-    uint8_t *q = realloc(*p, n);
+    uint8_t *q = sf__os_realloc(*p, n);
     if (!q)
         return -ENOMEM;
     *p = q;
@@ -220,24 +220,7 @@ static int scan_block(const sf_image *img, const struct img_block *b, struct scr
     return absent_hit;
 }
 
-static int file_size(int fd, uint64_t *size)
-{
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    if (S_ISREG(st.st_mode)) {
-        *size = st.st_size < 0 ? 0 : (uint64_t)st.st_size;
-        return 0;
-    }
-    if (S_ISBLK(st.st_mode)) {
-        uint64_t sz;
-        if (ioctl(fd, BLKGETSIZE64, &sz) < 0)
-            return -errno;
-        *size = sz;
-        return 0;
-    }
-    return -ESPIPE;
-}
+static int file_size(int fd, uint64_t *size) { return sf__os_file_size(fd, size); }
 
 /* Range table: read in chunks, checked entry by entry as it streams so that
  * a hostile count costs at most the bytes actually present and valid.
@@ -293,7 +276,7 @@ static int read_ranges(struct sf_image *img, uint64_t hdr_sum, uint64_t *offp, u
         r = -EBADMSG;
         goto out;
     }
-    img->names = malloc((size_t)names + img->nranges + 1);
+    img->names = sf__os_malloc((size_t)names + img->nranges + 1);
     if (!img->names) {
         r = -ENOMEM;
         goto out;
@@ -423,11 +406,11 @@ SF_API void sf_image_close(sf_image *img)
 {
     if (!img)
         return;
-    free(img->ranges);
-    free(img->meta);
-    free(img->names);
-    free(img->blocks);
-    free(img);
+    sf__os_free(img->ranges);
+    sf__os_free(img->meta);
+    sf__os_free(img->names);
+    sf__os_free(img->blocks);
+    sf__os_free(img);
 }
 
 SF_API int sf_image_open(sf_image **out, int fd)
@@ -479,7 +462,7 @@ SF_API int sf_image_open(sf_image **out, int fd)
     if (need > avail - off)
         return -EBADMSG;
 
-    sf_image *img = calloc(1, sizeof *img);
+    sf_image *img = sf__os_calloc(1, sizeof *img);
     if (!img)
         return -ENOMEM;
     img->fd = fd;

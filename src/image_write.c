@@ -29,13 +29,13 @@ static int write_all(struct writer *w, const void *p, size_t n)
 {
     const uint8_t *c = p;
     while (n) {
-        ssize_t got = write(w->fd, c, n);
+        ssize_t got = sf__os_write(w->fd, c, n);
         if (got < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 struct pollfd pfd = {.fd = w->fd, .events = POLLOUT};
-                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                if (sf__os_poll(&pfd, 1, -1) < 0 && errno != EINTR)
                     return -errno;
                 continue;
             }
@@ -112,8 +112,8 @@ struct maps {
 static void maps_free(struct maps *m)
 {
     for (size_t i = 0; i < m->n; i++)
-        free(m->v[i].name);
-    free(m->v);
+        sf__os_free(m->v[i].name);
+    sf__os_free(m->v);
     m->v = NULL;
     m->n = 0;
 }
@@ -149,7 +149,7 @@ static int maps_line(struct maps *m, size_t *cap, const char *line, size_t len)
     int r = grow((void **)&m->v, cap, m->n, sizeof *m->v);
     if (r)
         return r;
-    char *name = malloc(nl + 1);
+    char *name = sf__os_malloc(nl + 1);
     if (!name)
         return -ENOMEM;
     memcpy(name, p, nl);
@@ -160,17 +160,17 @@ static int maps_line(struct maps *m, size_t *cap, const char *line, size_t len)
 
 static int maps_read(struct maps *m)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    int fd = sf__os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0; /* no /proc: ranges go without names */
     size_t cap = 0, have = 0, bcap = 8192;
-    char *buf = malloc(bcap);
+    char *buf = sf__os_malloc(bcap);
     int r = buf ? 0 : -ENOMEM;
     for (;;) {
         if (r)
             break;
         if (have == bcap) {
-            char *nb = realloc(buf, bcap * 2);
+            char *nb = sf__os_realloc(buf, bcap * 2);
             if (!nb) {
                 r = -ENOMEM;
                 break;
@@ -178,7 +178,7 @@ static int maps_read(struct maps *m)
             buf = nb;
             bcap *= 2;
         }
-        ssize_t got = read(fd, buf + have, bcap - have);
+        ssize_t got = sf__os_read(fd, buf + have, bcap - have);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
@@ -190,8 +190,8 @@ static int maps_read(struct maps *m)
         memmove(buf, buf + used, have - used);
         have -= used;
     }
-    free(buf);
-    close(fd);
+    sf__os_free(buf);
+    sf__os_close(fd);
     if (r)
         maps_free(m);
     return r;
@@ -247,8 +247,8 @@ static int ranges_with_maps(const struct sf_image_src *src, struct maps *m,
         }
     }
     if (r) {
-        free(v);
-        free(vm);
+        sf__os_free(v);
+        sf__os_free(vm);
         maps_free(m);
         return r;
     }
@@ -447,7 +447,7 @@ int sf__image_write(int fd, const struct sf_image_src *src)
     }
 
     size_t memsize = hs + SF_IMG_MAX_BLOCK_PAGES + b.max_present * ps;
-    b.mem = malloc(memsize);
+    b.mem = sf__os_malloc(memsize);
     if (!b.mem) {
         r = -ENOMEM;
         goto out;
@@ -459,7 +459,7 @@ int sf__image_write(int fd, const struct sf_image_src *src)
         b.level = lvl ? (int)lvl : ZSTD_CLEVEL_DEFAULT;
         b.zcap = ZSTD_compressBound(b.max_present * ps);
         b.cctx = ZSTD_createCCtx();
-        b.zmem = malloc(hs + SF_IMG_MAX_BLOCK_PAGES + b.zcap);
+        b.zmem = sf__os_malloc(hs + SF_IMG_MAX_BLOCK_PAGES + b.zcap);
         if (!b.cctx || !b.zmem) {
             r = -ENOMEM;
             goto out;
@@ -541,10 +541,10 @@ int sf__image_write(int fd, const struct sf_image_src *src)
     r = write_all(&w, tr, sizeof tr);
 out:
     ZSTD_freeCCtx(b.cctx);
-    free(b.zmem);
-    free(b.mem);
-    free(split);
-    free(split_meta);
+    sf__os_free(b.zmem);
+    sf__os_free(b.mem);
+    sf__os_free(split);
+    sf__os_free(split_meta);
     maps_free(&maps);
     return r;
 }

@@ -6,6 +6,7 @@
 
 #define SNAPFAULT_BUILD 1
 #include "snapfault.h"
+#include "embed/os.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -277,7 +278,7 @@ static inline void sf__cpu_relax(void) { __builtin_ia32_pause(); }
  * answer -ECHILD there and never touch its uffd. */
 static inline bool sf__forked(const sf_tracker *t)
 {
-    return t->pid != (pid_t)syscall(SYS_getpid);
+    return t->pid != sf__os_getpid();
 }
 
 /* The one batching decision (cost.c): whether the next run, gap pages past

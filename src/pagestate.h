@@ -173,7 +173,7 @@ static inline uint64_t sf__wait_not_busy(_Atomic uint64_t *ps)
         if (++spins < 4096)
             sf__cpu_relax();
         else
-            syscall(SYS_sched_yield);
+            sf__os_yield();
     }
     return w;
 }

@@ -34,7 +34,7 @@ static int try_wp(int fd, void *page)
 
 static int probe_pagemap_scan(void *page)
 {
-    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    int fd = sf__os_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
     struct page_region vec[1];
@@ -47,8 +47,8 @@ static int probe_pagemap_scan(void *page)
     arg.vec_len = 1;
     arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_WRITTEN;
     arg.return_mask = PAGE_IS_PRESENT;
-    int ok = ioctl(fd, PAGEMAP_SCAN, &arg) >= 0;
-    close(fd);
+    int ok = sf__pagemap_scan(fd, &arg) >= 0;
+    sf__os_close(fd);
     return ok;
 }
 
@@ -57,22 +57,22 @@ static int probe_pagemap_scan(void *page)
  * it runs once. */
 static int probe_soft_dirty(volatile char *page)
 {
-    int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    int cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    int pm = sf__os_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    int cr = sf__os_open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
     int ok = 0;
     if (pm >= 0 && cr >= 0) {
         page[0] = 1;
         uint64_t e = 0;
         off_t off = (off_t)(((uintptr_t)page >> sf_page_shift) * 8);
-        if (write(cr, "4", 1) == 1 && pread(pm, &e, 8, off) == 8 && !(e & (1ull << 55))) {
+        if (sf__os_write(cr, "4", 1) == 1 && sf__os_pread(pm, &e, 8, off) == 8 && !(e & (1ull << 55))) {
             page[0] = 2;
-            ok = pread(pm, &e, 8, off) == 8 && (e & (1ull << 55));
+            ok = sf__os_pread(pm, &e, 8, off) == 8 && (e & (1ull << 55));
         }
     }
     if (pm >= 0)
-        close(pm);
+        sf__os_close(pm);
     if (cr >= 0)
-        close(cr);
+        sf__os_close(cr);
     return ok;
 }
 
@@ -83,14 +83,14 @@ static void probe(void)
     memset(c, 0, sizeof(*c));
     c->max_map_count = sf__read_long_file("/proc/sys/vm/max_map_count", -1);
     c->map_count = sf__count_maps();
-    int thp = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
+    int thp = sf__os_open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
     if (thp >= 0) {
         char buf[128] = {0};
-        if (read(thp, buf, sizeof(buf) - 1) > 0)
+        if (sf__os_read(thp, buf, sizeof(buf) - 1) > 0)
             c->thp_enabled = strstr(buf, "[never]") == NULL;
-        close(thp);
+        sf__os_close(thp);
     }
-    char *page = mmap(NULL, sf_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *page = sf__os_mmap(NULL, sf_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (page == MAP_FAILED) {
         for (int b = 1; b < SF_BACKEND_COUNT; b++)
             why(c, b, -ENOMEM, "%s", "cannot map a scratch page");
@@ -104,9 +104,9 @@ static void probe(void)
     c->uffd = ufd >= 0;
     int uffd_err = ufd < 0 ? ufd : 0;
     if (kfd >= 0)
-        close(kfd);
+        sf__os_close(kfd);
     else if (ufd >= 0)
-        close(ufd);
+        sf__os_close(ufd);
     uint64_t f = c->uffd_features;
     c->uffd_sigbus = !!(f & UFFD_FEATURE_SIGBUS);
     c->uffd_wp_unpopulated = !!(f & UFFD_FEATURE_WP_UNPOPULATED);
@@ -115,7 +115,7 @@ static void probe(void)
         int fd = sf__uffd_open(false, UFFD_FEATURE_PAGEFAULT_FLAG_WP, NULL);
         if (fd >= 0) {
             c->uffd_wp = try_wp(fd, page) == 0;
-            close(fd);
+            sf__os_close(fd);
         }
     }
     c->pagemap_scan = probe_pagemap_scan(page);
@@ -132,7 +132,7 @@ static void probe(void)
                                           UFFD_FEATURE_WP_UNPOPULATED, NULL);
         int err = fd < 0 ? fd : try_wp(fd, page);
         if (fd >= 0)
-            close(fd);
+            sf__os_close(fd);
         if (err)
             why(c, SF_BACKEND_UFFD_ASYNC, err, "async write-protect failed: %s", sf_strerror(err));
     }
@@ -184,7 +184,7 @@ static void probe(void)
         snprintf(c->auto_engine_why, sizeof(c->auto_engine_why), "COW on %s: uffd-async unusable (%.100s)",
                  sf_backend_name(cow), c->why[SF_BACKEND_UFFD_ASYNC]);
     }
-    munmap(page, sf_page_size);
+    sf__os_munmap(page, sf_page_size);
     /* What a protect call and a PTE inside a span cost here (cost.c). */
     sf__cost_probe(c);
 }

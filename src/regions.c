@@ -45,7 +45,7 @@ struct sf_rtable *sf__regions_table(void)
 
 static struct sf_rtable *table_alloc(size_t n)
 {
-    struct sf_rtable *tb = malloc(sizeof(*tb) + n * sizeof(tb->r[0]));
+    struct sf_rtable *tb = sf__os_malloc(sizeof(*tb) + n * sizeof(tb->r[0]));
     if (tb)
         tb->n = n;
     return tb;
@@ -56,7 +56,7 @@ static void table_publish(struct sf_rtable *tb)
 {
     struct sf_rtable *old = atomic_exchange(&g_table, tb);
     sf__grace_wait();
-    free(old);
+    sf__os_free(old);
 }
 
 int sf__regions_overlap(uintptr_t start, uintptr_t end)
@@ -102,7 +102,7 @@ void sf__regions_remove(struct sf_region *const *rs, size_t nrs)
     /* Removal cannot fail: the regions' memory is about to be freed. */
     struct sf_rtable *tb;
     while (!(tb = table_alloc(old->n)))
-        sched_yield();
+        sf__os_yield();
     size_t j = 0;
     for (size_t i = 0; i < old->n; i++) {
         bool drop = false;
@@ -137,7 +137,7 @@ struct sf_region **sf__regions_list(sf_tracker *t, size_t *n)
 {
     pthread_mutex_lock(&sf__regions_lock);
     size_t k = sf__regions_of(t, NULL, 0);
-    struct sf_region **v = malloc((k ? k : 1) * sizeof(*v));
+    struct sf_region **v = sf__os_malloc((k ? k : 1) * sizeof(*v));
     if (v)
         sf__regions_of(t, v, k);
     pthread_mutex_unlock(&sf__regions_lock);
@@ -149,7 +149,7 @@ struct sf_region **sf__regions_list(sf_tracker *t, size_t *n)
  * kernel): state words, chunk hints, chunk max-generation, version heads. */
 struct sf_region *sf__region_new(sf_tracker *t, uintptr_t start, uintptr_t end, bool versions)
 {
-    struct sf_region *r = calloc(1, sizeof(*r));
+    struct sf_region *r = sf__os_calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->start = start;
@@ -162,9 +162,9 @@ struct sf_region *sf__region_new(sf_tracker *t, uintptr_t start, uintptr_t end, 
     size_t vh = versions ? r->npages * sizeof(void *) : 0;
     size_t bytes = ps + 2 * ch + vh;
     bytes = (bytes + sf_page_size - 1) & ~(sf_page_size - 1);
-    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *m = sf__os_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
-        free(r);
+        sf__os_free(r);
         return NULL;
     }
     r->meta = m;
@@ -185,7 +185,7 @@ void sf__region_free(struct sf_region *r)
 {
     if (!r)
         return;
-    free(r->abits);
-    munmap(r->meta, r->meta_bytes);
-    free(r);
+    sf__os_free(r->abits);
+    sf__os_munmap(r->meta, r->meta_bytes);
+    sf__os_free(r);
 }

@@ -85,7 +85,7 @@ void sf__vlist_add(struct vlist *l, struct sf_version *v)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 64;
-        struct sf_version **nv = realloc(l->v, cap * sizeof(*nv));
+        struct sf_version **nv = sf__os_realloc(l->v, cap * sizeof(*nv));
         if (!nv)
             return; /* leaked until the tracker is destroyed; never unsafe */
         l->v = nv;
@@ -101,7 +101,7 @@ void sf__vlist_free(sf_tracker *t, struct vlist *l)
         for (size_t i = 0; i < l->n; i++)
             sf__store_free(t->store, l->v[i]);
     }
-    free(l->v);
+    sf__os_free(l->v);
     l->v = NULL;
     l->n = l->cap = 0;
 }
@@ -180,16 +180,16 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
     if (sf__forked(t))
         return -ECHILD;
     sf__signals_ensure();
-    sf_snapshot *s = calloc(1, sizeof(*s));
+    sf_snapshot *s = sf__os_calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id) || !s->id) {
+    if (sf__os_getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id) || !s->id) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
+        sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
         s->id = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)s;
     }
     struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
+    sf__os_clock_gettime(CLOCK_REALTIME, &now);
     s->taken_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 
     pthread_mutex_lock(&t->lock);
@@ -199,7 +199,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
             slot = i;
     if (slot < 0) {
         pthread_mutex_unlock(&t->lock);
-        free(s);
+        sf__os_free(s);
         return -EAGAIN;
     }
     s->t = t;
@@ -221,7 +221,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
         atomic_store(&t->live_gen[slot], 0);
         t->engine->release(t, s);
         pthread_mutex_unlock(&t->lock);
-        free(s);
+        sf__os_free(s);
         return err;
     }
     t->snaps[slot] = s;
@@ -307,7 +307,7 @@ static void snapshot_free(sf_snapshot *s)
          * and no handler of this process uses the parent's snapshots. */
         t->snaps[s->slot] = NULL;
         atomic_store(&t->live_gen[s->slot], 0);
-        free(s);
+        sf__os_free(s);
         return;
     }
     pthread_mutex_lock(&t->lock);
@@ -315,7 +315,7 @@ static void snapshot_free(sf_snapshot *s)
     t->snaps[s->slot] = NULL;
     t->engine->release(t, s);
     pthread_mutex_unlock(&t->lock);
-    free(s);
+    sf__os_free(s);
 }
 
 static void snapshot_put(sf_snapshot *s)
@@ -338,7 +338,7 @@ void sf__snapshots_destroy(sf_tracker *t)
 {
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
         atomic_store(&t->live_gen[i], 0);
-        free(t->snaps[i]);
+        sf__os_free(t->snaps[i]);
         t->snaps[i] = NULL;
     }
 }
@@ -400,16 +400,16 @@ static int write_no_sigpipe(int fd, const struct sf_image_src *src)
     sigset_t pipe_set, old, pending;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
-    sigpending(&pending);
+    sf__os_sigpending(&pending);
     bool was_pending = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sf__os_sigmask(SIG_BLOCK, &pipe_set, &old);
     int err = sf__image_write(fd, src);
     if (err == -EPIPE && !was_pending) {
         struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+        while (sf__os_sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
             ;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sf__os_sigmask(SIG_SETMASK, &old, NULL);
     return err;
 }
 
@@ -439,7 +439,7 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd, unsign
         SF_FOR_LIVE_RUNS(r, 0, r->npages, p, q) {
             if (nr == cap) {
                 cap = cap ? 2 * cap : 16;
-                struct sf_image_range *nv = realloc(ranges, cap * sizeof(*nv));
+                struct sf_image_range *nv = sf__os_realloc(ranges, cap * sizeof(*nv));
                 if (!nv) {
                     err = -ENOMEM;
                     break;
@@ -450,7 +450,7 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd, unsign
         }
     }
     pthread_mutex_unlock(&t->lock);
-    free(rs);
+    sf__os_free(rs);
     if (!rs)
         err = -ENOMEM;
     if (!err) {
@@ -468,7 +468,7 @@ static int write_image(sf_snapshot *s, const sf_snapshot *parent, int fd, unsign
         };
         err = write_no_sigpipe(fd, &src);
     }
-    free(ranges);
+    sf__os_free(ranges);
     if (!err)
         err = snap_state(s);
     return err;

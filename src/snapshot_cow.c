@@ -110,13 +110,13 @@ static int todo_add(struct todo *td, size_t p, struct sf_version *v)
 {
     if (td->n == td->cap) {
         size_t cap = td->cap ? 2 * td->cap : 256;
-        size_t *np = realloc(td->page, cap * sizeof(*np));
+        size_t *np = sf__os_realloc(td->page, cap * sizeof(*np));
         if (np)
             td->page = np;
-        struct sf_version **nv = realloc(td->src, cap * sizeof(*nv));
+        struct sf_version **nv = sf__os_realloc(td->src, cap * sizeof(*nv));
         if (nv)
             td->src = nv;
-        uint64_t *no = realloc(td->orig, cap * sizeof(*no));
+        uint64_t *no = sf__os_realloc(td->orig, cap * sizeof(*no));
         if (no)
             td->orig = no;
         if (!np || !nv || !no)
@@ -237,9 +237,9 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
         sf__chunk_maxgen_recompute(r, c);
     }
     long n = err ? 0 : (long)td.n;
-    free(td.page);
-    free(td.src);
-    free(td.orig);
+    sf__os_free(td.page);
+    sf__os_free(td.src);
+    sf__os_free(td.orig);
     *errp = err ? err : perr;
     return n;
 }
@@ -269,7 +269,7 @@ static int cow_take(sf_tracker *t, sf_snapshot *s)
     atomic_store(&t->take_failed, 0);
     for (size_t i = 0; i < n; i++)
         sf__collect_sync(t, rs[i], SF_WALK_TAKE, NULL, NULL);
-    free(rs);
+    sf__os_free(rs);
     if (atomic_load(&t->take_failed) && !atomic_exchange(&t->failed_slot[s->slot], 1))
         SF_STAT_INC(t, st_failed, 1);
     return 0;
@@ -288,7 +288,7 @@ static long cow_restore(sf_snapshot *s, struct vlist *dead, int *err, bool *chan
     for (size_t i = 0; i < n && !*err; i++)
         if (rs[i]->track_gen <= s->gen) /* tracked after s: left as it is */
             restored += restore_region(t, rs[i], s->gen, dead, err, changed);
-    free(rs);
+    sf__os_free(rs);
     return restored;
 }
 

@@ -29,8 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/uio.h>
-#include <unistd.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -131,9 +129,9 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
 static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     size_t n = p1 - p0, words = (n + 63) >> 6;
-    uint64_t *sh = calloc(words, sizeof(uint64_t));
+    uint64_t *sh = sf__os_calloc(words, sizeof(uint64_t));
     if (sh && sf__async_present(t, (uintptr_t)shadow_page(r, p0), n, sh)) {
-        free(sh);
+        sf__os_free(sh);
         return NULL;
     }
     return sh;
@@ -152,16 +150,14 @@ static bool page_is_zero(const char *page)
  * pre-copy thread runs beside the program, which may unmap tracked memory
  * it was told not to (an embedder such as the preload cannot see libc's
  * internal munmap of a freed block), and a read of it must not crash the
- * process.  process_vm_readv on the process itself fails with EFAULT
- * instead.  0, -EFAULT (the page is gone), or -errno when the call is not
+ * process: sf__os_read_self fails with EFAULT instead.  0, -EFAULT (the page is gone), or -errno when the call is not
  * available (seccomp, an old kernel): then the pre-copy stops. */
 static int live_read(void *dst, const void *src)
 {
-    struct iovec l = {dst, sf_page_size}, rm = {(void *)src, sf_page_size};
-    ssize_t n = process_vm_readv(getpid(), &l, 1, &rm, 1, 0);
+    ssize_t n = sf__os_read_self(dst, src, sf_page_size);
     if (n == (ssize_t)sf_page_size)
         return 0;
-    return n < 0 ? -errno : -EFAULT;
+    return n < 0 && errno != EFAULT ? -errno : -EFAULT;
 }
 
 /* Refreshes the stale pages of [p0, p1) of r (scanned just before).
@@ -198,7 +194,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
                 if (e == -EFAULT)
                     continue;
                 if (e) {
-                    free(hold);
+                    sf__os_free(hold);
                     return e;
                 }
                 src = bounce;
@@ -208,7 +204,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
                 src = NULL;
             if (refresh_page(t, r, p, ng, src)) {
                 if (strict) {
-                    free(hold);
+                    sf__os_free(hold);
                     return -ENOSPC;
                 }
                 continue;
@@ -216,7 +212,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             n++;
         }
     }
-    free(hold);
+    sf__os_free(hold);
     return n;
 }
 
@@ -234,15 +230,15 @@ static struct sf_region *pc_next_region(sf_tracker *t)
     for (size_t i = 0; rs && i < n && !found; i++)
         if (rs[i]->mbits && rs[i]->pc_next < rs[i]->npages)
             found = rs[i];
-    free(rs);
+    sf__os_free(rs);
     return found;
 }
 
 static void *pc_main(void *arg)
 {
     sf_tracker *t = arg;
-    void *bounce = NULL;
-    if (posix_memalign(&bounce, 64, sf_page_size))
+    void *bounce = sf__os_malloc(sf_page_size);
+    if (!bounce)
         return NULL; /* no pre-copy: the takes copy */
     pthread_mutex_lock(&t->lock);
     while (!atomic_load(&t->pc_stop)) {
@@ -264,11 +260,11 @@ static void *pc_main(void *arg)
         r->pc_next = p1;
         /* Let takes and collects in between chunks. */
         pthread_mutex_unlock(&t->lock);
-        sched_yield();
+        sf__os_yield();
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
-    free(bounce);
+    sf__os_free(bounce);
     return NULL;
 }
 
@@ -280,9 +276,9 @@ static void pc_start(sf_tracker *t)
         return;
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
-    t->pc_started = pthread_create(&t->pc_thread, NULL, pc_main, t) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sf__os_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
+    t->pc_started = sf__os_thread_create(&t->pc_thread, NULL, pc_main, t) == 0;
+    sf__os_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -305,7 +301,7 @@ static void mirror_destroy(sf_tracker *t)
         atomic_store(&t->pc_stop, 1);
         pthread_cond_broadcast(&t->pc_cond);
         pthread_mutex_unlock(&t->lock);
-        pthread_join(t->pc_thread, NULL);
+        sf__os_thread_join(t->pc_thread, NULL);
         t->pc_started = false;
     }
     if (t->store && !sf__forked(t))
@@ -323,18 +319,18 @@ static int mirror_attach(sf_tracker *t, struct sf_region *r, size_t p0, size_t p
         size_t len = r->end - r->start;
         if (t->shadow_counted && sf__store_reserve(t->store, r->npages))
             return -ENOSPC;
-        r->mbits = calloc((r->npages + 63) >> 6, sizeof(uint64_t));
-        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        r->mbits = sf__os_calloc((r->npages + 63) >> 6, sizeof(uint64_t));
+        void *m = sf__os_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (!r->mbits || m == MAP_FAILED) {
-            free(r->mbits);
+            sf__os_free(r->mbits);
             r->mbits = NULL;
             if (m != MAP_FAILED)
-                munmap(m, len);
+                sf__os_munmap(m, len);
             if (t->shadow_counted)
                 sf__store_unreserve(t->store, r->npages);
             return -ENOMEM;
         }
-        madvise(m, len, MADV_NOHUGEPAGE);
+        sf__os_madvise(m, len, MADV_NOHUGEPAGE);
         r->shadow = m;
         r->pc_next = 0;
     }
@@ -350,9 +346,9 @@ static void mirror_region_fini(sf_tracker *t, struct sf_region *r)
 {
     if (!r->shadow)
         return;
-    munmap(r->shadow, r->end - r->start);
+    sf__os_munmap(r->shadow, r->end - r->start);
     r->shadow = NULL;
-    free(r->mbits);
+    sf__os_free(r->mbits);
     r->mbits = NULL;
     if (t->shadow_counted && t->store)
         sf__store_unreserve(t->store, r->npages);
@@ -380,7 +376,7 @@ static int mirror_take(sf_tracker *t, sf_snapshot *s)
             r->pc_next = r->npages; /* the shadow is whole: nothing left to pre-copy */
         }
     }
-    free(rs);
+    sf__os_free(rs);
     /* On failure the pages copied so far keep their new content (their
      * old one is in versions where a live snapshot needs it): consistent,
      * and the next take copies the rest. */
@@ -507,7 +503,7 @@ static long mirror_restore(sf_snapshot *s, struct vlist *dead, int *err, bool *c
     for (size_t i = 0; i < n && !*err; i++)
         if (rs[i]->mbits && rs[i]->track_gen <= s->gen) /* tracked after s: left */
             restored += restore_region(t, rs[i], s->gen, dead, err, changed);
-    free(rs);
+    sf__os_free(rs);
     return restored;
 }
 

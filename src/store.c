@@ -11,7 +11,7 @@
  * handler pops while another pops and a collector pushes. */
 int sf__store_create(sf_tracker *t, size_t limit)
 {
-    struct sf_store *st = calloc(1, sizeof(*st));
+    struct sf_store *st = sf__os_calloc(1, sizeof(*st));
     if (!st)
         return -ENOMEM;
     size_t nslots = limit >> sf_page_shift;
@@ -21,19 +21,19 @@ int sf__store_create(sf_tracker *t, size_t limit)
         nslots = UINT32_MAX - 1;
     st->nslots = nslots;
     /* Reserved, not committed: the kernel gives pages on first copy. */
-    st->arena = mmap(NULL, nslots << sf_page_shift, PROT_READ | PROT_WRITE,
+    st->arena = sf__os_mmap(NULL, nslots << sf_page_shift, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    st->nodes = mmap(NULL, nslots * sizeof(struct sf_version), PROT_READ | PROT_WRITE,
+    st->nodes = sf__os_mmap(NULL, nslots * sizeof(struct sf_version), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (st->arena == MAP_FAILED || st->nodes == MAP_FAILED) {
         if (st->arena != MAP_FAILED)
-            munmap(st->arena, nslots << sf_page_shift);
+            sf__os_munmap(st->arena, nslots << sf_page_shift);
         if (st->nodes != MAP_FAILED)
-            munmap(st->nodes, nslots * sizeof(struct sf_version));
-        free(st);
+            sf__os_munmap(st->nodes, nslots * sizeof(struct sf_version));
+        sf__os_free(st);
         return -ENOMEM;
     }
-    madvise(st->arena, nslots << sf_page_shift, MADV_NOHUGEPAGE);
+    sf__os_madvise(st->arena, nslots << sf_page_shift, MADV_NOHUGEPAGE);
     t->store = st;
     t->store_limit = nslots << sf_page_shift;
     return 0;
@@ -44,9 +44,9 @@ void sf__store_destroy(sf_tracker *t)
     struct sf_store *st = t->store;
     if (!st)
         return;
-    munmap(st->arena, st->nslots << sf_page_shift);
-    munmap(st->nodes, st->nslots * sizeof(struct sf_version));
-    free(st);
+    sf__os_munmap(st->arena, st->nslots << sf_page_shift);
+    sf__os_munmap(st->nodes, st->nslots * sizeof(struct sf_version));
+    sf__os_free(st);
     t->store = NULL;
 }
 

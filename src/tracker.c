@@ -63,13 +63,13 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
         b != SF_BACKEND_UFFD_SYNC)
         return -EINVAL;
 
-    sf_tracker *t = calloc(1, sizeof(*t));
+    sf_tracker *t = sf__os_calloc(1, sizeof(*t));
     if (!t)
         return -ENOMEM;
     t->ops = backends[b];
     t->backend = b;
     t->flags = opt->flags;
-    t->pid = (pid_t)syscall(SYS_getpid);
+    t->pid = sf__os_getpid();
     t->uffd = t->pagemap_fd = -1;
     t->wake_pipe[0] = t->wake_pipe[1] = -1;
     t->nthreads = opt->handler_threads;
@@ -97,7 +97,7 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
         t->ops->close(t);
         sf__engine_destroy(t);
         pthread_mutex_destroy(&t->lock);
-        free(t);
+        sf__os_free(t);
         return err;
     }
     *out = t;
@@ -155,7 +155,7 @@ SF_API int sf_track(sf_tracker *t, void *addr, size_t len)
     sf__signals_ensure();
     /* A range with a hole would be half protected when the backend fails
      * on the hole (mprotect) or silently accepted (uffd). */
-    if (msync(addr, len, MS_ASYNC) < 0)
+    if (sf__os_msync(addr, len, MS_ASYNC) < 0)
         return errno == ENOMEM ? -EFAULT : -errno;
     uintptr_t a = (uintptr_t)addr, e = a + len;
     pthread_mutex_lock(&t->lock);
@@ -245,7 +245,7 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
     }
     if (cover < e) {
     notfound:
-        free(rs);
+        sf__os_free(rs);
         pthread_mutex_unlock(&t->lock);
         return -ENOENT;
     }
@@ -286,7 +286,7 @@ SF_API int sf_untrack(sf_tracker *t, void *addr, size_t len)
     if (partial)
         sf__grace_wait();
     drop_regions(t, rs, ndrop);
-    free(rs);
+    sf__os_free(rs);
     pthread_mutex_unlock(&t->lock);
     return 0;
 }
@@ -304,7 +304,7 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
     size_t n;
     struct sf_region **rs = sf__regions_list(t, &n);
     drop_regions(t, rs, rs ? n : 0);
-    free(rs);
+    sf__os_free(rs);
     sf__snapshots_destroy(t);
     if (!forked) {
         pthread_mutex_unlock(&t->lock);
@@ -315,13 +315,13 @@ SF_API void sf_tracker_destroy(sf_tracker *t)
         /* The uffd belongs to the parent's address space: never ioctl it,
          * just drop our descriptor. */
         if (t->uffd >= 0)
-            close(t->uffd);
+            sf__os_close(t->uffd);
         if (t->pagemap_fd >= 0)
-            close(t->pagemap_fd);
+            sf__os_close(t->pagemap_fd);
     }
     if (forked)
         sf__engine_destroy(t);
-    free(t);
+    sf__os_free(t);
 }
 
 /* ------------------------------------------------------------------------
@@ -452,7 +452,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     b.n = 0;
     /* No memory for the map: every chunk takes the page-by-page path. */
     b.whole = mode == SF_WALK_TAKE && t->backend == SF_BACKEND_UFFD_SYNC
-                  ? calloc((r->nchunks + 63) >> 6, sizeof(uint64_t)) : NULL;
+                  ? sf__os_calloc((r->nchunks + 63) >> 6, sizeof(uint64_t)) : NULL;
     size_t run = SIZE_MAX;
     int rc = 0;
     for (size_t c = 0; c < r->nchunks && !rc; c++) {
@@ -507,7 +507,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     }
     if (!rc)
         rc = flush_batch(t, r, &b, mode, emit, ctx);
-    free(b.whole);
+    sf__os_free(b.whole);
     return rc;
 }
 
@@ -555,7 +555,7 @@ SF_API int sf_collect(sf_tracker *t, unsigned flags, sf_range_fn fn, void *arg)
      * was reported. */
     if (!rc && reset && t->ops->reset_all)
         rc = t->ops->reset_all(t);
-    free(rs);
+    sf__os_free(rs);
     SF_STAT_INC(t, st_collects, 1);
     SF_STAT_INC(t, st_collected, (uint64_t)d.pages);
     pthread_mutex_unlock(&t->lock);

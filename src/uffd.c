@@ -5,7 +5,6 @@
 
 #include <fcntl.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 /* A uffd that receives kernel-mode faults needs privilege; user-mode-only is
@@ -14,12 +13,12 @@
 int sf__uffd_open(bool kernel_faults, uint64_t features, uint64_t *got)
 {
     int flags = O_CLOEXEC | O_NONBLOCK | (kernel_faults ? 0 : UFFD_USER_MODE_ONLY);
-    int fd = (int)syscall(SYS_userfaultfd, flags);
+    int fd = sf__os_userfaultfd(flags);
     if (fd < 0 && kernel_faults && (errno == EPERM || errno == EACCES)) {
-        int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        int dev = sf__os_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
         if (dev >= 0) {
-            fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-            close(dev);
+            fd = sf__os_ioctl(dev, USERFAULTFD_IOC_NEW, (void *)(uintptr_t)(O_CLOEXEC | O_NONBLOCK));
+            sf__os_close(dev);
         }
     }
     if (fd < 0)
@@ -28,9 +27,9 @@ int sf__uffd_open(bool kernel_faults, uint64_t features, uint64_t *got)
     memset(&api, 0, sizeof(api));
     api.api = UFFD_API;
     api.features = features;
-    if (ioctl(fd, UFFDIO_API, &api) < 0) {
+    if (sf__os_ioctl(fd, UFFDIO_API, &api) < 0) {
         int e = -errno;
-        close(fd);
+        sf__os_close(fd);
         return e;
     }
     if (got)
@@ -45,7 +44,7 @@ int sf__uffd_register_wp(int uffd, uintptr_t addr, size_t len)
     reg.range.start = addr;
     reg.range.len = len;
     reg.mode = UFFDIO_REGISTER_MODE_WP;
-    if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+    if (sf__os_ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
         return -errno;
     if (!(reg.ioctls & ((uint64_t)1 << _UFFDIO_WRITEPROTECT)))
         return -ENOTSUP;
@@ -55,7 +54,7 @@ int sf__uffd_register_wp(int uffd, uintptr_t addr, size_t len)
 int sf__uffd_unregister(int uffd, uintptr_t addr, size_t len)
 {
     struct uffdio_range r = {.start = addr, .len = len};
-    return ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+    return sf__os_ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
 }
 
 /* EAGAIN means the address space is changing (fork, mremap): retry. */
@@ -71,15 +70,26 @@ int sf__uffd_wp(int uffd, uintptr_t addr, size_t len, bool protect, bool wake)
                       : (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
     int rc = 0;
     for (unsigned tries = 0;; tries++) {
-        if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
+        if (sf__os_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
             break;
         if (errno != EAGAIN || tries > 100000) {
             rc = -errno;
             break;
         }
         if (tries > 16)
-            syscall(SYS_sched_yield);
+            sf__os_yield();
     }
     errno = saved;
     return rc;
+}
+
+int sf__uffd_wake(int uffd, uintptr_t addr, size_t len)
+{
+    struct uffdio_range r = {.start = addr, .len = len};
+    return sf__os_ioctl(uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+long sf__pagemap_scan(int pagemap_fd, struct pm_scan_arg *arg)
+{
+    return sf__os_ioctl(pagemap_fd, PAGEMAP_SCAN, arg);
 }

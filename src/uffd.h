@@ -1,5 +1,7 @@
 /* uffd.h - userfaultfd and PAGEMAP_SCAN definitions that Debian 12's 6.1
- * headers lack; the runtime probe decides what is really used. */
+ * headers lack; the runtime probe decides what is really used.  Every uffd
+ * and PAGEMAP_SCAN ioctl is made in uffd.c (the opening, registration and
+ * write-protect calls are declared in internal.h). */
 #ifndef SF_UFFD_H
 #define SF_UFFD_H
 #include <linux/fs.h>
@@ -51,4 +53,11 @@ struct pm_scan_arg {
 #define PM_SCAN_CHECK_WPASYNC (1 << 1)
 #define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
 #endif
+
+/* UFFDIO_WAKE of [addr, addr+len): wakes the threads faulting there without
+ * changing any protection.  0 or -errno.  Async-signal-safe. */
+int sf__uffd_wake(int uffd, uintptr_t addr, size_t len);
+/* One PAGEMAP_SCAN ioctl on the pagemap fd: as ioctl(2), the number of
+ * page_region entries filled or -1 with errno.  Async-signal-safe. */
+long sf__pagemap_scan(int pagemap_fd, struct pm_scan_arg *arg);
 #endif

@@ -17,14 +17,14 @@ static int debug_fd = -1;
 
 static void do_init(void)
 {
-    long ps = sysconf(_SC_PAGESIZE);
+    long ps = sf__os_page_size();
     if (ps > 0) {
         sf_page_size = (size_t)ps;
         sf_page_shift = (unsigned)__builtin_ctzl((unsigned long)ps);
     }
     /* The library prints nothing unless asked: SNAPFAULT_DEBUG=1 sends
      * diagnostics to stderr. */
-    const char *d = secure_getenv("SNAPFAULT_DEBUG");
+    const char *d = sf__os_getenv("SNAPFAULT_DEBUG");
     if (d && *d && strcmp(d, "0") != 0)
         debug_fd = 2;
 }
@@ -49,18 +49,18 @@ void sf__debug(const char *fmt, ...)
         return;
     size_t len = (size_t)n + ((size_t)m < sizeof(buf) - (size_t)n - 1 ? (size_t)m : sizeof(buf) - (size_t)n - 2);
     buf[len++] = '\n';
-    ssize_t w = write(debug_fd, buf, len);
+    ssize_t w = sf__os_write(debug_fd, buf, len);
     (void)w;
 }
 
 long sf__read_long_file(const char *path, long dflt)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = sf__os_open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return dflt;
     char buf[64];
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
+    ssize_t n = sf__os_read(fd, buf, sizeof(buf) - 1);
+    sf__os_close(fd);
     if (n <= 0)
         return dflt;
     buf[n] = 0;
@@ -72,16 +72,16 @@ long sf__read_long_file(const char *path, long dflt)
 /* VMAs of this process: lines of /proc/self/maps. */
 long sf__count_maps(void)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    int fd = sf__os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
     char buf[8192];
     long lines = 0;
     ssize_t n;
-    while ((n = read(fd, buf, sizeof(buf))) > 0)
+    while ((n = sf__os_read(fd, buf, sizeof(buf))) > 0)
         for (ssize_t i = 0; i < n; i++)
             lines += buf[i] == '\n';
-    close(fd);
+    sf__os_close(fd);
     return lines;
 }
 

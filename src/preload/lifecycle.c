@@ -92,7 +92,7 @@ static void *bg_body(void *arg)
          * (the usual fork+exec costs nothing), or when it ends first and
          * asks for its final image. */
         struct pollfd pfd = {.fd = sfp_wake_fd[0], .events = POLLIN};
-        poll(&pfd, 1, (int)sfp_interval_ms);
+        sf__os_poll(&pfd, 1, (int)sfp_interval_ms);
         if (atomic_load(&g_stop))
             return NULL;
         pthread_mutex_lock(&g_lock);
@@ -114,7 +114,7 @@ static void *bg_body(void *arg)
         if (due > now) {
             struct pollfd pfd = {.fd = sfp_wake_fd[0], .events = POLLIN};
             uint64_t ms = (due - now + 999999) / 1000000;
-            poll(&pfd, 1, ms > 60000 ? 60000 : (int)ms);
+            sf__os_poll(&pfd, 1, ms > 60000 ? 60000 : (int)ms);
             drain_wake();
             if (atomic_load(&g_stop))
                 break;
@@ -154,10 +154,10 @@ static int start_bg(void)
      * open since this thread may write tracked memory while creating. */
     sigdelset(&all, SIGSEGV);
     sigdelset(&all, SIGBUS);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    sf__os_sigmask(SIG_SETMASK, &all, &old);
     atomic_store(&g_bg_alive, 1);
-    int rc = pthread_create(&g_bg, NULL, bg_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = sf__os_thread_create(&g_bg, NULL, bg_main, NULL);
+    sf__os_sigmask(SIG_SETMASK, &old, NULL);
     g_bg_running = rc == 0;
     if (rc)
         atomic_store(&g_bg_alive, 0);
@@ -339,7 +339,7 @@ __attribute__((constructor(101))) static void sfp_init(void)
         sfp_in_runtime--;
         return;
     }
-    if (pipe2(sfp_wake_fd, O_CLOEXEC | O_NONBLOCK) < 0) {
+    if (sf__os_pipe2(sfp_wake_fd, O_CLOEXEC | O_NONBLOCK) < 0) {
         atomic_store(&sfp_state, SFP_DISABLED);
         sfp_in_runtime--;
         return;
@@ -505,7 +505,7 @@ static void fork_child(void)
         sfp_raw_syscall(SYS_close, sfp_wake_fd[0], 0, 0, 0, 0, 0);
         sfp_raw_syscall(SYS_close, sfp_wake_fd[1], 0, 0, 0, 0, 0);
     }
-    if (pipe2(sfp_wake_fd, O_CLOEXEC | O_NONBLOCK) < 0)
+    if (sf__os_pipe2(sfp_wake_fd, O_CLOEXEC | O_NONBLOCK) < 0)
         sfp_wake_fd[0] = sfp_wake_fd[1] = -1;
     /* Until the child has its own tracker the interposers pass through,
      * and the library resolves the child's faults on inherited protections

@@ -44,9 +44,10 @@ void sfp_write_all(int fd, const char *buf, size_t len);
 const char *sfp_errstr(int err);
 
 /* ------------------------------------------------------------------------
- * Real libc entry points (real.c).  The preload links with -Wl,--wrap for
- * each of them, so that every call made inside the preload (by the library
- * core or the runtime) reaches libc, never the interposers.
+ * Real libc entry points (real.c).  Every call made inside the preload (by
+ * the library core or the runtime) reaches libc through these or through
+ * the OS contract (src/embed/os.h, implemented in os_preload.c), never the
+ * interposers: the build rejects a preload object that names one.
  * ------------------------------------------------------------------------ */
 struct sfp_real {
     void *(*mmap)(void *, size_t, int, int, int, off_t);
@@ -70,6 +71,9 @@ struct sfp_real {
 };
 extern struct sfp_real sfp_real;
 void sfp_real_resolve(void); /* idempotent; before it, raw syscalls stand in */
+/* Resolves sfp_real unless called from inside the runtime before that was
+ * done (then false: raw system calls stand in). */
+bool sfp_real_ready(void);
 void sfp_io_resolve(void);   /* io.c */
 
 /* The recursion guard: set while the runtime (or the library through it)
@@ -81,7 +85,7 @@ long sfp_raw_syscall(long n, long a, long b, long c, long d, long e, long f);
 
 /* ------------------------------------------------------------------------
  * Private heap and own-memory registry (alloc.c).  The library core and the
- * runtime allocate here (malloc/calloc/realloc/free are wrapped), so that
+ * runtime allocate here (the OS contract's allocator, os_preload.c), so that
  * their own state never lies in memory they track: a fault handler that
  * wrote to a protected page of its own would deadlock or die.
  * ------------------------------------------------------------------------ */

@@ -172,7 +172,7 @@ bool sfp_keeps_tracked(const struct sfp_mapline *ml)
 
 /* Detaching a range whose mapping was replaced behind our back must not
  * give the new mapping read-write protection (mprotect backend): see
- * __wrap_mprotect in interpose.c. */
+ * sf__os_mprotect in os_preload.c. */
 __thread uintptr_t sfp_stale_lo __attribute__((tls_model("initial-exec")));
 __thread uintptr_t sfp_stale_hi __attribute__((tls_model("initial-exec")));
 

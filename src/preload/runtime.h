@@ -5,6 +5,7 @@
 #define SFP_RUNTIME_H
 
 #include "preload.h"
+#include "os.h" /* the OS contract this runtime implements (os_preload.c) and calls */
 
 #include "sf_embed.h"
 #include "snapfault.h"

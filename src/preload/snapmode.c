@@ -294,7 +294,7 @@ void sfp_snap_trigger_install(void)
     sa.sa_sigaction = trigger_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(sig, &sa, &old) != 0) {
+    if (sf__os_sigaction(sig, &sa, &old) != 0) {
         sfp_warn_once(SFP_ONCE_SIGNAL, "cannot install the snapshot signal %d", sig);
         return;
     }
