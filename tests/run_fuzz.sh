@@ -37,7 +37,7 @@ xxhash="$xxhash $(pkg-config --cflags --libs libzstd 2>/dev/null || echo -lzstd)
 # $2: the build tree's include directory (the generated snapfault-version.h)
 cflags=(-std=gnu11 -g -O1 -D_GNU_SOURCE -I "$src/include" -I "${2:?build include dir}" -I "$src/src")
 # the image code: writer, reader, chain flattening
-img=("$src/src/image_write.c" "$src/src/image_read.c" "$src/src/image_merge.c")
+img=("$src/src/image_write.c" "$src/src/image_read.c" "$src/src/image_merge.c" "$src/src/os_libc.c")
 # shellcheck disable=SC2054 # commas belong to the flag
 san=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 # shellcheck disable=SC2086 # $xxhash is a list of flags
