@@ -118,6 +118,11 @@ SF_API const char *sf_engine_name(sf_engine e);
                                             the mirror (a shadow of all tracked memory);
                                             -ENOTSUP with an explicit uffd-async backend,
                                             -EINVAL with SF_ENGINE_MIRROR */
+#define SF_OPT_STOP_THREADS    (1u << 9) /* with SF_OPT_SNAPSHOTS: every sf_snapshot_take
+                                            stops the process's other threads for the
+                                            take, so the snapshot is one instant across
+                                            threads (see "World stop" below); -EINVAL
+                                            without SF_OPT_SNAPSHOTS */
 
 typedef struct {
     sf_backend backend;   /* SF_BACKEND_AUTO: best this process can use */
@@ -341,6 +346,8 @@ SF_API const char *sf_strerror(int err);
 /* Statistics                                                               */
 /* ------------------------------------------------------------------------ */
 
+#define SF_STOP_HIST_BUCKETS 48
+
 typedef struct {
     sf_backend backend;
     sf_fault_mode fault_mode;
@@ -369,7 +376,28 @@ typedef struct {
     uint64_t span_gap;        /* sync backends: the largest gap of unwritten pages
                                  one protect call spans (see sf_caps) */
     uint64_t protect_calls;   /* protect calls made by collects, takes, restores */
+    /* SF_OPT_STOP_THREADS: the world stops of takes.  A stop lasts from the
+     * first stop signal to the resume (the take inside it). */
+    uint64_t stops;
+    uint64_t stop_last_ns;
+    uint64_t stop_max_ns;
+    uint64_t stop_total_ns;
+    uint64_t stop_retries;    /* takes done again: a thread counted asleep ran */
+    uint64_t stop_fallbacks;  /* takes that signalled every thread after retries */
+    uint64_t stop_timeouts;   /* threads that never acknowledged (counted asleep) */
+    uint64_t stop_signalled;  /* threads stopped by the signal, summed over stops */
+    uint64_t stop_asleep;     /* threads counted stopped because asleep in the
+                                 kernel (not signalled), summed over stops */
+    /* Stop times: bucket 0 below 1 us, then two per octave (bucket 1 + 2k:
+     * [2^(10+k), 1.5 * 2^(10+k)) ns, 2 + 2k: [1.5 * 2^(10+k), 2^(11+k))); the
+     * last bucket holds everything above.  See sf_stats_stop_quantile. */
+    uint64_t stop_hist[SF_STOP_HIST_BUCKETS];
 } sf_stats;
+
+/* A quantile q in [0, 1] of the stop times in st->stop_hist, in ns (the
+ * middle of its bucket, at most stop_max_ns: within 25%); 0 without stops.
+ * Thread-safe, async-signal-safe. */
+SF_API uint64_t sf_stats_stop_quantile(const sf_stats *st, double q);
 
 /* Fills *st.  Counters are read without stopping faults, so they are
  * approximate while faults run.  Thread-safe; async-signal-safe. */

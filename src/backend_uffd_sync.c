@@ -1,6 +1,7 @@
 /* backend_uffd_sync.c - userfaultfd write-protect faults resolved by
  * snapfault: in the faulting thread (SIGBUS) or by handler threads. */
 #include "internal.h"
+#include "stop.h"
 #include "uffd.h"
 
 #include <fcntl.h>
@@ -188,6 +189,7 @@ static void *handler_main(void *arg)
     sf_tracker *t = arg;
     struct uffd_msg msg[MSG_BATCH];
     struct pollfd pfd[2] = {{.fd = t->uffd, .events = POLLIN}, {.fd = t->wake_pipe[0], .events = POLLIN}};
+    sf__stop_exempt_add(); /* faults of the taker itself need it */
     while (!atomic_load(&t->stopping)) {
         int w = 0;
         if (!atomic_compare_exchange_strong(&t->watcher, &w, 1)) {
@@ -201,6 +203,7 @@ static void *handler_main(void *arg)
         if (watch(t, msg, pfd) < 0)
             break;
     }
+    sf__stop_exempt_remove();
     return NULL;
 }
 

@@ -23,6 +23,7 @@
  * only what was written since.  A write after the chunk's scan shows in
  * the next scan, so nothing is missed. */
 #include "snapshot.h"
+#include "stop.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -141,9 +142,9 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
 static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     size_t n = p1 - p0, words = (n + 63) >> 6;
-    uint64_t *sh = calloc(words, sizeof(uint64_t));
+    uint64_t *sh = sf__tmp_calloc(words, sizeof(uint64_t));
     if (sh && sf__async_present(t, (uintptr_t)shadow_page(r, p0), n, sh)) {
-        free(sh);
+        sf__tmp_free(sh);
         return NULL;
     }
     return sh;
@@ -186,7 +187,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             bool empty = hold && !bit_test(hold, p - p0) && page_is_zero(live_page(r, p));
             if (refresh_page(t, r, p, ng, empty)) {
                 if (strict) {
-                    free(hold);
+                    sf__tmp_free(hold);
                     return -ENOSPC;
                 }
                 continue;
@@ -194,7 +195,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             n++;
         }
     }
-    free(hold);
+    sf__tmp_free(hold);
     return n;
 }
 
@@ -219,6 +220,7 @@ static struct sf_region *pc_next_region(sf_tracker *t)
 static void *pc_main(void *arg)
 {
     sf_tracker *t = arg;
+    sf__stop_exempt_add(); /* a take may wait for t->lock it holds */
     pthread_mutex_lock(&t->lock);
     while (!atomic_load(&t->pc_stop)) {
         struct sf_region *r = pc_next_region(t);
@@ -241,6 +243,7 @@ static void *pc_main(void *arg)
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
+    sf__stop_exempt_remove();
     return NULL;
 }
 
@@ -352,7 +355,7 @@ static int mirror_take(sf_tracker *t, sf_snapshot *s)
             r->pc_next = r->npages; /* the shadow is whole: nothing left to pre-copy */
         }
     }
-    free(rs);
+    sf__tmp_free(rs);
     /* On failure the pages copied so far keep their new content (their
      * old one is in versions where a live snapshot needs it): consistent,
      * and the next take copies the rest. */

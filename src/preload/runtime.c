@@ -1429,7 +1429,9 @@ bool sfp_bg_alive(void)
 
 static void *bg_main(void *arg)
 {
+    sf__stop_exempt_add(); /* the runtime's thread: never stopped by a take */
     void *r = bg_body(arg);
+    sf__stop_exempt_remove();
     atomic_store(&g_bg_alive, 0);
     if (g_mode == SFP_MODE_SNAPSHOT)
         sfp_snap_bg_gone();
