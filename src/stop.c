@@ -495,19 +495,33 @@ static uint64_t stop_timeout_ns(void)
     return v;
 }
 
-/* Waits for `want` acknowledgements; threads that exit meanwhile are
- * dropped.  Returns the threads that never acknowledged. */
-static unsigned wait_acks(unsigned want, uint64_t deadline)
+/* Signalled threads of the stop that have not acknowledged and still
+ * exist (as far as the table knows). */
+static unsigned unacked(void)
+{
+    unsigned late = 0;
+    size_t n = atomic_load(&g_ntg);
+    for (size_t i = 0; i < n; i++)
+        if (g_tg[i].signalled && !atomic_load(&g_tg[i].acked) && !g_tg[i].gone)
+            late++;
+    return late;
+}
+
+/* Waits for every signalled thread's acknowledgement; threads that exit
+ * meanwhile are dropped.  Returns the threads that never acknowledged. */
+static unsigned wait_acks(uint64_t deadline)
 {
     for (;;) {
         uint32_t a = atomic_load(&g_acks);
-        if (a >= want)
+        unsigned late = unacked();
+        if (!late)
             return 0;
         uint64_t now = now_ns();
         if (now >= deadline)
-            break;
+            return late;
         /* Woken by each acknowledgement; every 10 ms it looks for
-         * signalled threads that exited before handling the signal. */
+         * signalled threads that exited before handling the signal (a
+         * thread exits with its signals blocked). */
         uint64_t left = deadline - now < 10000000u ? deadline - now : 10000000u;
         struct timespec ts = {0, (long)left};
         if (futex(&g_acks, FUTEX_WAIT_PRIVATE, a, &ts) < 0 && errno == ETIMEDOUT) {
@@ -515,19 +529,11 @@ static unsigned wait_acks(unsigned want, uint64_t deadline)
             for (size_t i = 0; i < n; i++) {
                 struct target *tg = &g_tg[i];
                 if (tg->signalled && !atomic_load(&tg->acked) && !tg->gone &&
-                    thread_gone(atomic_load(&tg->tid))) {
+                    thread_gone(atomic_load(&tg->tid)))
                     tg->gone = true;
-                    want--;
-                }
             }
         }
     }
-    unsigned late = 0;
-    size_t n = atomic_load(&g_ntg);
-    for (size_t i = 0; i < n; i++)
-        if (g_tg[i].signalled && !atomic_load(&g_tg[i].acked) && !g_tg[i].gone)
-            late++;
-    return late;
 }
 
 static unsigned g_timeouts, g_signalled;
@@ -562,6 +568,7 @@ int sf__world_stop(enum sf_stop_mode mode)
     g_t0 = now_ns();
     uint64_t deadline = g_t0 + stop_timeout_ns();
     unsigned want = 0, found;
+    g_timeouts = 0;
     /* Threads created meanwhile (by a thread not yet stopped) show in the
      * next pass; the loop ends when a pass finds none. */
     do {
@@ -569,7 +576,7 @@ int sf__world_stop(enum sf_stop_mode mode)
         if (sent < 0)
             break;
         want += (unsigned)sent;
-        g_timeouts = wait_acks(want, deadline);
+        g_timeouts = wait_acks(deadline);
         if (g_timeouts)
             break; /* one late thread: the pass cannot converge */
     } while (found);
