@@ -1534,6 +1534,8 @@ static int create_tracker(void)
          * would double the process. */
         if (o.engine == SF_ENGINE_AUTO && o.backend == SF_BACKEND_AUTO)
             o.flags |= SF_OPT_LOW_MEMORY;
+        if (sfp_opt_val(SFP_OPT_POINT_IN_TIME)) /* images one instant across threads */
+            o.flags |= SF_OPT_STOP_THREADS;
     } else if (sfp_opt_val(SFP_OPT_ATTRIBUTE)) {
         /* Attribution samples the writer's stack from the fault's ucontext:
          * faults must arrive in the writing thread. */
