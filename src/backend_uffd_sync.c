@@ -1,7 +1,6 @@
 /* backend_uffd_sync.c - userfaultfd write-protect faults resolved by
  * snapfault: in the faulting thread (SIGBUS) or by handler threads. */
 #include "internal.h"
-#include "stop.h"
 #include "uffd.h"
 
 #include <fcntl.h>
@@ -189,7 +188,6 @@ static void *handler_main(void *arg)
     sf_tracker *t = arg;
     struct uffd_msg msg[MSG_BATCH];
     struct pollfd pfd[2] = {{.fd = t->uffd, .events = POLLIN}, {.fd = t->wake_pipe[0], .events = POLLIN}};
-    sf__stop_exempt_add(); /* faults of the taker itself need it */
     while (!atomic_load(&t->stopping)) {
         int w = 0;
         if (!atomic_compare_exchange_strong(&t->watcher, &w, 1)) {
@@ -203,7 +201,6 @@ static void *handler_main(void *arg)
         if (watch(t, msg, pfd) < 0)
             break;
     }
-    sf__stop_exempt_remove();
     return NULL;
 }
 
@@ -216,7 +213,7 @@ static int start_threads(sf_tracker *t, unsigned n)
     pthread_sigmask(SIG_SETMASK, &all, &old); /* threads inherit: no signals */
     int err = 0;
     for (t->nthreads = 0; t->nthreads < n; t->nthreads++) {
-        err = -pthread_create(&t->threads[t->nthreads], NULL, handler_main, t);
+        err = -sf__exempt_thread_create(&t->threads[t->nthreads], NULL, handler_main, t); /* never stopped */
         if (err)
             break;
     }

@@ -311,6 +311,9 @@ void sf__engine_destroy(sf_tracker *t);
  * Lock-free, async-signal-safe. */
 void sf__stop_exempt_add(void);
 void sf__stop_exempt_remove(void);
+/* pthread_create for such a thread: exempt from its start to its end
+ * (returns once it is registered). */
+int sf__exempt_thread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 
 /* probe.c */
 int sf__probe_cached(const sf_caps **out);

@@ -220,7 +220,6 @@ static struct sf_region *pc_next_region(sf_tracker *t)
 static void *pc_main(void *arg)
 {
     sf_tracker *t = arg;
-    sf__stop_exempt_add(); /* a take may wait for t->lock it holds */
     pthread_mutex_lock(&t->lock);
     while (!atomic_load(&t->pc_stop)) {
         struct sf_region *r = pc_next_region(t);
@@ -243,7 +242,6 @@ static void *pc_main(void *arg)
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
-    sf__stop_exempt_remove();
     return NULL;
 }
 
@@ -256,7 +254,8 @@ static void pc_start(sf_tracker *t)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
-    t->pc_started = pthread_create(&t->pc_thread, NULL, pc_main, t) == 0;
+    /* exempt from world stops: a take may wait for t->lock it holds */
+    t->pc_started = sf__exempt_thread_create(&t->pc_thread, NULL, pc_main, t) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 

@@ -44,6 +44,39 @@ void sf__stop_exempt_remove(void)
     }
 }
 
+/* A library thread is exempt from its first instruction on: its creator
+ * waits until it registered, so no take sees it unregistered (it blocks
+ * every signal, and would never acknowledge a stop). */
+struct exempt_start {
+    void *(*fn)(void *);
+    void *arg;
+    _Atomic uint32_t ready;
+};
+
+static void *exempt_main(void *p)
+{
+    struct exempt_start *st = p;
+    void *(*fn)(void *) = st->fn;
+    void *arg = st->arg;
+    sf__stop_exempt_add();
+    atomic_store(&st->ready, 1);
+    syscall(SYS_futex, &st->ready, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    void *r = fn(arg);
+    sf__stop_exempt_remove();
+    return r;
+}
+
+int sf__exempt_thread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    struct exempt_start st = {fn, arg, 0};
+    int err = pthread_create(th, attr, exempt_main, &st);
+    if (err)
+        return err;
+    while (!atomic_load(&st.ready))
+        syscall(SYS_futex, &st.ready, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    return 0;
+}
+
 static bool is_exempt(pid_t tid)
 {
     for (int i = 0; i < EXEMPT_SLOTS; i++)
@@ -65,6 +98,7 @@ struct target {
     bool signalled;
     bool asleep;        /* counted stopped without a signal */
     bool gone;
+    bool deaf;          /* blocks the signal: never acknowledges */
     uint64_t sched[3];  /* schedstat when judged asleep */
 };
 static struct target g_tg[STOP_MAX_THREADS];
@@ -312,6 +346,36 @@ static bool thread_gone(pid_t tid)
     return !p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X' || p[2] == 'x';
 }
 
+/* Whether the thread sleeps in the kernel with sig blocked (status: State
+ * and SigBlk): it cannot take the signal before it wakes, as a thread of
+ * the program's that blocks every signal and waits in poll.  (A thread
+ * that is runnable with it blocked, say one just created that has not run
+ * yet, or one in a fault handler, takes it soon: not this.) */
+static bool blocks_signal(pid_t tid, int sig)
+{
+    char buf[2048];
+    if (read_task_file(tid, "status", buf, sizeof(buf)) <= 0)
+        return false;
+    const char *st = strstr(buf, "\nState:");
+    if (!st)
+        return false;
+    st += 7;
+    while (*st == ' ' || *st == '\t')
+        st++;
+    if (*st != 'S' && *st != 'D')
+        return false;
+    const char *p = strstr(buf, "\nSigBlk:");
+    if (!p)
+        return false;
+    p += 8;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    uint64_t m = 0;
+    for (; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++)
+        m = (m << 4) | (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+    return (m >> (sig - 1)) & 1;
+}
+
 /* System calls SA_RESTART does not restart (signal(7)): a thread asleep in
  * one is not signalled except by SF_STOP_SIGNAL_ALL. */
 static bool never_restarted(long nr)
@@ -416,7 +480,7 @@ static bool add_thread(pid_t tid, enum sf_stop_mode mode, pid_t pid, int sig)
     if (i == STOP_MAX_THREADS)
         return false; /* beyond the table: not stopped (counted in timeouts) */
     struct target *tg = &g_tg[i];
-    tg->signalled = tg->asleep = tg->gone = false;
+    tg->signalled = tg->asleep = tg->gone = tg->deaf = false;
     atomic_store(&tg->acked, 0);
     atomic_store(&tg->tid, tid);
     atomic_store(&g_ntg, i + 1);
@@ -507,30 +571,44 @@ static unsigned unacked(void)
     return late;
 }
 
+/* Of those, the ones that may still acknowledge. */
+static unsigned waiting(void)
+{
+    unsigned late = 0;
+    size_t n = atomic_load(&g_ntg);
+    for (size_t i = 0; i < n; i++)
+        if (g_tg[i].signalled && !atomic_load(&g_tg[i].acked) && !g_tg[i].gone && !g_tg[i].deaf)
+            late++;
+    return late;
+}
+
 /* Waits for every signalled thread's acknowledgement; threads that exit
  * meanwhile are dropped.  Returns the threads that never acknowledged. */
 static unsigned wait_acks(uint64_t deadline)
 {
     for (;;) {
         uint32_t a = atomic_load(&g_acks);
-        unsigned late = unacked();
-        if (!late)
-            return 0;
+        if (!waiting())
+            return unacked();
         uint64_t now = now_ns();
         if (now >= deadline)
-            return late;
+            return unacked();
         /* Woken by each acknowledgement; every 10 ms it looks for
          * signalled threads that exited before handling the signal (a
-         * thread exits with its signals blocked). */
+         * thread exits with its signals blocked) or that block it. */
         uint64_t left = deadline - now < 10000000u ? deadline - now : 10000000u;
         struct timespec ts = {0, (long)left};
         if (futex(&g_acks, FUTEX_WAIT_PRIVATE, a, &ts) < 0 && errno == ETIMEDOUT) {
             size_t n = atomic_load(&g_ntg);
             for (size_t i = 0; i < n; i++) {
                 struct target *tg = &g_tg[i];
-                if (tg->signalled && !atomic_load(&tg->acked) && !tg->gone &&
-                    thread_gone(atomic_load(&tg->tid)))
+                if (!tg->signalled || atomic_load(&tg->acked) || tg->gone || tg->deaf)
+                    continue;
+                pid_t tid = atomic_load(&tg->tid);
+                if (thread_gone(tid))
                     tg->gone = true;
+                else if (blocks_signal(tid, atomic_load(&g_signo)))
+                    tg->deaf = true; /* cannot be stopped: counted at once */
             }
         }
     }

@@ -1429,9 +1429,7 @@ bool sfp_bg_alive(void)
 
 static void *bg_main(void *arg)
 {
-    sf__stop_exempt_add(); /* the runtime's thread: never stopped by a take */
     void *r = bg_body(arg);
-    sf__stop_exempt_remove();
     atomic_store(&g_bg_alive, 0);
     if (g_mode == SFP_MODE_SNAPSHOT)
         sfp_snap_bg_gone();
@@ -1510,7 +1508,7 @@ static int start_bg(void)
     sigdelset(&all, SIGBUS);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     atomic_store(&g_bg_alive, 1);
-    int rc = pthread_create(&g_bg, NULL, bg_main, NULL);
+    int rc = sf__exempt_thread_create(&g_bg, NULL, bg_main, NULL); /* never stopped by a take */
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     g_bg_running = rc == 0;
     if (rc)
