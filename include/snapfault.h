@@ -383,7 +383,10 @@ typedef struct {
     uint64_t stop_max_ns;
     uint64_t stop_total_ns;
     uint64_t stop_retries;    /* takes done again: a thread counted asleep ran */
-    uint64_t stop_fallbacks;  /* takes that signalled every thread after retries */
+    uint64_t stop_fallbacks;  /* takes that signalled every thread after retries
+                                 (but those asleep where a signal means EINTR) */
+    uint64_t stop_inexact;    /* of those, takes kept although such a thread ran
+                                 meanwhile: not one instant for that thread */
     uint64_t stop_timeouts;   /* threads that never acknowledged (counted asleep) */
     uint64_t stop_signalled;  /* threads stopped by the signal, summed over stops */
     uint64_t stop_asleep;     /* threads counted stopped because asleep in the

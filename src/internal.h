@@ -226,7 +226,7 @@ struct sf_tracker {
         st_protects;
     /* SF_OPT_STOP_THREADS: world stops of takes (stop.c) */
     _Atomic uint64_t st_stops, st_stop_last, st_stop_max, st_stop_total, st_stop_retries,
-        st_stop_fallbacks, st_stop_timeouts, st_stop_signalled, st_stop_asleep;
+        st_stop_fallbacks, st_stop_inexact, st_stop_timeouts, st_stop_signalled, st_stop_asleep;
     _Atomic uint64_t st_stop_hist[SF_STOP_HIST_BUCKETS];
     _Atomic long vma_estimate;
     long vma_budget;

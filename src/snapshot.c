@@ -176,7 +176,9 @@ static int snap_state(const sf_snapshot *s)
  * stopped meanwhile (stop.c); when a thread counted asleep ran during it
  * the snapshot is not one instant, so it is dropped and taken again with
  * that thread signalled, then, after STOP_RETRIES, with every thread
- * signalled. */
+ * signalled but those asleep in a call a signal would end with EINTR
+ * (epoll_wait, nanosleep...): if one of those ran, the snapshot is kept
+ * and counted in stop_inexact. */
 #define STOP_RETRIES 2
 static int take_stopped(sf_tracker *t, sf_snapshot *s, int slot)
 {

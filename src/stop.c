@@ -377,7 +377,7 @@ static bool blocks_signal(pid_t tid, int sig)
 }
 
 /* System calls SA_RESTART does not restart (signal(7)): a thread asleep in
- * one is not signalled except by SF_STOP_SIGNAL_ALL. */
+ * one is never signalled: it would see EINTR. */
 static bool never_restarted(long nr)
 {
     switch (nr) {
@@ -484,13 +484,13 @@ static bool add_thread(pid_t tid, enum sf_stop_mode mode, pid_t pid, int sig)
     atomic_store(&tg->acked, 0);
     atomic_store(&tg->tid, tid);
     atomic_store(&g_ntg, i + 1);
-    if (mode != SF_STOP_SIGNAL_ALL) {
+    {
         /* schedstat first: had it run after that, the second reading
          * differs and the take is done again. */
         bool forced = mode == SF_STOP_FORCED && ran_last_time(tid);
         if (read_sched(tid, tg->sched)) {
             long nr = read_syscall(tid);
-            if (nr >= 0 && (!forced || never_restarted(nr))) {
+            if (nr >= 0 && ((!forced && mode != SF_STOP_SIGNAL_ALL) || never_restarted(nr))) {
                 tg->asleep = true;
                 return false;
             }
@@ -715,6 +715,7 @@ void sf__stop_record(sf_tracker *t, const struct sf_stop_result *res, unsigned r
     SF_STAT_INC(t, st_stop_total, res->ns);
     SF_STAT_INC(t, st_stop_retries, retries);
     SF_STAT_INC(t, st_stop_fallbacks, fallback ? 1 : 0);
+    SF_STAT_INC(t, st_stop_inexact, fallback && res->ran ? 1 : 0);
     SF_STAT_INC(t, st_stop_timeouts, res->timeouts);
     SF_STAT_INC(t, st_stop_signalled, res->signalled);
     SF_STAT_INC(t, st_stop_asleep, res->blocked);

@@ -19,7 +19,8 @@ enum sf_stop_mode {
     SF_STOP_PROVE,    /* an asleep thread counts as stopped if it provably did not run */
     SF_STOP_FORCED,   /* as PROVE, but threads that ran last time are signalled
                          (unless asleep in a call SA_RESTART does not restart) */
-    SF_STOP_SIGNAL_ALL, /* every thread is signalled */
+    SF_STOP_SIGNAL_ALL, /* every thread is signalled but those asleep in a call
+                           SA_RESTART does not restart (they would see EINTR) */
 };
 
 struct sf_stop_result {

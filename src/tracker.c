@@ -730,6 +730,7 @@ SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
     st->stop_total_ns = atomic_load_explicit(&t->st_stop_total, memory_order_relaxed);
     st->stop_retries = atomic_load_explicit(&t->st_stop_retries, memory_order_relaxed);
     st->stop_fallbacks = atomic_load_explicit(&t->st_stop_fallbacks, memory_order_relaxed);
+    st->stop_inexact = atomic_load_explicit(&t->st_stop_inexact, memory_order_relaxed);
     st->stop_timeouts = atomic_load_explicit(&t->st_stop_timeouts, memory_order_relaxed);
     st->stop_signalled = atomic_load_explicit(&t->st_stop_signalled, memory_order_relaxed);
     st->stop_asleep = atomic_load_explicit(&t->st_stop_asleep, memory_order_relaxed);

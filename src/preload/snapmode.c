@@ -709,13 +709,13 @@ static size_t stop_summary(const sf_stats *st, char *buf, size_t cap)
     return sfp_fmt(buf, cap,
                    "snapfault: point-in-time: %llu stops, stop median %.0f us, p99 %.0f us, max %.0f us; "
                    "%.1f threads signalled and %.1f asleep per stop; %llu retakes, %llu fallbacks, "
-                   "%llu unacknowledged\n",
+                   "%llu inexact, %llu unacknowledged\n",
                    (unsigned long long)st->stops, (double)sf_stats_stop_quantile(st, 0.5) / 1000.0,
                    (double)sf_stats_stop_quantile(st, 0.99) / 1000.0, (double)st->stop_max_ns / 1000.0,
                    st->stops ? (double)st->stop_signalled / (double)st->stops : 0.0,
                    st->stops ? (double)st->stop_asleep / (double)st->stops : 0.0,
                    (unsigned long long)st->stop_retries, (unsigned long long)st->stop_fallbacks,
-                   (unsigned long long)st->stop_timeouts);
+                   (unsigned long long)st->stop_inexact, (unsigned long long)st->stop_timeouts);
 }
 
 void sfp_snap_summary(void)
