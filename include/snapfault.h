@@ -28,7 +28,8 @@
  *   (2) each page is captured atomically at some instant during the take;
  *       for one instant for all pages, stop the threads that write the
  *       tracked memory for the duration of sf_snapshot_take (its pause is the
- *       cost bench/ measures as the take time).  Mirror engine: a write racing
+ *       cost bench/ measures as the take time), or create the tracker with
+ *       SF_OPT_STOP_THREADS, which does it (see sf_snapshot_take).  Mirror engine: a write racing
  *       the take's copy is resolved by the kernel at once (never blocked);
  *       its page lands in this snapshot or is written after it, page by
  *       page, and is always seen by the next take and collect.
@@ -426,7 +427,31 @@ typedef struct sf_snapshot sf_snapshot;
  * what the background pre-copy has not (what was written since).
  * The pause grows with the pages written since the previous take, not with
  * the tracked size.  Thread-safe (serialized), see
- * note (2) of the table above.  Not async-signal-safe. */
+ * note (2) of the table above.  Not async-signal-safe.
+ *
+ * World stop (SF_OPT_STOP_THREADS): the take stops every other thread of
+ * the process while it fixes the content, so the snapshot is one instant.
+ * A thread is stopped by one real-time signal, SIGRTMIN + 6 (or SIGRTMIN +
+ * N with SNAPFAULT_STOP_SIGNAL=N in the environment), installed SA_RESTART
+ * by sf_tracker_create and re-installed by each take if replaced; its
+ * handler acknowledges and waits on a futex until the take is done
+ * (async-signal-safe: no malloc, no lock).  A handler the program had on
+ * that signal is kept and called for every instance snapfault did not send.
+ * A thread asleep in the kernel is not signalled when it provably does not
+ * run during the take (its /proc schedstat is unchanged), so epoll_wait,
+ * poll, nanosleep or sem_timedwait never see EINTR; if it ran, the take is
+ * done again with it signalled (twice), then with every thread signalled
+ * but those asleep in a call a signal would end with EINTR (if one of them
+ * ran, the snapshot is kept and counted in sf_stats.stop_inexact).
+ * snapfault's own threads (uffd-sync handler threads, the mirror's
+ * pre-copy) are never stopped.  A thread that never acknowledges (it
+ * blocks the signal) counts as stopped once it sleeps with it blocked, or
+ * after SNAPFAULT_STOP_TIMEOUT_MS (2000 ms), in sf_stats.stop_timeouts.
+ * The calling thread is not stopped, and inside the take snapfault needs
+ * no lock or memory a stopped thread could hold (malloc's included).  One
+ * world stop at a time
+ * per process: takes of two such trackers are serialized.  A forked child
+ * starts with no stop in progress; its own trackers stop its threads. */
 #define SF_MAX_SNAPSHOTS 64
 SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
 
