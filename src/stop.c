@@ -607,8 +607,10 @@ static unsigned wait_acks(uint64_t deadline)
                 pid_t tid = atomic_load(&tg->tid);
                 if (thread_gone(tid))
                     tg->gone = true;
-                else if (blocks_signal(tid, atomic_load(&g_signo)))
-                    tg->deaf = true; /* cannot be stopped: counted at once */
+                else if (blocks_signal(tid, atomic_load(&g_signo)) && read_sched(tid, tg->sched))
+                    /* It cannot take the signal, and is asleep: it counts
+                     * as asleep, checked after the take as the others. */
+                    tg->deaf = tg->asleep = true;
             }
         }
     }
