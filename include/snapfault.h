@@ -451,7 +451,9 @@ typedef struct sf_snapshot sf_snapshot;
  * no lock or memory a stopped thread could hold (malloc's included).  One
  * world stop at a time
  * per process: takes of two such trackers are serialized.  A forked child
- * starts with no stop in progress; its own trackers stop its threads. */
+ * starts with no stop in progress; its own trackers stop its threads.
+ * Without /proc (not mounted) the take runs without a stop (sf_stats.stops
+ * does not count it). */
 #define SF_MAX_SNAPSHOTS 64
 SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
 

@@ -198,7 +198,9 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
         if (!ours)
             chain(sig, si, uc);
     } else if (ours) {
-        if (tls_depth)
+        if (tls_stopper)
+            ; /* a late one (it blocked it once): the stopper never waits */
+        else if (tls_depth)
             tls_pending = 1; /* parks at the end of its section */
         else
             park();
