@@ -105,6 +105,7 @@ static struct target g_tg[STOP_MAX_THREADS];
 static _Atomic size_t g_ntg;
 static _Atomic uint32_t g_world;
 static _Atomic uint32_t g_acks;
+static _Atomic uint32_t g_parked; /* threads inside park(), woken or not */
 static _Atomic long g_outstanding; /* signals sent that were never acknowledged */
 static pthread_mutex_t g_stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int g_signo;
@@ -150,8 +151,11 @@ static void park(void)
             }
             break;
         }
+    atomic_fetch_add(&g_parked, 1);
     while (atomic_load(&g_world) == w)
         futex(&g_world, FUTEX_WAIT_PRIVATE, w, NULL);
+    if (atomic_fetch_sub(&g_parked, 1) == 1)
+        futex(&g_parked, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL);
 }
 
 void sf__nostop_enter(void)
@@ -217,6 +221,7 @@ static void stop_atfork_child(void)
     atomic_store(&g_ntg, 0);
     atomic_store(&g_world, 0);
     atomic_store(&g_outstanding, 0);
+    atomic_store(&g_parked, 0);
     g_nran = 0;
     tls_stopper = 0;
     tls_depth = 0;
@@ -646,6 +651,13 @@ int sf__world_stop(enum sf_stop_mode mode)
     if (dfd < 0)
         return -errno;
     pthread_mutex_lock(&g_stop_lock);
+    /* Threads the previous stop parked leave the handler first: one still
+     * asleep in park's futex would look asleep to this stop and then run. */
+    uint64_t until = now_ns() + 10000000u;
+    for (uint32_t p; (p = atomic_load(&g_parked)) != 0 && now_ns() < until;) {
+        struct timespec ts = {0, 1000000};
+        futex(&g_parked, FUTEX_WAIT_PRIVATE, p, &ts);
+    }
     g_task_fd = dfd;
     /* A stopped thread could hold the table's lock (sf_track elsewhere);
      * the take reads the table, so the stopper holds it throughout. */
