@@ -28,7 +28,8 @@
  *   (2) each page is captured atomically at some instant during the take;
  *       for one instant for all pages, stop the threads that write the
  *       tracked memory for the duration of sf_snapshot_take (its pause is the
- *       cost bench/ measures as the take time).  Mirror engine: a write racing
+ *       cost bench/ measures as the take time), or create the tracker with
+ *       SF_OPT_STOP_THREADS, which does it (see sf_snapshot_take).  Mirror engine: a write racing
  *       the take's copy is resolved by the kernel at once (never blocked);
  *       its page lands in this snapshot or is written after it, page by
  *       page, and is always seen by the next take and collect.
@@ -118,6 +119,11 @@ SF_API const char *sf_engine_name(sf_engine e);
                                             the mirror (a shadow of all tracked memory);
                                             -ENOTSUP with an explicit uffd-async backend,
                                             -EINVAL with SF_ENGINE_MIRROR */
+#define SF_OPT_STOP_THREADS    (1u << 9) /* with SF_OPT_SNAPSHOTS: every sf_snapshot_take
+                                            stops the process's other threads for the
+                                            take, so the snapshot is one instant across
+                                            threads (see "World stop" below); -EINVAL
+                                            without SF_OPT_SNAPSHOTS */
 
 typedef struct {
     sf_backend backend;   /* SF_BACKEND_AUTO: best this process can use */
@@ -341,6 +347,8 @@ SF_API const char *sf_strerror(int err);
 /* Statistics                                                               */
 /* ------------------------------------------------------------------------ */
 
+#define SF_STOP_HIST_BUCKETS 48
+
 typedef struct {
     sf_backend backend;
     sf_fault_mode fault_mode;
@@ -369,7 +377,31 @@ typedef struct {
     uint64_t span_gap;        /* sync backends: the largest gap of unwritten pages
                                  one protect call spans (see sf_caps) */
     uint64_t protect_calls;   /* protect calls made by collects, takes, restores */
+    /* SF_OPT_STOP_THREADS: the world stops of takes.  A stop lasts from the
+     * first stop signal to the resume (the take inside it). */
+    uint64_t stops;
+    uint64_t stop_last_ns;
+    uint64_t stop_max_ns;
+    uint64_t stop_total_ns;
+    uint64_t stop_retries;    /* takes done again: a thread counted asleep ran */
+    uint64_t stop_fallbacks;  /* takes that signalled every thread after retries
+                                 (but those asleep where a signal means EINTR) */
+    uint64_t stop_inexact;    /* of those, takes kept although such a thread ran
+                                 meanwhile: not one instant for that thread */
+    uint64_t stop_timeouts;   /* threads that never acknowledged (counted asleep) */
+    uint64_t stop_signalled;  /* threads stopped by the signal, summed over stops */
+    uint64_t stop_asleep;     /* threads counted stopped because asleep in the
+                                 kernel (not signalled), summed over stops */
+    /* Stop times: bucket 0 below 1 us, then two per octave (bucket 1 + 2k:
+     * [2^(10+k), 1.5 * 2^(10+k)) ns, 2 + 2k: [1.5 * 2^(10+k), 2^(11+k))); the
+     * last bucket holds everything above.  See sf_stats_stop_quantile. */
+    uint64_t stop_hist[SF_STOP_HIST_BUCKETS];
 } sf_stats;
+
+/* A quantile q in [0, 1] of the stop times in st->stop_hist, in ns (the
+ * middle of its bucket, at most stop_max_ns: within 25%); 0 without stops.
+ * Thread-safe, async-signal-safe. */
+SF_API uint64_t sf_stats_stop_quantile(const sf_stats *st, double q);
 
 /* Fills *st.  Counters are read without stopping faults, so they are
  * approximate while faults run.  Thread-safe; async-signal-safe. */
@@ -395,7 +427,33 @@ typedef struct sf_snapshot sf_snapshot;
  * what the background pre-copy has not (what was written since).
  * The pause grows with the pages written since the previous take, not with
  * the tracked size.  Thread-safe (serialized), see
- * note (2) of the table above.  Not async-signal-safe. */
+ * note (2) of the table above.  Not async-signal-safe.
+ *
+ * World stop (SF_OPT_STOP_THREADS): the take stops every other thread of
+ * the process while it fixes the content, so the snapshot is one instant.
+ * A thread is stopped by one real-time signal, SIGRTMIN + 6 (or SIGRTMIN +
+ * N with SNAPFAULT_STOP_SIGNAL=N in the environment), installed SA_RESTART
+ * by sf_tracker_create and re-installed by each take if replaced; its
+ * handler acknowledges and waits on a futex until the take is done
+ * (async-signal-safe: no malloc, no lock).  A handler the program had on
+ * that signal is kept and called for every instance snapfault did not send.
+ * A thread asleep in the kernel is not signalled when it provably does not
+ * run during the take (its /proc schedstat is unchanged), so epoll_wait,
+ * poll, nanosleep or sem_timedwait never see EINTR; if it ran, the take is
+ * done again with it signalled (twice), then with every thread signalled
+ * but those asleep in a call a signal would end with EINTR (if one of them
+ * ran, the snapshot is kept and counted in sf_stats.stop_inexact).
+ * snapfault's own threads (uffd-sync handler threads, the mirror's
+ * pre-copy) are never stopped.  A thread that never acknowledges (it
+ * blocks the signal) counts as stopped once it sleeps with it blocked, or
+ * after SNAPFAULT_STOP_TIMEOUT_MS (2000 ms), in sf_stats.stop_timeouts.
+ * The calling thread is not stopped, and inside the take snapfault needs
+ * no lock or memory a stopped thread could hold (malloc's included).  One
+ * world stop at a time
+ * per process: takes of two such trackers are serialized.  A forked child
+ * starts with no stop in progress; its own trackers stop its threads.
+ * Without /proc (not mounted) the take runs without a stop (sf_stats.stops
+ * does not count it). */
 #define SF_MAX_SNAPSHOTS 64
 SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out);
 

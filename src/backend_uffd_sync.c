@@ -204,7 +204,7 @@ static int start_threads(sf_tracker *t, unsigned n)
     sf__os_sigmask(SIG_SETMASK, &all, &old); /* threads inherit: no signals */
     int err = 0;
     for (t->nthreads = 0; t->nthreads < n; t->nthreads++) {
-        err = -sf__os_thread_create(&t->threads[t->nthreads], NULL, handler_main, t);
+        err = -sf__exempt_thread_create(&t->threads[t->nthreads], NULL, handler_main, t); /* never stopped */
         if (err)
             break;
     }

@@ -88,6 +88,11 @@ void sf__embed_grace_wait(void) { sf__grace_wait(); }
 
 void sf__embed_set_fault_hook(sf_embed_fault_hook hook) { sf__signals_set_hook(hook); }
 
+int sf__embed_thread_create(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+    return sf__exempt_thread_create(th, NULL, fn, arg);
+}
+
 int sf__embed_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
     return sf__chain_sigaction(sig, act, old);

@@ -1,6 +1,7 @@
 /* grace.c - grace periods that fault handlers can take part in: a reader
  * count per epoch parity, no locks, no allocation (async-signal-safe). */
 #include "internal.h"
+#include "stop.h"
 
 /* Readers: read the epoch, count themselves in its parity, re-check the
  * epoch (so a writer that flips from it will wait for them), then load what
@@ -34,8 +35,12 @@ void sf__grace_init(void)
     pthread_once(&atfork_once, grace_register_atfork);
 }
 
+/* A reader, and the writer while it holds grace_lock, is in a no-stop
+ * section: a world stop (stop.c) must not park a thread the take's own
+ * grace period would wait for. */
 unsigned sf__grace_enter(void)
 {
+    sf__nostop_enter();
     for (;;) {
         unsigned long e = atomic_load(&g_epoch);
         atomic_fetch_add(&g_readers[e & 1], 1);
@@ -48,10 +53,12 @@ unsigned sf__grace_enter(void)
 void sf__grace_exit(unsigned token)
 {
     atomic_fetch_sub(&g_readers[token], 1);
+    sf__nostop_exit();
 }
 
 void sf__grace_wait(void)
 {
+    sf__nostop_enter();
     pthread_mutex_lock(&grace_lock);
     unsigned long e = atomic_fetch_add(&g_epoch, 1);
     unsigned spins = 0;
@@ -62,4 +69,5 @@ void sf__grace_wait(void)
             sf__os_yield();
     }
     pthread_mutex_unlock(&grace_lock);
+    sf__nostop_exit();
 }

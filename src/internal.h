@@ -185,6 +185,10 @@ struct sf_tracker {
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
         st_degraded, st_copies, st_shared, st_failed, st_take_copied, st_precopied,
         st_protects;
+    /* SF_OPT_STOP_THREADS: world stops of takes (stop.c) */
+    _Atomic uint64_t st_stops, st_stop_last, st_stop_max, st_stop_total, st_stop_retries,
+        st_stop_fallbacks, st_stop_inexact, st_stop_timeouts, st_stop_signalled, st_stop_asleep;
+    _Atomic uint64_t st_stop_hist[SF_STOP_HIST_BUCKETS];
     _Atomic long vma_estimate;
     long vma_budget;
 };
@@ -257,6 +261,17 @@ const struct sf_engine_ops *sf__engine_for(sf_engine e, sf_backend b, int *err);
 int sf__engine_attach(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1);
 void sf__engine_region_fini(sf_tracker *t, struct sf_region *r);
 void sf__engine_destroy(sf_tracker *t);
+
+/* stop.c: the library's own threads (the mirror's pre-copy thread,
+ * uffd-sync handler threads, an embedding's background thread) are never
+ * stopped by a world stop (SF_OPT_STOP_THREADS): a take may need them.  The
+ * thread registers itself at start and deregisters before it exits.
+ * Lock-free, async-signal-safe. */
+void sf__stop_exempt_add(void);
+void sf__stop_exempt_remove(void);
+/* pthread_create for such a thread: exempt from its start to its end
+ * (returns once it is registered). */
+int sf__exempt_thread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 
 /* probe.c */
 int sf__probe_cached(const sf_caps **out);

@@ -69,6 +69,7 @@ ssize_t sf__os_read(int fd, void *buf, size_t n) { return read(fd, buf, n); }
 ssize_t sf__os_pread(int fd, void *buf, size_t n, off_t off) { return pread(fd, buf, n, off); }
 ssize_t sf__os_write(int fd, const void *buf, size_t n) { return write(fd, buf, n); }
 ssize_t sf__os_getdents64(int fd, void *buf, size_t n) { return getdents64(fd, buf, n); }
+off_t sf__os_lseek(int fd, off_t off, int whence) { return lseek(fd, off, whence); }
 int sf__os_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int sf__os_poll(struct pollfd *fds, unsigned long n, int timeout_ms) { return poll(fds, n, timeout_ms); }
 

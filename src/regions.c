@@ -1,6 +1,7 @@
 /* regions.c - the process-wide table of tracked regions: an immutable sorted
  * array behind one atomic pointer, found lock-free from signal handlers. */
 #include "internal.h"
+#include "stop.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -130,17 +131,21 @@ size_t sf__regions_of(sf_tracker *t, struct sf_region **out, size_t max)
     return k;
 }
 
-/* A malloc'd array of t's regions in address order (*n of them), or NULL.
+/* An array of t's regions (free with sf__tmp_free) in address order (*n of them), or NULL.
  * Caller holds t->lock, so none of them can go away; the table itself is
  * read under the regions lock. */
 struct sf_region **sf__regions_list(sf_tracker *t, size_t *n)
 {
-    pthread_mutex_lock(&sf__regions_lock);
+    /* A stopper of the world already holds the lock (stop.c). */
+    bool stopper = sf__stop_is_stopper();
+    if (!stopper)
+        pthread_mutex_lock(&sf__regions_lock);
     size_t k = sf__regions_of(t, NULL, 0);
-    struct sf_region **v = sf__os_malloc((k ? k : 1) * sizeof(*v));
+    struct sf_region **v = sf__tmp_calloc(k ? k : 1, sizeof(*v));
     if (v)
         sf__regions_of(t, v, k);
-    pthread_mutex_unlock(&sf__regions_lock);
+    if (!stopper)
+        pthread_mutex_unlock(&sf__regions_lock);
     *n = v ? k : 0;
     return v;
 }

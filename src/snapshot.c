@@ -4,6 +4,7 @@
  * sf_engine_ops) hold the content: snapshot_cow.c, snapshot_mirror.c. */
 #include "snapshot.h"
 #include "image.h"
+#include "stop.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,48 @@ static int snap_state(const sf_snapshot *s)
     return 0;
 }
 
+/* The content-fixing part of a take (t->lock held): the slot goes live, C
+ * moves, the engine takes.  With SF_OPT_STOP_THREADS the other threads are
+ * stopped meanwhile (stop.c); when a thread counted asleep ran during it
+ * the snapshot is not one instant, so it is dropped and taken again with
+ * that thread signalled, then, after STOP_RETRIES, with every thread
+ * signalled but those asleep in a call a signal would end with EINTR
+ * (epoll_wait, nanosleep...): if one of those ran, the snapshot is kept
+ * and counted in stop_inexact. */
+#define STOP_RETRIES 2
+static int take_stopped(sf_tracker *t, sf_snapshot *s, int slot)
+{
+    bool stop = t->flags & SF_OPT_STOP_THREADS;
+    for (unsigned attempt = 0;; attempt++) {
+        enum sf_stop_mode mode = attempt == 0 ? SF_STOP_PROVE
+                               : attempt <= STOP_RETRIES ? SF_STOP_FORCED : SF_STOP_SIGNAL_ALL;
+        bool stopped = stop && sf__world_stop(mode) == 0;
+        s->gen = atomic_load(&t->gen);
+        atomic_store(&t->failed_slot[slot], 0);
+        /* Order matters: the slot is live before C moves, so a handler that
+         * sees the new C also sees the snapshot and saves for it; the grace
+         * period then waits out handlers that saw the old C, whose pages the
+         * walk below finds writable and protects. */
+        atomic_store(&t->live_gen[slot], s->gen);
+        atomic_store(&t->gen, s->gen + 1);
+        /* The engine's part of the take: the one place the snapshot's
+         * content is fixed (writers of tracked memory stopped meanwhile,
+         * by the world stop or by the caller). */
+        int err = t->engine->take(t, s);
+        if (!stopped)
+            return err;
+        struct sf_stop_result res;
+        sf__world_resume(&res);
+        bool again = !err && res.ran && mode != SF_STOP_SIGNAL_ALL;
+        sf__stop_record(t, &res, again, mode == SF_STOP_SIGNAL_ALL);
+        if (!again)
+            return err;
+        /* Not one instant: drop it (the generation stays used). */
+        atomic_store(&t->live_gen[slot], 0);
+        t->engine->release(t, s);
+    }
+}
+
 SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
 {
     if (!t || !out)
@@ -206,16 +249,7 @@ SF_API int sf_snapshot_take(sf_tracker *t, sf_snapshot **out)
     s->slot = slot;
     atomic_init(&s->refs, 1);
     s->gen = atomic_load(&t->gen);
-    atomic_store(&t->failed_slot[slot], 0);
-    /* Order matters: the slot is live before C moves, so a handler that
-     * sees the new C also sees the snapshot and saves for it; the grace
-     * period then waits out handlers that saw the old C, whose pages the
-     * walk below finds writable and protects. */
-    atomic_store(&t->live_gen[slot], s->gen);
-    atomic_store(&t->gen, s->gen + 1);
-    /* The engine's part of the take: the one place the snapshot's content
-     * is fixed (writers of tracked memory should be stopped meanwhile). */
-    int err = t->engine->take(t, s);
+    int err = take_stopped(t, s, slot);
     if (err) {
         /* No snapshot: the generation stays used, nothing else changes. */
         atomic_store(&t->live_gen[slot], 0);

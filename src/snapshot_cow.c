@@ -13,6 +13,7 @@
  * for [CGEN, C-1]: every live snapshot taken since that content began
  * shares that one copy. */
 #include "snapshot.h"
+#include "stop.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -269,7 +270,7 @@ static int cow_take(sf_tracker *t, sf_snapshot *s)
     atomic_store(&t->take_failed, 0);
     for (size_t i = 0; i < n; i++)
         sf__collect_sync(t, rs[i], SF_WALK_TAKE, NULL, NULL);
-    sf__os_free(rs);
+    sf__tmp_free(rs);
     if (atomic_load(&t->take_failed) && !atomic_exchange(&t->failed_slot[s->slot], 1))
         SF_STAT_INC(t, st_failed, 1);
     return 0;

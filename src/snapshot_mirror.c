@@ -23,6 +23,7 @@
  * only what was written since.  A write after the chunk's scan shows in
  * the next scan, so nothing is missed. */
 #include "snapshot.h"
+#include "stop.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -129,9 +130,9 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
 static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     size_t n = p1 - p0, words = (n + 63) >> 6;
-    uint64_t *sh = sf__os_calloc(words, sizeof(uint64_t));
+    uint64_t *sh = sf__tmp_calloc(words, sizeof(uint64_t));
     if (sh && sf__async_present(t, (uintptr_t)shadow_page(r, p0), n, sh)) {
-        sf__os_free(sh);
+        sf__tmp_free(sh);
         return NULL;
     }
     return sh;
@@ -204,7 +205,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
                 src = NULL;
             if (refresh_page(t, r, p, ng, src)) {
                 if (strict) {
-                    sf__os_free(hold);
+                    sf__tmp_free(hold);
                     return -ENOSPC;
                 }
                 continue;
@@ -212,7 +213,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             n++;
         }
     }
-    sf__os_free(hold);
+    sf__tmp_free(hold);
     return n;
 }
 
@@ -277,7 +278,8 @@ static void pc_start(sf_tracker *t)
     sigset_t all, old;
     sigfillset(&all);
     sf__os_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
-    t->pc_started = sf__os_thread_create(&t->pc_thread, NULL, pc_main, t) == 0;
+    /* exempt from world stops: a take may wait for t->lock it holds */
+    t->pc_started = sf__exempt_thread_create(&t->pc_thread, NULL, pc_main, t) == 0;
     sf__os_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -376,7 +378,7 @@ static int mirror_take(sf_tracker *t, sf_snapshot *s)
             r->pc_next = r->npages; /* the shadow is whole: nothing left to pre-copy */
         }
     }
-    sf__os_free(rs);
+    sf__tmp_free(rs);
     /* On failure the pages copied so far keep their new content (their
      * old one is in versions where a live snapshot needs it): consistent,
      * and the next take copies the rest. */

@@ -2,6 +2,7 @@
  * over the page-state machine of pagestate.h (fault.c resolves faults). */
 #include "internal.h"
 #include "snapshot.h"
+#include "stop.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,8 @@ static const struct sf_backend_ops *const backends[SF_BACKEND_COUNT] = {
 };
 
 #define SF_OPT_ALL (SF_OPT_SNAPSHOTS | SF_OPT_INTHREAD_FAULTS | SF_OPT_HANDLER_THREADS | \
-                    SF_OPT_KERNEL_WRITES | SF_OPT_CLUSTER | SF_OPT_EXACT | SF_OPT_LOW_MEMORY)
+                    SF_OPT_KERNEL_WRITES | SF_OPT_CLUSTER | SF_OPT_EXACT | SF_OPT_LOW_MEMORY | \
+                    SF_OPT_STOP_THREADS)
 
 
 SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
@@ -31,7 +33,8 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
         opt = &def;
     if ((unsigned)opt->backend >= SF_BACKEND_COUNT || (opt->flags & ~SF_OPT_ALL) ||
         ((opt->flags & SF_OPT_INTHREAD_FAULTS) && (opt->flags & SF_OPT_HANDLER_THREADS)) ||
-        ((opt->flags & SF_OPT_CLUSTER) && (opt->flags & SF_OPT_EXACT)))
+        ((opt->flags & SF_OPT_CLUSTER) && (opt->flags & SF_OPT_EXACT)) ||
+        ((opt->flags & SF_OPT_STOP_THREADS) && !(opt->flags & SF_OPT_SNAPSHOTS)))
         return -EINVAL;
     const sf_caps *caps;
     sf__probe_cached(&caps);
@@ -77,6 +80,8 @@ SF_API int sf_tracker_create(sf_tracker **out, const sf_options *opt)
     atomic_init(&t->gen, 1);
     pthread_mutex_init(&t->lock, NULL);
     int err = sf__signals_ensure();
+    if (!err && (opt->flags & SF_OPT_STOP_THREADS))
+        err = sf__stop_init();
     if (!err)
         err = t->ops->open(t);
     if (!err && (opt->flags & SF_OPT_KERNEL_WRITES) &&
@@ -452,7 +457,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     b.n = 0;
     /* No memory for the map: every chunk takes the page-by-page path. */
     b.whole = mode == SF_WALK_TAKE && t->backend == SF_BACKEND_UFFD_SYNC
-                  ? sf__os_calloc((r->nchunks + 63) >> 6, sizeof(uint64_t)) : NULL;
+                  ? sf__tmp_calloc((r->nchunks + 63) >> 6, sizeof(uint64_t)) : NULL;
     size_t run = SIZE_MAX;
     int rc = 0;
     for (size_t c = 0; c < r->nchunks && !rc; c++) {
@@ -507,7 +512,7 @@ int sf__collect_sync(sf_tracker *t, struct sf_region *r, enum sf_walk mode, sf_e
     }
     if (!rc)
         rc = flush_batch(t, r, &b, mode, emit, ctx);
-    sf__os_free(b.whole);
+    sf__tmp_free(b.whole);
     return rc;
 }
 
@@ -593,6 +598,18 @@ SF_API int sf_tracker_stats(const sf_tracker *ct, sf_stats *st)
     st->version_bytes = st->store_bytes;
     st->take_copied = atomic_load_explicit(&t->st_take_copied, memory_order_relaxed);
     st->precopied = atomic_load_explicit(&t->st_precopied, memory_order_relaxed);
+    st->stops = atomic_load_explicit(&t->st_stops, memory_order_relaxed);
+    st->stop_last_ns = atomic_load_explicit(&t->st_stop_last, memory_order_relaxed);
+    st->stop_max_ns = atomic_load_explicit(&t->st_stop_max, memory_order_relaxed);
+    st->stop_total_ns = atomic_load_explicit(&t->st_stop_total, memory_order_relaxed);
+    st->stop_retries = atomic_load_explicit(&t->st_stop_retries, memory_order_relaxed);
+    st->stop_fallbacks = atomic_load_explicit(&t->st_stop_fallbacks, memory_order_relaxed);
+    st->stop_inexact = atomic_load_explicit(&t->st_stop_inexact, memory_order_relaxed);
+    st->stop_timeouts = atomic_load_explicit(&t->st_stop_timeouts, memory_order_relaxed);
+    st->stop_signalled = atomic_load_explicit(&t->st_stop_signalled, memory_order_relaxed);
+    st->stop_asleep = atomic_load_explicit(&t->st_stop_asleep, memory_order_relaxed);
+    for (unsigned b = 0; b < SF_STOP_HIST_BUCKETS; b++)
+        st->stop_hist[b] = atomic_load_explicit(&t->st_stop_hist[b], memory_order_relaxed);
     /* Region sizes: read the table inside a grace section (no lock, so this
      * stays async-signal-safe). */
     unsigned g = sf__grace_enter();

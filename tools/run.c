@@ -48,6 +48,9 @@ static void help(void)
            "  --full-every N                snapshot mode: a full image every N images\n"
            "  --compress LEVEL              snapshot mode: zstd level 1-19 (default 1)\n"
            "  --no-compress                 snapshot mode: uncompressed images\n"
+           "  --point-in-time               snapshot mode: stop every thread of the program for\n"
+           "                                each take, so an image is one instant (default)\n"
+           "  --no-point-in-time            snapshot mode: take without stopping the threads\n"
            "  --show-stats, -s              print a summary at exit (on the stderr the program\n"
            "                                started with)\n"
            "  --verbose, -v                 say what the preload does\n"
@@ -116,6 +119,8 @@ static const struct flag flags[] = {
     {"--full-every", SFP_OPT_FULL_EVERY, NULL},
     {"--compress", SFP_OPT_COMPRESS, NULL},
     {"--no-compress", SFP_OPT_COMPRESS, "0"},
+    {"--point-in-time", SFP_OPT_POINT_IN_TIME, "1"},
+    {"--no-point-in-time", SFP_OPT_POINT_IN_TIME, "0"},
 };
 
 /* The directory an output path will be created in must exist and be

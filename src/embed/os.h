@@ -97,6 +97,7 @@ SF_OS int sf__os_futex_wake(_Atomic int *addr, int n);
  * pre-faults or otherwise treats tracked memory specially: a buffer the
  * kernel writes into must be the core's own memory (never tracked).
  * sf__os_open/openat: no O_CREAT (no mode argument).
+ * sf__os_lseek: lseek(2) (a directory descriptor rewound to list it again).
  * sf__os_file_size: the size of a regular file or of a block device
  *   (BLKGETSIZE64); 0 or -errno, -ESPIPE for anything else.
  * sf__os_ioctl: raw ioctl(2).  Only src/uffd.c calls it (the build checks
@@ -110,6 +111,7 @@ SF_OS ssize_t sf__os_read(int fd, void *buf, size_t n);
 SF_OS ssize_t sf__os_pread(int fd, void *buf, size_t n, off_t off);
 SF_OS ssize_t sf__os_write(int fd, const void *buf, size_t n);
 SF_OS ssize_t sf__os_getdents64(int fd, void *buf, size_t n);
+SF_OS off_t sf__os_lseek(int fd, off_t off, int whence);
 SF_OS int sf__os_pipe2(int fds[2], int flags);
 struct pollfd;
 SF_OS int sf__os_poll(struct pollfd *fds, unsigned long n, int timeout_ms);

@@ -19,6 +19,7 @@
 
 #include "snapfault.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -95,5 +96,11 @@ int sf__embed_sigaction(int sig, const struct sigaction *act, struct sigaction *
 void sf__embed_atfork_prepare(sf_tracker *t);
 void sf__embed_atfork_parent(sf_tracker *t);
 void sf__embed_atfork_child(sf_tracker *t);
+
+/* Creates a thread of the embedding's own that world stops (SF_OPT_STOP_THREADS
+ * takes) never stop: the thread that takes snapshots, any it waits for.
+ * The thread is registered before this returns.  0 or an errno value
+ * (pthread_create's convention).  Not async-signal-safe. */
+int sf__embed_thread_create(pthread_t *th, void *(*fn)(void *), void *arg);
 
 #endif

@@ -156,7 +156,7 @@ static int start_bg(void)
     sigdelset(&all, SIGBUS);
     sf__os_sigmask(SIG_SETMASK, &all, &old);
     atomic_store(&g_bg_alive, 1);
-    int rc = sf__os_thread_create(&g_bg, NULL, bg_main, NULL);
+    int rc = sf__embed_thread_create(&g_bg, bg_main, NULL); /* never stopped by a take */
     sf__os_sigmask(SIG_SETMASK, &old, NULL);
     g_bg_running = rc == 0;
     if (rc)
@@ -180,6 +180,8 @@ static int create_tracker(void)
          * would double the process. */
         if (o.engine == SF_ENGINE_AUTO && o.backend == SF_BACKEND_AUTO)
             o.flags |= SF_OPT_LOW_MEMORY;
+        if (sfp_opt_val(SFP_OPT_POINT_IN_TIME)) /* images one instant across threads */
+            o.flags |= SF_OPT_STOP_THREADS;
     } else if (sfp_opt_val(SFP_OPT_ATTRIBUTE)) {
         /* Attribution samples the writer's stack from the fault's ucontext:
          * faults must arrive in the writing thread. */

@@ -74,11 +74,14 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
                             "snapshot mode: a full image every N (0 = as KEEP/MAX_BYTES need)"},
     [SFP_OPT_COMPRESS] = {"COMPRESS", SFP_T_INT, "1", NULL, 0, 19,
                           "snapshot mode: zstd level of image blocks (0 = uncompressed)"},
+    [SFP_OPT_POINT_IN_TIME] = {"POINT_IN_TIME", SFP_T_BOOL, "1", NULL, 0, 0,
+                               "snapshot mode: stop every thread for each take (one instant)"},
 };
 
-/* Not options, but read by the library (DEBUG), by `snapfault run`
+/* Not options, but read by the library (DEBUG, STOP_SIGNAL, STOP_TIMEOUT_MS), by `snapfault run`
  * (PRELOAD_LIB) or by the compat suite (TOOL): never called unknown. */
-static const char *const other_names[] = {"DEBUG", "PRELOAD_LIB", "TOOL", NULL};
+static const char *const other_names[] = {"DEBUG", "PRELOAD_LIB", "TOOL", "STOP_SIGNAL",
+                                          "STOP_TIMEOUT_MS", NULL};
 
 bool sfp_known_other_name(const char *name, size_t n)
 {
@@ -136,6 +139,7 @@ bool sfp_option_applies(sfp_opt o, int mode)
     case SFP_OPT_KEEP:
     case SFP_OPT_FULL_EVERY:
     case SFP_OPT_COMPRESS:
+    case SFP_OPT_POINT_IN_TIME:
         return mode == SFP_MODE_SNAPSHOT;
     case SFP_OPT_ATTRIBUTE:
     case SFP_OPT_ATTRIBUTE_DEPTH:

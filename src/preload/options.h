@@ -49,6 +49,7 @@ typedef enum {
     SFP_OPT_KEEP,
     SFP_OPT_FULL_EVERY,
     SFP_OPT_COMPRESS,
+    SFP_OPT_POINT_IN_TIME, /* snapshot mode: stop the threads for each take */
     SFP_OPT_COUNT
 } sfp_opt;
 

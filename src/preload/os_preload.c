@@ -169,6 +169,11 @@ ssize_t sf__os_read_self(void *dst, const void *src, size_t n)
     return got;
 }
 
+off_t sf__os_lseek(int fd, off_t off, int whence)
+{
+    return (off_t)raw(SYS_lseek, fd, (long)off, whence, 0);
+}
+
 ssize_t sf__os_getdents64(int fd, void *buf, size_t n)
 {
     return raw(SYS_getdents64, fd, (long)buf, (long)n, 0);

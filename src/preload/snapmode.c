@@ -719,6 +719,23 @@ void sfp_snap_finish(const char *how)
     g_index_fd = -1;
 }
 
+/* The world stops of point-in-time takes (SNAPFAULT_POINT_IN_TIME). */
+static size_t stop_summary(const sf_stats *st, char *buf, size_t cap)
+{
+    if (!sfp_opt_val(SFP_OPT_POINT_IN_TIME))
+        return sfp_fmt(buf, cap, "snapfault: point-in-time off: threads ran during takes\n");
+    return sfp_fmt(buf, cap,
+                   "snapfault: point-in-time: %llu stops, stop median %.0f us, p99 %.0f us, max %.0f us; "
+                   "%.1f threads signalled and %.1f asleep per stop; %llu retakes, %llu fallbacks, "
+                   "%llu inexact, %llu unacknowledged\n",
+                   (unsigned long long)st->stops, (double)sf_stats_stop_quantile(st, 0.5) / 1000.0,
+                   (double)sf_stats_stop_quantile(st, 0.99) / 1000.0, (double)st->stop_max_ns / 1000.0,
+                   st->stops ? (double)st->stop_signalled / (double)st->stops : 0.0,
+                   st->stops ? (double)st->stop_asleep / (double)st->stops : 0.0,
+                   (unsigned long long)st->stop_retries, (unsigned long long)st->stop_fallbacks,
+                   (unsigned long long)st->stop_inexact, (unsigned long long)st->stop_timeouts);
+}
+
 void sfp_snap_summary(void)
 {
     /* SHOW_STATS or STATS_FILE: the descriptor taken at start-up, as track mode's summary: never
@@ -730,7 +747,7 @@ void sfp_snap_summary(void)
     memset(&st, 0, sizeof(st));
     if (sfp_tracker)
         sf_tracker_stats(sfp_tracker, &st);
-    char buf[1024];
+    char buf[1536];
     size_t n = sfp_fmt(buf, sizeof(buf),
                        "snapfault: pid %d, snapshot mode, %s engine, backend %s (%s), images in %s\n"
                        "snapfault: %llu images (%.1f MiB), %llu failed; take pause mean %.0f us, max %.0f us; "
@@ -745,6 +762,8 @@ void sfp_snap_summary(void)
                        g_written ? (double)g_write_ns / (double)g_written / 1e6 : 0.0,
                        (double)st.tracked_bytes / 1048576.0, (unsigned long long)st.regions,
                        (unsigned long long)st.faults, (unsigned long long)st.copies);
+    if (n < sizeof(buf))
+        n += stop_summary(&st, buf + n, sizeof(buf) - n);
     sfp_write_all(sfd, buf, n);
 }
 
