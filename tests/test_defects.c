@@ -492,6 +492,57 @@ static int case_take_chunks_handler(void) { return take_whole_chunks(SF_BACKEND_
 static int case_take_chunks_inthread(void) { return take_whole_chunks(SF_BACKEND_UFFD_SYNC, SF_OPT_INTHREAD_FAULTS); }
 static int case_take_chunks_mprotect(void) { return take_whole_chunks(SF_BACKEND_MPROTECT, 0); }
 
+/* ---------------------------------------------------------------------
+ * mirror: memory unmapped under the pre-copy thread (an embedding such as
+ * the preload cannot see libc's internal munmap of a freed block, so the
+ * untrack comes later) must fail the thread's reads, not crash the
+ * process.  The region is unmapped once the thread has copied its first
+ * chunk, with many chunks still to go; the case then waits, by the
+ * thread's own count, until it has passed over the whole region.
+ * --------------------------------------------------------------------- */
+static int case_precopy_unmapped(void)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_UFFD_ASYNC, .flags = SF_OPT_SNAPSHOTS, .engine = SF_ENGINE_MIRROR};
+    int err = sf_tracker_create(&t, &o);
+    if (err == -ENOTSUP || err == -ENOSYS || err == -EPERM)
+        SKIP("no mirror engine here (%s)", strerror(-err));
+    CHECK_RC(err, 0);
+    size_t len = (size_t)256 << 20;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED, "mmap");
+    madvise(m, len, MADV_NOHUGEPAGE);
+    memset(m, 7, len); /* every page has content to copy */
+    CHECK_RC(sf_track(t, m, len), 0);
+    sf_stats st;
+    for (long i = 0; i < 100000000; i++) { /* bounded: the thread starts at once */
+        sf_tracker_stats(t, &st);
+        if (st.precopied)
+            break;
+        sched_yield();
+    }
+    CHECK(st.precopied > 0, "the pre-copy never started");
+    CHECK(st.precopied < len / PS, "the pre-copy ended before the unmap: %llu pages",
+          (unsigned long long)st.precopied);
+    struct sf_region *r = sf__region_find((uintptr_t)m); /* tracked: stays */
+    CHECK(r, "no region");
+    CHECK(munmap(m, len) == 0, "munmap");
+    /* The thread walks the rest of the region (its reads now fail), one
+     * chunk at a time under t->lock; a crash kills this child and fails
+     * the case. */
+    bool done = false;
+    for (long i = 0; i < 100000000 && !done; i++) {
+        pthread_mutex_lock(&t->lock);
+        done = r->pc_next >= r->npages;
+        pthread_mutex_unlock(&t->lock);
+        if (!done)
+            sched_yield();
+    }
+    CHECK(done, "the pre-copy did not reach the end of the region");
+    sf_tracker_destroy(t);
+    return 0;
+}
+
 static const struct {
     const char *name, *variant;
     int (*fn)(void);
@@ -509,6 +560,7 @@ static const struct {
     {"take-whole-chunks", "uffd-sync/handler-threads", case_take_chunks_handler},
     {"take-whole-chunks", "uffd-sync/in-thread", case_take_chunks_inthread},
     {"take-whole-chunks", "mprotect", case_take_chunks_mprotect},
+    {"precopy-unmapped", "mirror/uffd-async", case_precopy_unmapped},
 };
 
 static int run_case(void *c)
