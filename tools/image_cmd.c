@@ -454,6 +454,128 @@ static int cmd_info(int argc, char **argv)
     return status;
 }
 
+/* Chains judged once per image: a directory of thousands of incremental
+ * images is verified in time proportional to their number (each link is
+ * looked up by id in a sorted table, and a walk ends at the first image
+ * already judged), not to its cube. */
+struct chain_id {
+    uint64_t id;
+    size_t i;
+};
+struct chains {
+    struct chain_id *ids; /* images that opened, by id */
+    size_t nids;
+    int *depth;           /* 0: not judged; else the chain's length */
+    const char **problem; /* judged broken: why, and the id it stopped at */
+    uint64_t *at;
+    size_t *stack;
+    bool *walking;
+};
+
+static int chain_id_cmp(const void *a, const void *b)
+{
+    const struct chain_id *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id ? 1 : x->i < y->i ? -1 : x->i > y->i;
+}
+
+static void chains_init(struct chains *c, const struct set *s)
+{
+    size_t n = s->n ? s->n : 1;
+    c->ids = calloc(n, sizeof(*c->ids));
+    c->depth = calloc(n, sizeof(*c->depth));
+    c->problem = calloc(n, sizeof(*c->problem));
+    c->at = calloc(n, sizeof(*c->at));
+    c->stack = calloc(n, sizeof(*c->stack));
+    c->walking = calloc(n, sizeof(*c->walking));
+    if (!c->ids || !c->depth || !c->problem || !c->at || !c->stack || !c->walking) {
+        fprintf(stderr, "snapfault image: out of memory\n");
+        exit(2);
+    }
+    c->nids = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->v[i].open_err)
+            c->ids[c->nids++] = (struct chain_id){s->v[i].info.id, i};
+    qsort(c->ids, c->nids, sizeof(*c->ids), chain_id_cmp);
+}
+
+static void chains_free(struct chains *c)
+{
+    free(c->ids);
+    free(c->depth);
+    free(c->problem);
+    free(c->at);
+    free(c->stack);
+    free(c->walking);
+}
+
+/* The first image that opened with this id (as find_id), or -1. */
+static long chain_find(const struct chains *c, uint64_t id)
+{
+    size_t lo = 0, hi = c->nids;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->ids[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->nids && c->ids[lo].id == id ? (long)c->ids[lo].i : -1;
+}
+
+/* Judges image i's chain (state: 1 verified, -1 damaged): returns its
+ * length, or 0 with *problem and *at (the parent id where it breaks). */
+static int chain_judge(struct chains *c, const struct set *s, const int *state, size_t i, const char **problem,
+                       uint64_t *at)
+{
+    size_t sp = 0, k = i;
+    const char *why = NULL;
+    uint64_t where = 0;
+    int d = 0;
+    for (;;) {
+        if (c->depth[k] || c->problem[k]) {
+            d = c->depth[k];
+            why = c->problem[k];
+            where = c->at[k];
+            break;
+        }
+        if (c->walking[k]) { /* ids that loop: no chain ends there */
+            why = "parent chain loops";
+            where = s->v[k].info.id;
+            break;
+        }
+        c->walking[k] = true;
+        c->stack[sp++] = k;
+        uint64_t par = s->v[k].info.parent_id;
+        if (!par)
+            break;
+        long p = chain_find(c, par);
+        if (p < 0)
+            why = "parent image missing";
+        else if (state[p] < 0)
+            why = "parent image damaged";
+        else if (s->v[p].info.taken_ns > s->v[k].info.taken_ns)
+            why = "parent taken after its child";
+        if (why) {
+            where = par;
+            break;
+        }
+        k = (size_t)p;
+    }
+    while (sp) {
+        size_t j = c->stack[--sp];
+        c->walking[j] = false;
+        if (why) {
+            c->problem[j] = why;
+            c->at[j] = where;
+        } else {
+            c->depth[j] = ++d;
+        }
+    }
+    *problem = c->problem[i];
+    *at = c->at[i];
+    return c->depth[i];
+}
+
 /* verify: every image's checksums, and for incremental ones a parent that is
  * present, verifies, and was taken earlier. */
 static int cmd_verify(int argc, char **argv)
@@ -545,6 +667,8 @@ static int cmd_verify(int argc, char **argv)
         add_dir(&s, d);
     }
     int *state = calloc(s.n ? s.n : 1, sizeof(int)); /* 0 unknown, 1 good, -1 bad */
+    struct chains ch;
+    chains_init(&ch, &s);
     for (size_t i = 0; i < s.n; i++) {
         struct img *m = &s.v[i];
         if (m->open_err) {
@@ -568,35 +692,20 @@ static int cmd_verify(int argc, char **argv)
             bad++;
             continue;
         }
-        /* walk the parent chain */
-        struct img *c = m;
-        int depth = 0;
+        /* the parent chain, each link judged once for the whole set */
         const char *problem = NULL;
-        while (c->info.parent_id && depth++ < 100000) {
-            struct img *p = find_id(&s, c->info.parent_id);
-            if (!p) {
-                problem = "parent image missing";
-                break;
-            }
-            if (state[p - s.v] < 0) {
-                problem = "parent image damaged";
-                break;
-            }
-            if (p->info.taken_ns > c->info.taken_ns) {
-                problem = "parent taken after its child";
-                break;
-            }
-            c = p;
-        }
+        uint64_t at = 0;
+        int depth = chain_judge(&ch, &s, state, i, &problem, &at);
         if (problem) {
-            printf("%s: BROKEN CHAIN: %s (%016" PRIx64 ")\n", m->path, problem, c->info.parent_id);
+            printf("%s: BROKEN CHAIN: %s (%016" PRIx64 ")\n", m->path, problem, at);
             bad++;
         } else {
-            printf("%s: ok (%s, chain of %d)\n", m->path, m->info.parent_id ? "incremental" : "full", depth + 1);
+            printf("%s: ok (%s, chain of %d)\n", m->path, m->info.parent_id ? "incremental" : "full", depth);
             ok++;
         }
     }
     free(state);
+    chains_free(&ch);
     for (size_t i = 0; i < nix; i++) {
         struct index ix;
         if (index_load(ixpaths[i], &ix) == 0)
