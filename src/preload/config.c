@@ -58,9 +58,11 @@ void sfp_options_load(char *const *envp, bool secure)
                 strncasecmp(name, sfp_option_table[o].name, n) == 0)
                 break;
         if (o == SFP_OPT_COUNT) {
-            /* Other SNAPFAULT_* variables belong to the library (DEBUG)
-             * or to scripts; a typo shows up with SNAPFAULT_VERBOSE=1. */
-            sfp_info("unknown option %.*s ignored (see snapfault run --help)", (int)(eq - *e), *e);
+            /* Other SNAPFAULT_* variables belong to the library (DEBUG),
+             * the command (NOTED, PRELOAD_LIB) or scripts; a typo shows up
+             * with SNAPFAULT_VERBOSE=1. */
+            if (!sfp_known_other_name(name, n))
+                sfp_info("unknown option %.*s ignored (see snapfault run --help)", (int)(eq - *e), *e);
             continue;
         }
         if (sfp_option_parse((sfp_opt)o, eq + 1, &v, &why)) {

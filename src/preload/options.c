@@ -81,7 +81,7 @@ const struct sfp_option_desc sfp_option_table[SFP_OPT_COUNT] = {
 /* Not options, but read by the library (DEBUG, STOP_SIGNAL, STOP_TIMEOUT_MS), by `snapfault run`
  * (PRELOAD_LIB) or by the compat suite (TOOL): never called unknown. */
 static const char *const other_names[] = {"DEBUG", "PRELOAD_LIB", "TOOL", "STOP_SIGNAL",
-                                          "STOP_TIMEOUT_MS", NULL};
+                                          "STOP_TIMEOUT_MS", "NOTED", NULL};
 
 bool sfp_known_other_name(const char *name, size_t n)
 {

@@ -148,6 +148,10 @@ warnings)
     # names that belong to others are not called unknown
     SNAPFAULT_DEBUG=0 SNAPFAULT_OUTPUT=$work/w3.%p LD_PRELOAD=$SNAPFAULT_PRELOAD_LIB true 2>err.txt
     [ ! -s err.txt ] || bad "a known name was warned about: $(cat err.txt)"
+    # nor with -v, where the preload lists what it ignores: the command's
+    # own SNAPFAULT_NOTED is not an unknown option
+    "$T" run -v --output w4.sft -- true 2>err.txt
+    grep -q 'unknown option' err.txt && bad "-v: the command's own settings called unknown: $(grep unknown err.txt)"
     ;;
 untracked)
     cc -static -O1 -o static "${COMPAT_SRC:?}/uxprog.c" 2>/dev/null ||
