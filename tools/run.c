@@ -196,10 +196,7 @@ static void env_notes(int mode, const bool given[SFP_OPT_COUNT])
         if (!eq)
             continue;
         size_t n = (size_t)(eq - name);
-        bool known = sfp_known_other_name(name, n) || (n == 5 && strncasecmp(name, "NOTED", 5) == 0);
-        for (int o = 0; o < SFP_OPT_COUNT && !known; o++)
-            known = strlen(sfp_option_table[o].name) == n && strncasecmp(name, sfp_option_table[o].name, n) == 0;
-        if (known)
+        if (sfp_option_find(name, n) >= 0)
             continue;
         int near = sfp_option_closest(name, n);
         if (near >= 0)

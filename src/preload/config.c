@@ -52,16 +52,12 @@ void sfp_options_load(char *const *envp, bool secure)
         if (!eq)
             continue;
         size_t n = (size_t)(eq - name);
-        int o;
-        for (o = 0; o < SFP_OPT_COUNT; o++)
-            if (strlen(sfp_option_table[o].name) == n &&
-                strncasecmp(name, sfp_option_table[o].name, n) == 0)
-                break;
-        if (o == SFP_OPT_COUNT) {
+        int o = sfp_option_find(name, n);
+        if (o < 0 || o == SFP_OPT_COUNT) {
             /* Other SNAPFAULT_* variables belong to the library (DEBUG),
              * the command (NOTED, PRELOAD_LIB) or scripts; a typo shows up
              * with SNAPFAULT_VERBOSE=1. */
-            if (!sfp_known_other_name(name, n))
+            if (o < 0)
                 sfp_info("unknown option %.*s ignored (see snapfault run --help)", (int)(eq - *e), *e);
             continue;
         }

@@ -91,6 +91,14 @@ bool sfp_known_other_name(const char *name, size_t n)
     return false;
 }
 
+int sfp_option_find(const char *name, size_t n)
+{
+    for (int o = 0; o < SFP_OPT_COUNT; o++)
+        if (strlen(sfp_option_table[o].name) == n && strncasecmp(name, sfp_option_table[o].name, n) == 0)
+            return o;
+    return sfp_known_other_name(name, n) ? SFP_OPT_COUNT : -1;
+}
+
 /* Levenshtein distance without case, for names of at most 31 characters. */
 static size_t name_distance(const char *a, size_t na, const char *b)
 {

@@ -71,6 +71,10 @@ bool sfp_ieq(const char *a, const char *b); /* ASCII, without case */
 /* SNAPFAULT_* names that are not options but are read by someone (the
  * library's DEBUG, the command's PRELOAD_LIB, ...): never warned about. */
 bool sfp_known_other_name(const char *name, size_t n);
+/* The option named name[0..n) (without case); SFP_OPT_COUNT for a name
+ * that is no option but is known (sfp_known_other_name); -1 for an
+ * unknown name. */
+int sfp_option_find(const char *name, size_t n);
 /* The option whose name is closest to name[0..n) (edit distance, without
  * case), or -1 when none is close enough to be a misspelling. */
 int sfp_option_closest(const char *name, size_t n);
