@@ -342,18 +342,9 @@ SFP_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(
     sfp_real_resolve();
     atomic_fetch_add(&sfp_creating_threads, 1);
     int r = sfp_real.pthread_create(th, attr, fn, arg);
-    if (r == 0 && !sfp_in_runtime && atomic_load(&sfp_state) != SFP_DISABLED) {
-        pthread_attr_t a;
-        if (pthread_getattr_np(*th, &a) == 0) {
-            void *base;
-            size_t size, guard = 0;
-            if (pthread_attr_getstack(&a, &base, &size) == 0) {
-                pthread_attr_getguardsize(&a, &guard);
-                sfp_thread_created((uintptr_t)base - guard, (uintptr_t)base + size);
-            }
-            pthread_attr_destroy(&a);
-        }
-    }
+    uintptr_t lo, hi;
+    if (r == 0 && !sfp_in_runtime && atomic_load(&sfp_state) != SFP_DISABLED && sfp_thread_stack(*th, &lo, &hi))
+        sfp_thread_created(lo, hi);
     atomic_fetch_sub(&sfp_creating_threads, 1);
     return r;
 }

@@ -105,23 +105,32 @@ int sf__os_tgkill(pid_t tgid, pid_t tid, int sig) { return (int)syscall(SYS_tgki
  * Threads of the library (uffd handlers, the pre-copy) and of the runtime:
  * their stacks are the runtime's own memory.
  * ------------------------------------------------------------------------ */
+bool sfp_thread_stack(pthread_t th, uintptr_t *lo, uintptr_t *hi)
+{
+    pthread_attr_t a;
+    bool ok = false;
+    if (pthread_getattr_np(th, &a) == 0) {
+        void *base;
+        size_t size, guard = 0;
+        if (pthread_attr_getstack(&a, &base, &size) == 0) {
+            pthread_attr_getguardsize(&a, &guard);
+            *lo = (uintptr_t)base - guard;
+            *hi = (uintptr_t)base + size;
+            ok = true;
+        }
+        pthread_attr_destroy(&a);
+    }
+    return ok;
+}
+
 int sf__os_thread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
     sfp_real_ready();
     atomic_fetch_add(&sfp_creating_threads, 1);
     int r = sfp_real.pthread_create ? sfp_real.pthread_create(th, attr, fn, arg) : ENOSYS;
-    if (r == 0) {
-        pthread_attr_t a;
-        if (pthread_getattr_np(*th, &a) == 0) {
-            void *base;
-            size_t size, guard = 0;
-            if (pthread_attr_getstack(&a, &base, &size) == 0) {
-                pthread_attr_getguardsize(&a, &guard);
-                sfp_own_add((uintptr_t)base - guard, (uintptr_t)base + size);
-            }
-            pthread_attr_destroy(&a);
-        }
-    }
+    uintptr_t lo, hi;
+    if (r == 0 && sfp_thread_stack(*th, &lo, &hi))
+        sfp_own_add(lo, hi);
     atomic_fetch_sub(&sfp_creating_threads, 1);
     return r;
 }

@@ -3,6 +3,7 @@
 #ifndef SFP_PRELOAD_H
 #define SFP_PRELOAD_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -98,6 +99,9 @@ char *sfp_strdup(const char *s);
  * metadata and page store, the runtime's threads' stacks.  Lock-free,
  * async-signal-safe. */
 void sfp_own_add(uintptr_t start, uintptr_t end);
+/* The stack of a thread just created, guard page included: [*lo, *hi).
+ * false when libc cannot tell.  os_preload.c. */
+bool sfp_thread_stack(pthread_t th, uintptr_t *lo, uintptr_t *hi);
 void sfp_own_remove(uintptr_t start, uintptr_t end);
 bool sfp_own_overlaps(uintptr_t start, uintptr_t end);
 /* Ranges the program uses where tracking would hurt (thread stacks,
