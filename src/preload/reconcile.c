@@ -385,33 +385,10 @@ size_t sfp_drop_unregistered(void)
 {
     if (sfp_backend != SF_BACKEND_UFFD_ASYNC && sfp_backend != SF_BACKEND_UFFD_SYNC)
         return 0;
-    int fd = (int)sfp_raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/smaps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
-    if (fd < 0)
-        return 0;
-    size_t cap = 1 << 20, n = 0;
-    char *buf = sfp_malloc(cap);
-    while (buf) {
-        if (cap - n < 65536) {
-            char *nb = sfp_realloc(buf, cap * 2);
-            if (!nb) {
-                sfp_free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        long r = sfp_raw_syscall(SYS_read, fd, (long)(buf + n), (long)(cap - n - 1), 0, 0, 0);
-        if (r == -EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    sfp_raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
+    size_t n;
+    char *buf = sfp_proc_read("/proc/self/smaps", &n);
     if (!buf)
         return 0;
-    buf[n] = 0;
     /* The VMAs registered with a userfaultfd, in address order. */
     struct drop *good = NULL;
     size_t ng = 0, gcap = 0;
