@@ -566,6 +566,8 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
             uint64_t rs = threads ? sf__rseq_next(t) : sf__ps_rseq(w);
             t->ops->unprotect(t, r, page_addr, sf_page_size);
             sf__ps_heal_open(ps, w, rs);
+            if (threads)
+                sf__rseq_woken(t, rs);
             SF_STAT_INC(t, st_spurious, 1);
             return SF_HEALED;
         }
@@ -629,6 +631,8 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
         n = 1;
         rc = t->ops->unprotect(t, r, page_addr, sf_page_size);
     }
+    if (threads)
+        sf__rseq_woken(t, rs); /* whether or not the pages opened */
     if (SF_UNLIKELY(rc < 0)) {
         sf__ps_fault_abort(ps, orig[0]);
         /* Unregistered under us: an untrack gives the page back writable;

@@ -179,7 +179,8 @@ struct sf_tracker {
     pthread_cond_t pc_cond;    /* with t->lock: new pre-copy work or stop */
     _Atomic int take_failed;   /* a take could not protect some page */
     _Atomic uint64_t rearm_seq; /* bumped by every walk that protects pages */
-    _Atomic uint32_t res_seq;   /* handler threads: pages opened and woken */
+    _Atomic uint32_t res_seq;   /* handler threads: openings' sequences taken */
+    _Atomic uint32_t res_done;  /* ... and the last up to which all have woken */
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
@@ -215,7 +216,7 @@ void sf__signals_note_removed(uintptr_t start, uintptr_t end);
 enum { SF_RESOLVED = 0, SF_RETRY = 1, SF_NOT_OURS = 2, SF_HEALED = 3 };
 /* Resolves a write fault at addr in r (grace section held by caller).
  * since: NULL for a fault delivered now (a signal in the faulting thread);
- * for a uffd message, t->res_seq as it was before the read that returned
+ * for a uffd message, t->res_done as it was before the read that returned
  * it, so that a message made stale by a resolution since is recognised. */
 int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since);
 

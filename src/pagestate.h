@@ -132,9 +132,10 @@ static inline bool ps_rseq_after(uint32_t x, uint32_t since)
 /* The RSEQ bits of w, as sf__rseq_next returns them. */
 static inline uint64_t sf__ps_rseq(uint64_t w) { return w & PS_RSEQ_MASK; }
 
-/* Handler threads: whether the page was opened (and its waiters woken)
- * after the mark `since` taken before a read(2) of the uffd: a message that
- * read returned is stale. */
+/* Handler threads: whether the page was opened by an opening that had not
+ * finished its wake when the reader took its mark `since` (t->res_done
+ * before a read(2) of the uffd): a message that read returned may be
+ * older than the wake, so it is stale. */
 static inline bool sf__ps_opened_since(uint64_t w, uint32_t since)
 {
     return ps_rseq_after(PS_RSEQ(w), since);
@@ -238,6 +239,29 @@ static inline uint64_t sf__rseq_next(sf_tracker *t)
 {
     uint32_t n = atomic_fetch_add(&t->res_seq, 1) + 1;
     return ((uint64_t)n << PS_RSEQ_SHIFT) & PS_RSEQ_MASK;
+}
+
+/* Handler threads: the opening that took rs (sf__rseq_next) has woken its
+ * pages' waiters.  Openings finish in the order of their sequences, so
+ * t->res_done is the sequence up to which every opening has woken: a
+ * reader's mark taken from it never counts an opening whose wake is still
+ * to come (marks from res_seq did: a message read between another
+ * opening's sequence and its wake was resolved after the next collect
+ * re-armed the page, a write nobody made).  Waits for the openings before
+ * this one: each is between its sequence and its wake, a syscall and a few
+ * stores, never waiting for anything.  Handler or collector;
+ * async-signal-safe, lock-free (it spins, then yields). */
+static inline void sf__rseq_woken(sf_tracker *t, uint64_t rs)
+{
+    uint32_t mine = (uint32_t)((rs & PS_RSEQ_MASK) >> PS_RSEQ_SHIFT), done;
+    unsigned spins = 0;
+    while ((((done = atomic_load(&t->res_done)) + 1) & ((1u << PS_RSEQ_BITS) - 1)) != mine) {
+        if (++spins < 1024)
+            sf__cpu_relax();
+        else
+            sf__os_yield();
+    }
+    atomic_store(&t->res_done, done + 1);
 }
 
 /* ------------------------------------------------------------------------

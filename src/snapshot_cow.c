@@ -229,6 +229,8 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
     uint64_t rs = t->fault_mode == SF_FAULTS_HANDLER_THREAD ? sf__rseq_next(t) : 0;
     for (size_t i = 0; i < td.n && !err; i++)
         sf__ps_restore_release(r, td.page[i], !perr, perr ? atomic_load(&t->gen) : td.src[i]->lo, rs);
+    if (t->fault_mode == SF_FAULTS_HANDLER_THREAD)
+        sf__rseq_woken(t, rs);
     /* Every restored chunk now holds content from <= g, except pages
      * tracked again after s. */
     for (size_t i = 0; i < td.n && !err; i++) {
