@@ -190,13 +190,9 @@ static void env_notes(int mode, const bool given[SFP_OPT_COUNT])
     static const char *const modes[] = {"off", "track", "snapshot"};
     bool q = quiet();
     for (char **e = environ; e && *e && !q; e++) {
-        if (strncasecmp(*e, "SNAPFAULT_", 10) != 0)
-            continue;
-        const char *name = *e + 10, *eq = strchr(name, '=');
-        if (!eq)
-            continue;
-        size_t n = (size_t)(eq - name);
-        if (sfp_option_find(name, n) >= 0)
+        size_t n;
+        const char *name = sfp_env_unknown(*e, &n);
+        if (!name)
             continue;
         int near = sfp_option_closest(name, n);
         if (near >= 0)

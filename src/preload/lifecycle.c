@@ -276,13 +276,9 @@ static void user_notes(void)
             return;
     bool said = false;
     for (char **e = environ; e && *e; e++) {
-        if (strncasecmp(*e, "SNAPFAULT_", 10) != 0)
-            continue;
-        const char *name = *e + 10, *eq = strchr(name, '=');
-        if (!eq)
-            continue;
-        size_t n = (size_t)(eq - name);
-        if (sfp_option_find(name, n) >= 0)
+        size_t n;
+        const char *name = sfp_env_unknown(*e, &n);
+        if (!name)
             continue;
         int near = sfp_option_closest(name, n);
         if (near >= 0)

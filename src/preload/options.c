@@ -99,6 +99,17 @@ int sfp_option_find(const char *name, size_t n)
     return sfp_known_other_name(name, n) ? SFP_OPT_COUNT : -1;
 }
 
+const char *sfp_env_unknown(const char *entry, size_t *n)
+{
+    if (strncasecmp(entry, "SNAPFAULT_", 10) != 0)
+        return NULL;
+    const char *name = entry + 10, *eq = strchr(name, '=');
+    if (!eq)
+        return NULL;
+    *n = (size_t)(eq - name);
+    return sfp_option_find(name, *n) < 0 ? name : NULL;
+}
+
 /* Levenshtein distance without case, for names of at most 31 characters. */
 static size_t name_distance(const char *a, size_t na, const char *b)
 {

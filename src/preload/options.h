@@ -75,6 +75,9 @@ bool sfp_known_other_name(const char *name, size_t n);
  * that is no option but is known (sfp_known_other_name); -1 for an
  * unknown name. */
 int sfp_option_find(const char *name, size_t n);
+/* An environment entry "SNAPFAULT_NAME=..." whose NAME is unknown (not an
+ * option, not a known other name): NAME, its length in *n; else NULL. */
+const char *sfp_env_unknown(const char *entry, size_t *n);
 /* The option whose name is closest to name[0..n) (edit distance, without
  * case), or -1 when none is close enough to be a misspelling. */
 int sfp_option_closest(const char *name, size_t n);
