@@ -60,15 +60,34 @@ static void ua_detach(sf_tracker *t, struct sf_region *r, uintptr_t a, uintptr_t
     sf__uffd_unregister(t->uffd, a, e - a);
 }
 
+/* Records the runs the kernel reported (and re-protected) in r's bitmaps. */
+static void note_written(struct sf_region *r, const struct page_region *vec, long n)
+{
+    for (long i = 0; i < n; i++) {
+        size_t p0 = (vec[i].start - r->start) >> sf_page_shift;
+        size_t p1 = (vec[i].end - r->start) >> sf_page_shift;
+        sf__bits_set(r->abits, p0, p1);
+        if (r->mbits) /* mirror snapshots: the shadow is stale */
+            sf__bits_set(r->mbits, p0, p1);
+    }
+}
+
 /* One walk per batch: written runs come back and are re-protected
  * atomically by the kernel; walk_end says where a full vector stopped.
  * Each run goes into the region's bitmaps, so nothing the kernel reported
- * can be lost whatever the caller does next. */
+ * can be lost whatever the caller does next.
+ *
+ * A walk that meets a VMA not registered for WP_ASYNC (a mapping replaced
+ * behind the tracker's back) fails with EPERM after it re-protected and
+ * copied out the runs of the VMAs before it, and returns no count: the
+ * vector is zeroed first, so those runs are found (end > start) and kept,
+ * not lost with the error. */
 static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t end)
 {
     struct page_region vec[SCAN_VEC];
     uintptr_t pos = start;
     while (pos < end) {
+        memset(vec, 0, sizeof(vec));
         struct pm_scan_arg arg;
         memset(&arg, 0, sizeof(arg));
         arg.size = sizeof(arg);
@@ -81,17 +100,16 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
         arg.return_mask = PAGE_IS_WRITTEN;
         long n = sf__pagemap_scan(t->pagemap_fd, &arg);
         if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            int err = errno;
+            long k = 0;
+            while (k < SCAN_VEC && vec[k].end > vec[k].start && vec[k].start >= r->start && vec[k].end <= r->end)
+                k++;
+            note_written(r, vec, k);
+            if (err == EINTR || err == EAGAIN)
                 continue;
-            return -errno;
+            return -err;
         }
-        for (long i = 0; i < n; i++) {
-            size_t p0 = (vec[i].start - r->start) >> sf_page_shift;
-            size_t p1 = (vec[i].end - r->start) >> sf_page_shift;
-            sf__bits_set(r->abits, p0, p1);
-            if (r->mbits) /* mirror snapshots: the shadow is stale */
-                sf__bits_set(r->mbits, p0, p1);
-        }
+        note_written(r, vec, n);
         if (arg.walk_end <= pos)
             break; /* no progress: should not happen, never loop */
         pos = arg.walk_end;

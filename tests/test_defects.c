@@ -7,6 +7,7 @@
 #include "harness.h"
 #include "internal.h"
 #include "snapshot.h"
+#include "embed/sf_embed.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -543,6 +544,98 @@ static int case_precopy_unmapped(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------------
+ * A mapping replaced behind the tracker's back (libc's heap trimmed and
+ * grown again: the embedding finds out later).  The region's second half
+ * is mapped afresh (MAP_FIXED: not registered) after a write to its first
+ * page.
+ *
+ * uffd-async: PAGEMAP_SCAN re-protects and copies out the first VMA's
+ * written runs, then fails with EPERM on the unregistered one, returning
+ * no count.  The runs it did report must not be lost with the error: once
+ * the replaced half is untracked, the next collect reports page 0.
+ * --------------------------------------------------------------------- */
+#define RP_NP 16
+static int collect_count(void *addr, size_t len, void *arg)
+{
+    (void)addr;
+    *(size_t *)arg += len / PS;
+    return 0;
+}
+
+static int replaced_scan(unsigned flags)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_UFFD_ASYNC, .flags = flags};
+    int err = sf_tracker_create(&t, &o);
+    if (err == -ENOTSUP || err == -ENOSYS || err == -EPERM)
+        SKIP("no uffd-async here (%s)", strerror(-err));
+    CHECK_RC(err, 0);
+    char *m = mmap(NULL, RP_NP * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED, "mmap");
+    CHECK_RC(sf_track(t, m, RP_NP * PS), 0);
+    size_t n = 0;
+    CHECK(sf_collect(t, SF_COLLECT_RESET, collect_count, &n) >= 0, "first collect");
+    m[0] = 1;
+    char *h = mmap(m + RP_NP / 2 * PS, RP_NP / 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                   -1, 0);
+    CHECK(h == m + RP_NP / 2 * PS, "mmap MAP_FIXED");
+    h[0] = 2;
+    n = 0;
+    err = sf_collect(t, SF_COLLECT_RESET, collect_count, &n);
+    CHECK(err < 0, "a collect over an unregistered mapping succeeded (%zu pages)", n);
+    sf_untrack(t, h, RP_NP / 2 * PS); /* the embedding drops what was replaced */
+    n = 0;
+    err = sf_collect(t, SF_COLLECT_RESET, collect_count, &n);
+    CHECK(err >= 0, "collect after the untrack: %s", strerror(-err));
+    CHECK(n == 1, "page 0, written before the failed scan, reported as %zu pages", n);
+    sf_tracker_destroy(t);
+    munmap(m, RP_NP * PS);
+    return 0;
+}
+
+static int case_replaced_scan_async(void) { return replaced_scan(0); }
+
+/* uffd-sync: the replaced half's writes raise no fault; the tracker holds
+ * its pages protected and clean.  sf__embed_unseen_writes finds exactly
+ * that half (page 0, opened by a fault, is not in it). */
+static int replaced_unseen(unsigned flags)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_UFFD_SYNC, .flags = flags};
+    int err = sf_tracker_create(&t, &o);
+    if (err == -ENOTSUP || err == -ENOSYS || err == -EPERM)
+        SKIP("no uffd-sync here (%s)", strerror(-err));
+    CHECK_RC(err, 0);
+    char *m = mmap(NULL, RP_NP * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED, "mmap");
+    memset(m, 7, RP_NP * PS);
+    CHECK_RC(sf_track(t, m, RP_NP * PS), 0);
+    struct sf_embed_span runs[8];
+    long k = sf__embed_unseen_writes(t, runs, 8);
+    if (k == -EOPNOTSUPP)
+        SKIP("no PAGEMAP_SCAN here");
+    CHECK(k == 0, "freshly tracked memory has %ld runs of unseen writes", k);
+    m[0] = 1; /* a fault: OPEN */
+    char *h = mmap(m + RP_NP / 2 * PS, RP_NP / 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                   -1, 0);
+    CHECK(h == m + RP_NP / 2 * PS, "mmap MAP_FIXED");
+    memset(h, 2, RP_NP / 2 * PS);
+    k = sf__embed_unseen_writes(t, runs, 8);
+    CHECK(k == 1, "%ld runs of unseen writes, expected 1", k);
+    CHECK(runs[0].start == (uintptr_t)h && runs[0].end == (uintptr_t)m + RP_NP * PS,
+          "unseen writes at %#lx-%#lx, expected %p-%p", (unsigned long)runs[0].start, (unsigned long)runs[0].end,
+          (void *)h, (void *)(m + RP_NP * PS));
+    sf_untrack(t, h, RP_NP / 2 * PS);
+    CHECK_RC(sf__embed_unseen_writes(t, runs, 8), 0);
+    sf_tracker_destroy(t);
+    munmap(m, RP_NP * PS);
+    return 0;
+}
+
+static int case_replaced_unseen_handler(void) { return replaced_unseen(SF_OPT_HANDLER_THREADS); }
+static int case_replaced_unseen_inthread(void) { return replaced_unseen(SF_OPT_INTHREAD_FAULTS); }
+
 static const struct {
     const char *name, *variant;
     int (*fn)(void);
@@ -561,6 +654,9 @@ static const struct {
     {"take-whole-chunks", "uffd-sync/in-thread", case_take_chunks_inthread},
     {"take-whole-chunks", "mprotect", case_take_chunks_mprotect},
     {"precopy-unmapped", "mirror/uffd-async", case_precopy_unmapped},
+    {"replaced-scan", "uffd-async", case_replaced_scan_async},
+    {"replaced-unseen", "uffd-sync/handler-threads", case_replaced_unseen_handler},
+    {"replaced-unseen", "uffd-sync/in-thread", case_replaced_unseen_inthread},
 };
 
 static int run_case(void *c)

@@ -46,6 +46,33 @@ typedef enum {
  * none does.  Lock-free; async-signal-safe. */
 sf_embed_page sf__embed_page_state(uintptr_t addr, uintptr_t *region_end);
 
+/* Whether some page of [start, end) (page aligned) is protected as far as
+ * the core knows (ARMED, clean or dirty), in a region that is not left
+ * writable as a whole (mprotect's degraded regions are not).  An embedding
+ * that finds such a page writable in /proc/self/maps knows its mapping was
+ * replaced behind the core's back (the mprotect backend: a heap trimmed and
+ * grown again by libc's internal brk), so writes to it go unseen.
+ * Lock-free; async-signal-safe. */
+bool sf__embed_any_armed(uintptr_t start, uintptr_t end);
+
+/* A run of addresses, [start, end). */
+struct sf_embed_span {
+    uintptr_t start, end;
+};
+
+/* Runs of t's tracked memory that the core holds protected (ARMED) while
+ * the kernel says they were written without a fault: no uffd-wp bit on
+ * their page table entries.  That is a mapping replaced behind the core's
+ * back (libc's heap trimmed and grown again by its internal brk: the new
+ * pages are not registered) whose writes go unseen.  Fills up to max runs
+ * of out in address order and returns their number (the rest is found by
+ * the next call, once these are dealt with); -EOPNOTSUPP when the backend
+ * cannot tell this way (mprotect and soft-dirty: see sf__embed_any_armed;
+ * uffd-async: its scans fail on such a mapping) or the kernel lacks
+ * PAGEMAP_SCAN; -errno.  Takes t's lock: not async-signal-safe, not during
+ * a take. */
+long sf__embed_unseen_writes(sf_tracker *t, struct sf_embed_span *out, size_t max);
+
 /* Whether a region overlaps [start, end) (pages given back by a partial
  * sf_untrack count: their region is still there).  Lock-free;
  * async-signal-safe. */
