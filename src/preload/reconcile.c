@@ -170,6 +170,21 @@ bool sfp_keeps_tracked(const struct sfp_mapline *ml)
     return ml->perms[1] == 'w' || sfp_backend == SF_BACKEND_MPROTECT;
 }
 
+/* Whether the line keeps the tracked pages [pos, min(e, its end)) valid.
+ * With the mprotect backend a writable line over a page the tracker holds
+ * protected is a mapping libc replaced where no interposer sees it (the
+ * heap trimmed and grown again by its internal brk, a block unmapped and
+ * mapped again): its writes raise no fault, so it is dropped here and
+ * adopted again afresh, whole in the next image. */
+static bool line_keeps(const struct sfp_mapline *ml, uintptr_t pos, uintptr_t e)
+{
+    if (!sfp_keeps_tracked(ml))
+        return false;
+    if (sfp_backend != SF_BACKEND_MPROTECT || ml->perms[1] != 'w')
+        return true;
+    return !sf__embed_any_armed(pos, ml->end < e ? ml->end : e);
+}
+
 /* Detaching a range whose mapping was replaced behind our back must not
  * give the new mapping read-write protection (mprotect backend): see
  * sf__os_mprotect in os_preload.c. */
@@ -208,6 +223,29 @@ static void track_outside_registries(uintptr_t start, uintptr_t end, uint32_t la
     }
     if (pos < end)
         sfp_seg_track(pos, end, label);
+}
+
+/* With the uffd-sync backend a mapping replaced behind the runtime's
+ * back (the heap trimmed and grown again by libc's internal brk) is not
+ * registered: its writes raise no fault, and the tracker still holds its
+ * pages protected and clean, so images would keep their old content.  The
+ * kernel's page tables tell (no uffd-wp bit on a written page): such runs
+ * are dropped, and adopted again afresh by pass 2 (whole in the next
+ * image).  One page-table walk of the tracked memory per scan. */
+static void drop_unseen_writes(void)
+{
+    if (!sfp_tracker || sfp_backend != SF_BACKEND_UFFD_SYNC)
+        return;
+    for (int round = 0; round < 16; round++) {
+        struct sf_embed_span runs[64];
+        long n = sf__embed_unseen_writes(sfp_tracker, runs, sizeof(runs) / sizeof(runs[0]));
+        if (n <= 0)
+            return;
+        for (long i = 0; i < n; i++)
+            drop_stale(runs[i].start, runs[i].end);
+        if (n < (long)(sizeof(runs) / sizeof(runs[0])))
+            return;
+    }
 }
 
 uint64_t sfp_scans, sfp_scan_ns; /* reconciles with /proc/self/maps */
@@ -262,6 +300,11 @@ static void reconcile_body(void)
         }
     }
 
+    /* Pass 0 (uffd-sync): tracked pages written without a fault, in a
+     * mapping libc replaced where no interposer sees it (see
+     * drop_unseen_writes); pass 1 finds the mprotect backend's. */
+    drop_unseen_writes();
+
     /* Pass 1: parts of segments that no line keeps valid any more (unmapped
      * or re-protected where the interposers could not see) are dropped. */
     struct drop *drops = NULL;
@@ -275,7 +318,7 @@ static void reconcile_body(void)
             uintptr_t hole_end = e;
             if (k < nl && lines[k].start < e) {
                 if (lines[k].start <= pos) {
-                    if (sfp_keeps_tracked(&lines[k])) {
+                    if (line_keeps(&lines[k], pos, e)) {
                         pos = lines[k].end < e ? lines[k].end : e;
                         continue;
                     }
@@ -377,14 +420,15 @@ void sfp_reconcile_forget(void)
 
 /* Tracked ranges unmapped since the last scan, or replaced behind the
  * runtime's back by an identical-looking mapping (libc's internal munmap
- * then mmap at the same address), are no longer registered with the
- * tracker's userfaultfd and make collects and takes fail.  /proc/self/smaps
- * shows the registration ("uw" in VmFlags); this runs only after such a
+ * then mmap at the same address, its heap trimmed and grown again), make
+ * collects and takes fail: the uffd backends cannot write-protect what is
+ * no longer registered with the tracker's userfaultfd ("uw" in smaps'
+ * VmFlags), mprotect cannot protect what is not mapped (libc trimmed the
+ * heap between the scan and the take).  This runs only after such a
  * failure.  Returns the number of ranges dropped. */
 size_t sfp_drop_unregistered(void)
 {
-    if (sfp_backend != SF_BACKEND_UFFD_ASYNC && sfp_backend != SF_BACKEND_UFFD_SYNC)
-        return 0;
+    bool uffd = sfp_backend == SF_BACKEND_UFFD_ASYNC || sfp_backend == SF_BACKEND_UFFD_SYNC;
     size_t n;
     char *buf = sfp_proc_read("/proc/self/smaps", &n);
     if (!buf)
@@ -397,8 +441,20 @@ size_t sfp_drop_unregistered(void)
         char *eol = strchr(line, '\n');
         if (eol)
             *eol = 0;
-        if (strncmp(line, "VmFlags:", 8) == 0) {
-            if (strstr(line, " uw") && ve > vs) {
+        bool vma = (line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f');
+        if (vma) {
+            char *p = line;
+            struct sfp_mapline ml;
+            char *end = line + strlen(line);
+            vs = ve = 0;
+            if (sfp_maps_next(&p, end, &ml)) {
+                vs = ml.start;
+                ve = ml.end;
+            }
+        }
+        /* a VMA is good when it is registered (uffd) or mapped at all */
+        if (uffd ? strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " uw") : vma) {
+            if (ve > vs) {
                 if (ng == gcap) {
                     gcap = gcap ? 2 * gcap : 64;
                     struct drop *g2 = sfp_realloc(good, gcap * sizeof(*g2));
@@ -407,14 +463,6 @@ size_t sfp_drop_unregistered(void)
                     good = g2;
                 }
                 good[ng++] = (struct drop){vs, ve};
-            }
-        } else if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
-            char *p = line;
-            struct sfp_mapline ml;
-            char *end = line + strlen(line);
-            if (sfp_maps_next(&p, end, &ml)) {
-                vs = ml.start;
-                ve = ml.end;
             }
         }
         line = eol ? eol + 1 : NULL;
@@ -454,6 +502,6 @@ size_t sfp_drop_unregistered(void)
     sfp_free(drops);
     sfp_free(buf);
     if (nd)
-        sfp_info("dropped %zu tracked ranges whose mappings were replaced", nd);
+        sfp_info("dropped %zu tracked ranges whose mappings were replaced or unmapped", nd);
     return nd;
 }

@@ -342,6 +342,25 @@ static void index_line(const char *fmt, ...)
         sfp_write_all(g_index_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+/* One take; a snapshot that could not hold some page (-ENOSPC on a read:
+ * a range the take could not protect) is released.  The take's time is
+ * added to *pause. */
+static int take_checked(sf_snapshot **out, uint64_t *pause)
+{
+    sf_snapshot *s = NULL;
+    uint64_t t0 = sfp_now_ns();
+    int rc = sf_snapshot_take(sfp_tracker, &s);
+    *pause += sfp_now_ns() - t0;
+    /* A zero-length read only reports the snapshot's state. */
+    if (rc == 0 && sf_snapshot_read(s, (const void *)sf_page_size, NULL, 0) == -ENOSPC) {
+        sf_snapshot_release(s);
+        s = NULL;
+        rc = -ENOSPC;
+    }
+    *out = s;
+    return rc;
+}
+
 /* Takes a snapshot and writes it as image number seq.  locked: hold the
  * runtime lock through the write too, so that no mapping the image holds
  * can be untracked (and dropped from the snapshot) while it is written. */
@@ -362,30 +381,22 @@ static int take_and_write_once(uint64_t seq, const char *name, bool locked, cons
     /* The take reads live memory too (the mirror engine copies what was
      * written since the last one): libc may have unmapped some unseen. */
     sfp_patch_begin();
-    uint64_t t0 = sfp_now_ns();
-    int rc = sf_snapshot_take(sfp_tracker, &s);
-    uint64_t pause = sfp_now_ns() - t0;
-    /* A zero-length read only reports the snapshot's state. */
-    for (int retry = 0; rc == 0 && retry < 3 && sf_snapshot_read(s, (const void *)sf_page_size, NULL, 0) == -ENOSPC;
-         retry++) {
-        /* The take could not protect some page: most likely a range libc
-         * unmapped or replaced unseen.  Drop those, take again. */
-        sf_snapshot_release(s);
-        s = NULL;
-        if (!sfp_drop_unregistered()) {
-            rc = -ENOSPC;
-            break;
-        }
-        t0 = sfp_now_ns();
-        rc = sf_snapshot_take(sfp_tracker, &s);
-        pause += sfp_now_ns() - t0;
-    }
-    if (rc == 0 && sf_snapshot_read(s, (const void *)sf_page_size, NULL, 0) == -ENOSPC) {
-        sf_snapshot_release(s);
-        s = NULL;
-        rc = -ENOSPC;
-    }
+    uint64_t pause = 0;
+    int rc = take_checked(&s, &pause);
     unsigned patched = sfp_patch_end();
+    /* The take could not protect or scan some range: most likely one libc
+     * unmapped or replaced unseen (its internal munmap, or brk trimming
+     * the heap), between the scan above and the take.  Drop those, adopt
+     * what replaced them (outside the patch window, whose stand-in pages
+     * are not the program's), take again. */
+    for (int retry = 0; rc < 0 && rc != -ENOMEM && retry < 3; retry++) {
+        if (!sfp_drop_unregistered())
+            break;
+        sfp_reconcile();
+        sfp_patch_begin();
+        rc = take_checked(&s, &pause);
+        patched += sfp_patch_end();
+    }
     if (!locked)
         sfp_unlock();
     if (rc < 0) {

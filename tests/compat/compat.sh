@@ -268,6 +268,28 @@ kwrite)
     done
     MIN_IMAGES=0 COMPAT_BACKEND=mprotect run_cmp kwrite-python "$(pybin)" -c 'import hashlib; d = open("/proc/self/exe","rb").read(); print(len(d) > 0, hashlib.md5(d).hexdigest() == hashlib.md5(open("/proc/self/exe","rb").read()).hexdigest())'
     ;;
+heap-trim)
+    # libc trims the heap and grows it back over tracked pages where no
+    # interposer sees it (its internal brk): the next image holds what the
+    # program wrote there, on every backend
+    for backend in mprotect uffd-sync uffd-async; do
+        "$SNAPFAULT_TOOL" run --mode snapshot --backend "$backend" --no-point-in-time \
+            --output "$work/ht-$backend" -- "$COMPAT_BIN/heaptrim" "$work/ht-$backend" >ht.out 2>ht.err
+        rc=$?
+        if [ "$rc" != 0 ]; then bad "heap-trim/$backend: exit $rc: $(cat ht.err)"; continue; fi
+        [ -s ht.err ] && bad "heap-trim/$backend: printed: $(head -5 ht.err)"
+        read -r _ addr len <ht.out
+        idx=("$work/ht-$backend"/*.index)
+        img=$(awk -F'\t' '$1 == "S" && $2 == 2 { print $3 }' "${idx[0]}")
+        [ -n "$img" ] || { bad "heap-trim/$backend: no second image in ${idx[0]}"; continue; }
+        "$SNAPFAULT_TOOL" image cat --raw "$work/ht-$backend/$img" "$addr" "$len" >ht.bin 2>ht.cat ||
+            { bad "heap-trim/$backend: image cat $img $addr $len failed: $(cat ht.cat)"; continue; }
+        got=$(tr -d B <ht.bin | wc -c); size=$(stat -c %s ht.bin)
+        [ "$size" = "$len" ] && [ "$got" = 0 ] ||
+            bad "heap-trim/$backend: image 2 holds $got bytes of $size that are not the program's 'B' at $addr"
+        note "heap-trim/$backend: image 2 holds the grown heap ($len bytes at $addr)"
+    done
+    ;;
 forks)
     MIN_IMAGES=1 run_cmp forks "$COMPAT_BIN/forks"
     ;;
