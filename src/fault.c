@@ -546,7 +546,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
          * message once woken, so it was read before).  Resolving it now
          * would report a write nobody made, and copy a page a take picked
          * while others write it.  The caller wakes the page instead. */
-        if (since && sf__ps_opened_since(w, *since))
+        if (since && sf__ps_opened_since(w, *since, atomic_load(&t->res_seq)))
             return SF_RETRY;
         if (st == PS_WRITABLE) {
             /* Protected although WRITABLE: a collector's protect landed

@@ -122,11 +122,19 @@ static inline bool sf__ps_open(uint64_t w)
     return (w & PS_GONE) || st == PS_WRITABLE || st == PS_COLLECTING;
 }
 
-/* Whether sequence x was taken after the reader's mark `since` (mod 2^28). */
-static inline bool ps_rseq_after(uint32_t x, uint32_t since)
+/* Whether sequence x was taken after the reader's mark `since` and by the
+ * time `now` (t->res_seq read after the page's word), modulo 2^28.  The
+ * window (since, now] holds only the openings in flight around one read
+ * of the uffd, so a sequence taken 2^27 openings ago (or never: a page
+ * never opened holds 0) is not mistaken for a recent one; a plain
+ * half-range test did that once the counter passed 2^27 and sent such a
+ * page's every message back as stale: the faulting thread never got
+ * through. */
+static inline bool ps_rseq_after(uint32_t x, uint32_t since, uint32_t now)
 {
-    uint32_t d = (x - since) & ((1u << PS_RSEQ_BITS) - 1);
-    return d != 0 && d < (1u << (PS_RSEQ_BITS - 1));
+    uint32_t m = (1u << PS_RSEQ_BITS) - 1;
+    uint32_t d = (x - since) & m;
+    return d != 0 && d <= ((now - since) & m);
 }
 
 /* The RSEQ bits of w, as sf__rseq_next returns them. */
@@ -135,10 +143,10 @@ static inline uint64_t sf__ps_rseq(uint64_t w) { return w & PS_RSEQ_MASK; }
 /* Handler threads: whether the page was opened by an opening that had not
  * finished its wake when the reader took its mark `since` (t->res_done
  * before a read(2) of the uffd): a message that read returned may be
- * older than the wake, so it is stale. */
-static inline bool sf__ps_opened_since(uint64_t w, uint32_t since)
+ * older than the wake, so it is stale.  now: t->res_seq, read after w. */
+static inline bool sf__ps_opened_since(uint64_t w, uint32_t since, uint32_t now)
 {
-    return ps_rseq_after(PS_RSEQ(w), since);
+    return ps_rseq_after(PS_RSEQ(w), since, now);
 }
 
 /* What a page is to an embedding (the preload): not tracked (no region, or

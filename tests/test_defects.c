@@ -636,6 +636,43 @@ static int replaced_unseen(unsigned flags)
 static int case_replaced_unseen_handler(void) { return replaced_unseen(SF_OPT_HANDLER_THREADS); }
 static int case_replaced_unseen_inthread(void) { return replaced_unseen(SF_OPT_INTHREAD_FAULTS); }
 
+/* ---------------------------------------------------------------------
+ * Handler threads: the resolution sequence past 2^27 openings.  A page
+ * never opened holds RSEQ 0; a half-range test of "opened since the
+ * reader's mark" called it recent once the counter passed 2^27, every
+ * message for it came back stale, and its first write never got through
+ * (the child hung until the safety alarm).  The counters start just past
+ * 2^27, as after 134 million openings; each page's first write must be
+ * resolved and reported.
+ * --------------------------------------------------------------------- */
+#define RW_NP 64
+static int case_rseq_wrap(void)
+{
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_UFFD_SYNC, .flags = SF_OPT_HANDLER_THREADS};
+    int err = sf_tracker_create(&t, &o);
+    if (err == -ENOTSUP || err == -ENOSYS || err == -EPERM)
+        SKIP("no uffd-sync handler threads here (%s)", strerror(-err));
+    CHECK_RC(err, 0);
+    atomic_store(&t->res_seq, (1u << 27) + 5);
+    atomic_store(&t->res_done, (1u << 27) + 5);
+    char *m = mmap(NULL, RW_NP * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED, "mmap");
+    memset(m, 1, RW_NP * PS);
+    CHECK_RC(sf_track(t, m, RW_NP * PS), 0);
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < RW_NP; i += 2)
+            m[i * PS] = (char)(round + 2);
+        size_t n = 0;
+        err = sf_collect(t, SF_COLLECT_RESET, collect_count, &n);
+        CHECK(err >= 0, "collect: %s", strerror(-err));
+        CHECK(n == RW_NP / 2, "round %d: %zu pages reported, %d written", round, n, RW_NP / 2);
+    }
+    sf_tracker_destroy(t);
+    munmap(m, RW_NP * PS);
+    return 0;
+}
+
 static const struct {
     const char *name, *variant;
     int (*fn)(void);
@@ -657,6 +694,7 @@ static const struct {
     {"replaced-scan", "uffd-async", case_replaced_scan_async},
     {"replaced-unseen", "uffd-sync/handler-threads", case_replaced_unseen_handler},
     {"replaced-unseen", "uffd-sync/in-thread", case_replaced_unseen_inthread},
+    {"rseq-wrap", "uffd-sync/handler-threads", case_rseq_wrap},
 };
 
 static int run_case(void *c)

@@ -270,11 +270,21 @@ static int t_classes(void)
     CHECK_RC(sf__ps_open(A | G), 1);
     CHECK_RC(sf__ps_open(A | D), 0);
     CHECK_RC(sf__ps_open(B), 0);
-    /* stale messages: opened after the mark, modulo 2^28 */
-    CHECK_RC(sf__ps_opened_since(W | RS(5), 4), 1);
-    CHECK_RC(sf__ps_opened_since(W | RS(4), 4), 0);
-    CHECK_RC(sf__ps_opened_since(W | RS(3), 4), 0);
-    CHECK_RC(sf__ps_opened_since(W | RS(1), (1u << PS_RSEQ_BITS) - 1), 1);
+    /* stale messages: opened after the mark and by now, modulo 2^28 */
+    const uint32_t M = (1u << PS_RSEQ_BITS) - 1;
+    CHECK_RC(sf__ps_opened_since(W | RS(5), 4, 5), 1);
+    CHECK_RC(sf__ps_opened_since(W | RS(5), 4, 9), 1);
+    CHECK_RC(sf__ps_opened_since(W | RS(4), 4, 9), 0);
+    CHECK_RC(sf__ps_opened_since(W | RS(3), 4, 9), 0);
+    CHECK_RC(sf__ps_opened_since(W | RS(1), M, 1), 1);
+    CHECK_RC(sf__ps_opened_since(W | RS(1), M, 3), 1);
+    /* past 2^27 openings: a page never opened (RSEQ 0), or opened long
+     * ago, is not recent; with nothing in flight no page is */
+    CHECK_RC(sf__ps_opened_since(A, (1u << 27) + 5, (1u << 27) + 5), 0);
+    CHECK_RC(sf__ps_opened_since(A, (1u << 27) + 5, (1u << 27) + 9), 0);
+    CHECK_RC(sf__ps_opened_since(A | RS(7), M - 3, M - 3), 0);
+    CHECK_RC(sf__ps_opened_since(W | RS((1u << 27) + 7), (1u << 27) + 5, (1u << 27) + 9), 1);
+    CHECK_RC(sf__ps_opened_since(W | RS((1u << 27) + 7), (1u << 27) + 5, (1u << 27) + 6), 0);
     return 0;
 }
 
