@@ -178,13 +178,37 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
      * shadow pages are still empty, so that zero pages (never written) do
      * not populate the shadow.  For a few pages it is not worth a walk. */
     uint64_t *hold = stale > (p1 - p0) / 16 ? holding(t, r, p0, p1) : NULL;
-    for (size_t wi = p0 >> 6; wi < (p1 + 63) >> 6; wi++) {
-        uint64_t m = r->mbits[wi];
-        while (m) {
+    /* The stale pages go in batches, so that a take (strict: it reads
+     * live memory directly) can start loading the page after next while
+     * it copies one: scattered pages are copied at the latency of their
+     * first loads, not at memory bandwidth. */
+    enum { BATCH = 64, AHEAD = 2 };
+    size_t batch[BATCH];
+    size_t wi = p0 >> 6, wend = (p1 + 63) >> 6;
+    uint64_t m = wi < wend ? r->mbits[wi] : 0;
+    for (;;) {
+        size_t nb = 0;
+        while (nb < BATCH && wi < wend) {
+            if (!m) {
+                if (++wi < wend)
+                    m = r->mbits[wi];
+                continue;
+            }
             size_t p = (wi << 6) + (size_t)__builtin_ctzll(m);
             m &= m - 1;
-            if (p < p0 || p >= p1)
-                continue;
+            if (p >= p0 && p < p1)
+                batch[nb++] = p;
+        }
+        if (!nb)
+            break;
+        for (size_t bi = 0; bi < nb; bi++) {
+            size_t p = batch[bi];
+            if (strict && bi + AHEAD < nb) {
+                const char *nx = live_page(r, batch[bi + AHEAD]);
+                for (size_t o = 0; o < 256; o += 64)
+                    __builtin_prefetch(nx + o);
+                __builtin_prefetch(&r->ps[batch[bi + AHEAD]], 1);
+            }
             if (sf__page_gone(r, p)) {
                 bit_clear(r->mbits, p);
                 continue;
