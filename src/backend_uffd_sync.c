@@ -86,7 +86,7 @@ static void policy_note(struct sf_wait_policy *p, uint64_t now, size_t k)
     p->left = WP_EXPLOIT;
 }
 
-/* since: t->res_done before the read that returned the message. */
+/* since: sf__rseq_mark(t) before the read that returned the message. */
 static void handle_fault(sf_tracker *t, uintptr_t addr, uint32_t since)
 {
     unsigned g = sf__grace_enter();
@@ -137,7 +137,7 @@ static int watch(sf_tracker *t, struct uffd_msg *msg, struct pollfd *pfd)
         }
         /* Before the read: a page opened after this (by any thread) has
          * woken the threads whose messages this read returns. */
-        uint32_t since = atomic_load(&t->res_done);
+        uint32_t since = sf__rseq_mark(t);
         ssize_t n = sf__os_read(t->uffd, msg, MSG_BATCH * sizeof(msg[0]));
         if (n > 0) {
             size_t k = (size_t)n / sizeof(msg[0]);

@@ -563,11 +563,12 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
                 sf__ps_heal_yield(ps, w);
                 return SF_RETRY;
             }
-            uint64_t rs = threads ? sf__rseq_next(t) : sf__ps_rseq(w);
+            unsigned slot = 0;
+            uint64_t rs = threads ? sf__rseq_next(t, &slot) : sf__ps_rseq(w);
             t->ops->unprotect(t, r, page_addr, sf_page_size);
             sf__ps_heal_open(ps, w, rs);
             if (threads)
-                sf__rseq_woken(t, rs);
+                sf__rseq_woken(t, slot);
             SF_STAT_INC(t, st_spurious, 1);
             return SF_HEALED;
         }
@@ -608,7 +609,8 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
      * take must see this page written (DIRTY, content generation C).  It is
      * still BUSY, so collectors and readers wait for it to finish. */
     uint64_t orig[64];
-    uint64_t rs = threads ? sf__rseq_next(t) : 0;
+    unsigned slot = 0;
+    uint64_t rs = threads ? sf__rseq_next(t, &slot) : 0;
     for (size_t i = 0; i < n; i++)
         orig[i] = sf__ps_fault_publish(&r->ps[p + i], C, rs);
     for (size_t i = 0; i < n; i += SF_CHUNK_PAGES - ((p + i) & (SF_CHUNK_PAGES - 1)))
@@ -632,7 +634,7 @@ int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since)
         rc = t->ops->unprotect(t, r, page_addr, sf_page_size);
     }
     if (threads)
-        sf__rseq_woken(t, rs); /* whether or not the pages opened */
+        sf__rseq_woken(t, slot); /* whether or not the pages opened */
     if (SF_UNLIKELY(rc < 0)) {
         sf__ps_fault_abort(ps, orig[0]);
         /* Unregistered under us: an untrack gives the page back writable;

@@ -134,6 +134,10 @@ struct sf_snapshot_slot; /* snapshot.c */
 struct sf_store;         /* store.c */
 struct sf_engine_ops;    /* snapshot.h */
 
+/* Openings in flight at once, at most: one per handler thread and one
+ * for the holder of the tracker's lock (restore), with room to spare. */
+#define SF_RES_SLOTS 16
+
 struct sf_tracker {
     const struct sf_backend_ops *ops;
     sf_backend backend;
@@ -180,7 +184,9 @@ struct sf_tracker {
     _Atomic int take_failed;   /* a take could not protect some page */
     _Atomic uint64_t rearm_seq; /* bumped by every walk that protects pages */
     _Atomic uint32_t res_seq;   /* handler threads: openings' sequences taken */
-    _Atomic uint32_t res_done;  /* ... and the last up to which all have woken */
+    /* ... and the openings in flight (between their sequence and their
+     * wake): a lower bound of each one's sequence, 0 for a free slot. */
+    _Atomic uint32_t res_open[SF_RES_SLOTS];
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
@@ -216,7 +222,7 @@ void sf__signals_note_removed(uintptr_t start, uintptr_t end);
 enum { SF_RESOLVED = 0, SF_RETRY = 1, SF_NOT_OURS = 2, SF_HEALED = 3 };
 /* Resolves a write fault at addr in r (grace section held by caller).
  * since: NULL for a fault delivered now (a signal in the faulting thread);
- * for a uffd message, t->res_done as it was before the read that returned
+ * for a uffd message, sf__rseq_mark(t) as it was before the read that returned
  * it, so that a message made stale by a resolution since is recognised. */
 int sf__resolve(struct sf_region *r, uintptr_t addr, const uint32_t *since);
 

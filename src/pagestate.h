@@ -242,34 +242,51 @@ static inline bool sf__chunk_taking(struct sf_region *r, size_t p)
 }
 
 /* Handler threads: the next resolution sequence, taken before the wake,
- * as RSEQ bits.  Handler or collector; async-signal-safe, lock-free. */
-static inline uint64_t sf__rseq_next(sf_tracker *t)
+ * as RSEQ bits.  The opening is in flight until sf__rseq_woken(t, *slot):
+ * first a slot holds a lower bound of its sequence, so that a reader's
+ * mark (sf__rseq_mark) that counts the sequence also sees the slot.
+ * Handler or collector; async-signal-safe, lock-free. */
+static inline uint64_t sf__rseq_next(sf_tracker *t, unsigned *slot)
 {
+    uint32_t lb = atomic_load(&t->res_seq) + 1;
+    if (!lb)
+        lb--; /* 0 marks a free slot; one lower is still a lower bound */
+    for (unsigned i = 0;; i = (i + 1) % SF_RES_SLOTS) {
+        uint32_t z = 0;
+        if (atomic_compare_exchange_strong(&t->res_open[i], &z, lb)) {
+            *slot = i;
+            break;
+        }
+    }
     uint32_t n = atomic_fetch_add(&t->res_seq, 1) + 1;
     return ((uint64_t)n << PS_RSEQ_SHIFT) & PS_RSEQ_MASK;
 }
 
-/* Handler threads: the opening that took rs (sf__rseq_next) has woken its
- * pages' waiters.  Openings finish in the order of their sequences, so
- * t->res_done is the sequence up to which every opening has woken: a
- * reader's mark taken from it never counts an opening whose wake is still
- * to come (marks from res_seq did: a message read between another
- * opening's sequence and its wake was resolved after the next collect
- * re-armed the page, a write nobody made).  Waits for the openings before
- * this one: each is between its sequence and its wake, a syscall and a few
- * stores, never waiting for anything.  Handler or collector;
- * async-signal-safe, lock-free (it spins, then yields). */
-static inline void sf__rseq_woken(sf_tracker *t, uint64_t rs)
+/* Handler threads: the opening that took its sequence with slot has woken
+ * its pages' waiters.  No waiting for other openings (an order of
+ * completion made every opening wait for a preempted one: perl under
+ * snapshot mode ran 3x longer).  Handler or collector; async-signal-safe,
+ * lock-free. */
+static inline void sf__rseq_woken(sf_tracker *t, unsigned slot)
 {
-    uint32_t mine = (uint32_t)((rs & PS_RSEQ_MASK) >> PS_RSEQ_SHIFT), done;
-    unsigned spins = 0;
-    while ((((done = atomic_load(&t->res_done)) + 1) & ((1u << PS_RSEQ_BITS) - 1)) != mine) {
-        if (++spins < 1024)
-            sf__cpu_relax();
-        else
-            sf__os_yield();
+    atomic_store(&t->res_open[slot], 0);
+}
+
+/* Handler threads: a reader's mark, taken before a read(2) of the uffd: a
+ * sequence up to which every opening has woken its waiters (the lowest in
+ * flight, less one, or the last taken).  A message the read returns is
+ * stale when its page was opened by a later sequence (sf__ps_opened_since):
+ * the opening may have woken its thread after the kernel queued it.
+ * Async-signal-safe, lock-free. */
+static inline uint32_t sf__rseq_mark(sf_tracker *t)
+{
+    uint32_t mark = atomic_load(&t->res_seq);
+    for (unsigned i = 0; i < SF_RES_SLOTS; i++) {
+        uint32_t v = atomic_load(&t->res_open[i]);
+        if (v && (int32_t)(v - 1 - mark) < 0)
+            mark = v - 1;
     }
-    atomic_store(&t->res_done, done + 1);
+    return mark;
 }
 
 /* ------------------------------------------------------------------------

@@ -226,11 +226,12 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
     int perr = err ? 0 : apply_spans(t, r, &td, true, false);
     /* Handler threads: messages read before these pages were opened are
      * stale (see sf__resolve). */
-    uint64_t rs = t->fault_mode == SF_FAULTS_HANDLER_THREAD ? sf__rseq_next(t) : 0;
+    unsigned slot = 0;
+    uint64_t rs = t->fault_mode == SF_FAULTS_HANDLER_THREAD ? sf__rseq_next(t, &slot) : 0;
     for (size_t i = 0; i < td.n && !err; i++)
         sf__ps_restore_release(r, td.page[i], !perr, perr ? atomic_load(&t->gen) : td.src[i]->lo, rs);
     if (t->fault_mode == SF_FAULTS_HANDLER_THREAD)
-        sf__rseq_woken(t, rs);
+        sf__rseq_woken(t, slot);
     /* Every restored chunk now holds content from <= g, except pages
      * tracked again after s. */
     for (size_t i = 0; i < td.n && !err; i++) {

@@ -655,7 +655,6 @@ static int case_rseq_wrap(void)
         SKIP("no uffd-sync handler threads here (%s)", strerror(-err));
     CHECK_RC(err, 0);
     atomic_store(&t->res_seq, (1u << 27) + 5);
-    atomic_store(&t->res_done, (1u << 27) + 5);
     char *m = mmap(NULL, RW_NP * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(m != MAP_FAILED, "mmap");
     memset(m, 1, RW_NP * PS);
