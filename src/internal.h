@@ -184,9 +184,6 @@ struct sf_tracker {
     _Atomic int take_failed;   /* a take could not protect some page */
     _Atomic uint64_t rearm_seq; /* bumped by every walk that protects pages */
     _Atomic uint32_t res_seq;   /* handler threads: openings' sequences taken */
-    /* ... and the openings in flight (between their sequence and their
-     * wake): a lower bound of each one's sequence, 0 for a free slot. */
-    _Atomic uint32_t res_open[SF_RES_SLOTS];
 
     /* statistics (relaxed atomics) */
     _Atomic uint64_t st_faults, st_spurious, st_unprot, st_collects, st_collected,
@@ -198,6 +195,10 @@ struct sf_tracker {
     _Atomic uint64_t st_stop_hist[SF_STOP_HIST_BUCKETS];
     _Atomic long vma_estimate;
     long vma_budget;
+    /* Handler threads: the openings in flight (between their sequence and
+     * their wake): a lower bound of each one's sequence, 0 for a free
+     * slot.  Last, away from the fields takes and collects use. */
+    _Atomic uint32_t res_open[SF_RES_SLOTS];
 };
 
 /* fault.c */
