@@ -2,10 +2,6 @@
  * page-state queries, the walk over tracked runs, fork, the fault hook. */
 #include "internal.h"
 #include "embed/sf_embed.h"
-#include "uffd.h"
-
-#include <fcntl.h>
-#include <string.h>
 
 void sf__embed_init(void) { sf__init(); }
 
@@ -56,73 +52,11 @@ bool sf__embed_any_armed(uintptr_t start, uintptr_t end)
     return hit;
 }
 
-/* Appends to out the runs of [a, b) (pages of r) whose pages are ARMED
- * here, merging with the last run when adjacent. */
-static void unseen_add(struct sf_region *r, uintptr_t a, uintptr_t b, struct sf_embed_span *out, size_t max,
-                       size_t *n)
-{
-    for (uintptr_t x = a; x < b; x += sf_page_size) {
-        sf_embed_page c = page_of(atomic_load(&r->ps[(x - r->start) >> sf_page_shift]));
-        if (c != SF_EMBED_ARMED_CLEAN && c != SF_EMBED_ARMED_DIRTY)
-            continue;
-        if (*n && out[*n - 1].end == x)
-            out[*n - 1].end = x + sf_page_size;
-        else if (*n < max)
-            out[(*n)++] = (struct sf_embed_span){x, x + sf_page_size};
-        else
-            return;
-    }
-}
-
 long sf__embed_unseen_writes(sf_tracker *t, struct sf_embed_span *out, size_t max)
 {
     if (!t || t->ops->id != SF_BACKEND_UFFD_SYNC)
         return -EOPNOTSUPP;
-    pthread_mutex_lock(&t->lock);
-    if (t->pagemap_fd < 0) /* in-thread mode opens none: kept until close */
-        t->pagemap_fd = sf__os_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (t->pagemap_fd < 0) {
-        int err = -errno;
-        pthread_mutex_unlock(&t->lock);
-        return err;
-    }
-    size_t nr, n = 0;
-    struct sf_region **rs = sf__regions_list(t, &nr);
-    long err = rs ? 0 : -ENOMEM;
-    for (size_t i = 0; rs && i < nr && !err && n < max; i++) {
-        struct sf_region *r = rs[i];
-        struct page_region vec[64];
-        uintptr_t pos = r->start;
-        while (pos < r->end && !err && n < max) {
-            struct pm_scan_arg arg;
-            memset(&arg, 0, sizeof(arg));
-            arg.size = sizeof(arg);
-            arg.start = pos;
-            arg.end = r->end;
-            arg.vec = (uintptr_t)vec;
-            arg.vec_len = sizeof(vec) / sizeof(vec[0]);
-            arg.category_mask = PAGE_IS_WRITTEN;
-            arg.return_mask = PAGE_IS_WRITTEN;
-            /* A query only: nothing is re-armed.  The page states are read
-             * after the kernel's answer, so a page a fault opened in
-             * between reads OPEN, not ARMED. */
-            long k = sf__pagemap_scan(t->pagemap_fd, &arg);
-            if (k < 0) {
-                if (errno == EINTR || errno == EAGAIN)
-                    continue;
-                err = errno == ENOTTY || errno == EINVAL ? -EOPNOTSUPP : -errno;
-                break;
-            }
-            for (long j = 0; j < k; j++)
-                unseen_add(r, (uintptr_t)vec[j].start, (uintptr_t)vec[j].end, out, max, &n);
-            if (arg.walk_end <= pos)
-                break;
-            pos = (uintptr_t)arg.walk_end;
-        }
-    }
-    sf__os_free(rs);
-    pthread_mutex_unlock(&t->lock);
-    return err ? err : (long)n;
+    return sf__sync_unseen_writes(t, out, max);
 }
 
 bool sf__embed_regions_overlap(uintptr_t start, uintptr_t end)

@@ -201,6 +201,10 @@ struct sf_tracker {
     _Atomic uint32_t res_open[SF_RES_SLOTS];
 };
 
+/* backend_uffd_sync.c: sf__embed_unseen_writes for a uffd-sync tracker. */
+struct sf_embed_span;
+long sf__sync_unseen_writes(sf_tracker *t, struct sf_embed_span *out, size_t max);
+
 /* fault.c */
 int sf__signals_install(void);                   /* idempotent */
 /* Installs snapfault's handler, or puts it back in front of one that
