@@ -264,9 +264,8 @@ static inline uint64_t sf__rseq_next(sf_tracker *t, unsigned *slot)
 
 /* Handler threads: the opening that took its sequence with slot has woken
  * its pages' waiters.  No waiting for other openings (an order of
- * completion made every opening wait for a preempted one: perl under
- * snapshot mode ran 3x longer).  Handler or collector; async-signal-safe,
- * lock-free. */
+ * completion made every opening wait for a preempted one).  Handler or
+ * collector; async-signal-safe, lock-free. */
 static inline void sf__rseq_woken(sf_tracker *t, unsigned slot)
 {
     atomic_store(&t->res_open[slot], 0);

@@ -433,7 +433,7 @@ size_t sfp_drop_unregistered(void)
     char *buf = sfp_proc_read("/proc/self/smaps", &n);
     if (!buf)
         return 0;
-    /* The VMAs registered with a userfaultfd, in address order. */
+    /* The good VMAs (see below), in address order. */
     struct drop *good = NULL;
     size_t ng = 0, gcap = 0;
     uintptr_t vs = 0, ve = 0;
