@@ -33,15 +33,14 @@ bool sf__snapshot_needs_save(sf_tracker *t, uint32_t cg)
     return false;
 }
 
-/* Whether a live snapshot's generation lies in [lo, hi]. */
-bool sf__snapshot_live_in(sf_tracker *t, uint32_t lo, uint32_t hi)
+void sf__live_read(sf_tracker *t, struct sf_live *l)
 {
+    l->n = 0;
     for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
-        uint32_t g = atomic_load(&t->live_gen[i]);
-        if (g && g >= lo && g <= hi)
-            return true;
+        uint32_t g = atomic_load_explicit(&t->live_gen[i], memory_order_relaxed);
+        if (g)
+            l->g[l->n++] = g;
     }
-    return false;
 }
 
 void sf__snapshot_fail_range(sf_tracker *t, uint32_t lo, uint32_t hi)
@@ -99,22 +98,11 @@ void sf__vlist_free(sf_tracker *t, struct vlist *l)
 {
     if (l->n) {
         sf__grace_wait();
-        for (size_t i = 0; i < l->n; i++)
-            sf__store_free(t->store, l->v[i]);
+        sf__store_free_many(t->store, l->v, l->n);
     }
     sf__os_free(l->v);
     l->v = NULL;
     l->n = l->cap = 0;
-}
-
-static bool covered(sf_tracker *t, const struct sf_version *v, uint32_t hi)
-{
-    for (int i = 0; i < SF_MAX_SNAPSHOTS; i++) {
-        uint32_t g = atomic_load(&t->live_gen[i]);
-        if (g && v->lo <= g && g <= hi)
-            return true;
-    }
-    return false;
 }
 
 /* Drops every version no live snapshot needs.  Caller holds t->lock. */
@@ -122,6 +110,8 @@ void sf__versions_gc(sf_tracker *t)
 {
     struct sf_store *st = t->store;
     struct vlist dead = {0};
+    struct sf_live live;
+    sf__live_read(t, &live);
     size_t n = atomic_load(&st->bump);
     if (n > st->nslots) /* never, since allocation stops there: be sure */
         n = st->nslots;
@@ -133,7 +123,7 @@ void sf__versions_gc(sf_tracker *t)
          * time either wins (and it stays) or sees 0 and copies anew. */
         uint32_t hi = atomic_load(&v->hi);
         bool is_dead = hi == 0;
-        while (!is_dead && !covered(t, v, hi))
+        while (!is_dead && !sf__live_in(&live, v->lo, hi))
             is_dead = atomic_compare_exchange_weak(&v->hi, &hi, 0) || hi == 0;
         if (is_dead) {
             sf__version_unlink(v);

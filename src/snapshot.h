@@ -83,10 +83,28 @@ void sf__vlist_add(struct vlist *l, struct sf_version *v);
 void sf__vlist_free(sf_tracker *t, struct vlist *l); /* grace wait, then free */
 void sf__versions_gc(sf_tracker *t);                 /* drops what no live snapshot needs */
 void sf__snapshot_fail_range(sf_tracker *t, uint32_t lo, uint32_t hi);
-bool sf__snapshot_live_in(sf_tracker *t, uint32_t lo, uint32_t hi);
+
+/* The live generations, read once by a t->lock holder: every change of
+ * t->live_gen holds t->lock (a fork child's, which has no other user of
+ * the tracker, aside), so the set stays as read until the holder unlocks.
+ * Walks over many pages test this compact copy instead of the 64 slots. */
+struct sf_live {
+    unsigned n;
+    uint32_t g[SF_MAX_SNAPSHOTS];
+};
+void sf__live_read(sf_tracker *t, struct sf_live *l);
+
+/* Whether a live generation of l lies in [lo, hi]. */
+static inline bool sf__live_in(const struct sf_live *l, uint32_t lo, uint32_t hi)
+{
+    for (unsigned i = 0; i < l->n; i++)
+        if (l->g[i] >= lo && l->g[i] <= hi)
+            return true;
+    return false;
+}
 
 struct sf_version *sf__store_alloc(struct sf_store *st);
-void sf__store_free(struct sf_store *st, struct sf_version *v);
+void sf__store_free_many(struct sf_store *st, struct sf_version *const *v, size_t n);
 void *sf__store_data(struct sf_store *st, const struct sf_version *v);
 /* Sets n slots aside (a mirror shadow counted against store_limit):
  * -ENOSPC if versions held plus reservations would pass the store. */

@@ -97,10 +97,11 @@ static void shadow_write(struct sf_region *r, size_t p, const void *src, uint32_
  * zeros, so nothing is copied and the shadow stays unpopulated.  -ENOSPC:
  * no room for the version a live snapshot needs; the page is left stale
  * and the shadow as it was. */
-static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t ng, const void *src)
+static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t ng, const void *src,
+                        const struct sf_live *live)
 {
     uint32_t sg = sf__eff_cgen(r, atomic_load(&r->ps[p]));
-    if (sg < ng && sf__snapshot_live_in(t, sg, ng - 1)) {
+    if (sg < ng && sf__live_in(live, sg, ng - 1)) {
         struct sf_version *v = sf__store_alloc(t->store);
         if (!v)
             return -ENOSPC;
@@ -171,6 +172,8 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
                           bool strict, void *bounce)
 {
     long n = 0;
+    struct sf_live live;
+    sf__live_read(t, &live);
     size_t stale = 0;
     for (size_t wi = p0 >> 6; wi < (p1 + 63) >> 6; wi++)
         stale += (size_t)__builtin_popcountll(r->mbits[wi]);
@@ -227,7 +230,7 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             /* A write racing the zero check shows in the next scan. */
             if (hold && !bit_test(hold, p - p0) && page_is_zero(src))
                 src = NULL;
-            if (refresh_page(t, r, p, ng, src)) {
+            if (refresh_page(t, r, p, ng, src, &live)) {
                 if (strict) {
                     sf__tmp_free(hold);
                     return -ENOSPC;

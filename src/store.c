@@ -98,17 +98,26 @@ struct sf_version *sf__store_alloc(struct sf_store *st)
     return &st->nodes[slot];
 }
 
-/* Collector side, after a grace period (no reader can hold v). */
-void sf__store_free(struct sf_store *st, struct sf_version *v)
+/* Collector side, after a grace period (no reader can hold any of v[]).
+ * The n slots are chained first and pushed with one CAS: a release of a
+ * snapshot that holds every page of a large range frees 10^5..10^6 slots,
+ * and one contended atomic each was a third of its cost. */
+void sf__store_free_many(struct sf_store *st, struct sf_version *const *v, size_t n)
 {
-    atomic_store_explicit(&v->inuse, 0, memory_order_relaxed);
+    if (!n)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        atomic_store_explicit(&v[i]->inuse, 0, memory_order_relaxed);
+        if (i + 1 < n)
+            atomic_store_explicit(&v[i]->free_next, v[i + 1]->slot + 1, memory_order_relaxed);
+    }
     uint64_t h = atomic_load(&st->free_head);
     uint64_t nh;
     do {
-        atomic_store_explicit(&v->free_next, (uint32_t)h, memory_order_relaxed);
-        nh = ((h >> 32) + 1) << 32 | (uint64_t)(v->slot + 1);
+        atomic_store_explicit(&v[n - 1]->free_next, (uint32_t)h, memory_order_relaxed);
+        nh = ((h >> 32) + 1) << 32 | (uint64_t)(v[0]->slot + 1);
     } while (!atomic_compare_exchange_weak(&st->free_head, &h, nh));
-    atomic_fetch_sub_explicit(&st->used, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&st->used, n, memory_order_relaxed);
 }
 
 void *sf__store_data(struct sf_store *st, const struct sf_version *v)

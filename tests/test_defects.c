@@ -413,6 +413,72 @@ static int case_store_bump(void)
 }
 
 /* ---------------------------------------------------------------------
+ * Versions die in batches (sf__store_free_many: the dead slots are chained
+ * and pushed with one CAS).  While a thread allocates and frees one slot
+ * at a time (as handlers and GC do), batches of every size go back: no
+ * slot may be handed out twice, none lost, and the used count must end
+ * where it began.
+ * --------------------------------------------------------------------- */
+static void *store_churn(void *arg)
+{
+    struct sf_version *mine[8];
+    long *bad = arg;
+    while (!atomic_load(&g_stop)) {
+        int n = 0;
+        while (n < 8 && (mine[n] = sf__store_alloc(st_store)))
+            atomic_store(&mine[n++]->inuse, 1);
+        for (int i = 0; i < n; i++) {
+            if (atomic_exchange(&mine[i]->inuse, 2) != 1) /* someone else holds it */
+                (*bad)++;
+            atomic_store(&mine[i]->inuse, 1);
+        }
+        sf__store_free_many(st_store, mine, (size_t)n);
+    }
+    return NULL;
+}
+
+static int case_store_batch_free(void)
+{
+    enum { N = 256 };
+    sf_tracker *t;
+    sf_options o = {.backend = SF_BACKEND_MPROTECT, .flags = SF_OPT_SNAPSHOTS, .store_limit = N * PS};
+    CHECK_RC(sf_tracker_create(&t, &o), 0);
+    st_store = t->store;
+    CHECK(st_store->nslots == N, "store of %zu slots, not %d", st_store->nslots, N);
+    static struct sf_version *held[N];
+    static unsigned char seen[N];
+    long bad = 0;
+    atomic_store(&g_stop, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, store_churn, &bad);
+    for (int round = 0; round < 2000; round++) {
+        size_t n = 0;
+        while (n < N - 8 && (held[n] = sf__store_alloc(st_store)))
+            n++;
+        memset(seen, 0, sizeof seen);
+        for (size_t i = 0; i < n; i++) {
+            CHECK(!seen[held[i]->slot], "round %d: slot %u handed out twice", round, held[i]->slot);
+            seen[held[i]->slot] = 1;
+            atomic_store(&held[i]->inuse, 1);
+        }
+        /* back in batches of 1, 2, 3 ... slots */
+        for (size_t i = 0, k = 1 + (size_t)round % 7; i < n; i += k, k++)
+            sf__store_free_many(st_store, held + i, i + k <= n ? k : n - i);
+    }
+    atomic_store(&g_stop, 1);
+    pthread_join(th, NULL);
+    CHECK(bad == 0, "the churn thread found %ld slots held by two owners", bad);
+    CHECK(atomic_load(&st_store->used) == 0, "%zu slots counted used after every one was freed",
+          (size_t)atomic_load(&st_store->used));
+    size_t n = 0;
+    while (n < N && (held[n] = sf__store_alloc(st_store)))
+        n++;
+    CHECK(n == N, "only %zu of %d slots allocatable after the churn (slots lost)", n, N);
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
  * A take arms chunks whose pages are all writable as a whole (pagestate.c,
  * sf__ps_take_chunk: plain stores to ARMED before its protect, no CAS per
  * page): every page must still be protected and saved before its next
@@ -699,6 +765,7 @@ static const struct {
     {"fork-in-collect", "uffd-async", case_fork_uffd_async},
     {"fork-in-collect", "mirror/uffd-async", case_fork_mirror},
     {"store-bump", "store", case_store_bump},
+    {"store-batch-free", "store", case_store_batch_free},
     {"take-whole-chunks", "uffd-sync/handler-threads", case_take_chunks_handler},
     {"take-whole-chunks", "uffd-sync/in-thread", case_take_chunks_inthread},
     {"take-whole-chunks", "mprotect", case_take_chunks_mprotect},
