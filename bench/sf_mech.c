@@ -93,19 +93,25 @@ static int sf_setup(struct mech *m)
     return rc;
 }
 
+/* Keeps the m->live newest earlier snapshots, releases older ones. */
+static void sf_release_old(struct mech *m)
+{
+    struct sf_priv *p = m->priv;
+    int keep = m->live < SF_MAX_SNAPSHOTS - 1 ? m->live : SF_MAX_SNAPSHOTS - 1;
+    while (p->snap && p->n > keep) {
+        sf_snapshot_release(p->ring[0]);
+        memmove(p->ring, p->ring + 1, (size_t)(p->n - 1) * sizeof p->ring[0]);
+        p->n--;
+    }
+    p->s = p->n ? p->ring[p->n - 1] : NULL;
+}
+
 static int sf_arm(struct mech *m)
 {
     struct sf_priv *p = m->priv;
     int rc;
     if (p->snap) {
-        /* keep the m->live newest earlier snapshots, release older ones first */
-        int keep = m->live < SF_MAX_SNAPSHOTS - 1 ? m->live : SF_MAX_SNAPSHOTS - 1;
-        while (p->n > keep) {
-            sf_snapshot_release(p->ring[0]);
-            memmove(p->ring, p->ring + 1, (size_t)(p->n - 1) * sizeof p->ring[0]);
-            p->n--;
-        }
-        p->s = p->n ? p->ring[p->n - 1] : NULL;
+        sf_release_old(m);
         sf_snapshot *s;
         rc = sf_snapshot_take(p->t, &s);
         if (rc) {
@@ -278,6 +284,7 @@ static const struct mech_ops sf_snapshot_ops = {
     .setup = sf_setup,
     .arm = sf_arm,
     .disarm = sf_disarm,
+    .release_old = sf_release_old,
     .collect = sf_collect_reset,
     .restore = sf_restore,
     .write_image = sf_write_image,

@@ -141,6 +141,9 @@ struct mech_ops {
     int (*arm)(struct mech *m);
     /* Ends a measured phase (fork child exits, snapshot released); may be NULL. */
     int (*disarm)(struct mech *m);
+    /* Snapshots: releases the earlier snapshots the next arm would release
+     * first (beyond m->live), so that a take is timed alone; may be NULL. */
+    void (*release_old)(struct mech *m);
     /* Collect+reset: number of written pages reported, or -errno; may be NULL. */
     long (*collect)(struct mech *m);
     /* Snapshot mechanisms only (else NULL). */
