@@ -81,8 +81,12 @@ static void note_written(struct sf_region *r, const struct page_region *vec, lon
  * behind the tracker's back) fails with EPERM after it re-protected and
  * copied out the runs of the VMAs before it, and returns no count: the
  * vector is zeroed first, so those runs are found (end > start) and kept,
- * not lost with the error. */
-static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t end)
+ * not lost with the error.
+ *
+ * rearm false: the runs are recorded but stay writable in the kernel, so
+ * the next scan reports them again (restore writes them back first, then
+ * protects them itself, and spares the copy a fault per page). */
+static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t end, bool rearm)
 {
     struct page_region vec[SCAN_VEC];
     uintptr_t pos = start;
@@ -91,7 +95,7 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
         struct pm_scan_arg arg;
         memset(&arg, 0, sizeof(arg));
         arg.size = sizeof(arg);
-        arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+        arg.flags = rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : PM_SCAN_CHECK_WPASYNC;
         arg.start = pos;
         arg.end = end;
         arg.vec = (uintptr_t)vec;
@@ -119,14 +123,24 @@ static int scan(sf_tracker *t, struct sf_region *r, uintptr_t start, uintptr_t e
 
 /* Stretches untracked by a partial sf_untrack are unregistered: the scan
  * (which checks WP_ASYNC) must skip them. */
-int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
+static int sync_runs(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1, bool rearm)
 {
     SF_FOR_LIVE_RUNS(r, p0, p1, p, q) {
-        int rc = scan(t, r, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift));
+        int rc = scan(t, r, r->start + (p << sf_page_shift), r->start + (q << sf_page_shift), rearm);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
+{
+    return sync_runs(t, r, p0, p1, true);
+}
+
+int sf__async_note(sf_tracker *t, struct sf_region *r)
+{
+    return sync_runs(t, r, 0, r->npages, false);
 }
 
 int sf__async_sync(sf_tracker *t, struct sf_region *r)

@@ -259,6 +259,9 @@ void sf__store_stats(const sf_tracker *t, uint64_t *bytes);
  * only.  Both skip GONE pages.  Collector side (t->lock). */
 int sf__async_sync(sf_tracker *t, struct sf_region *r);
 int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1);
+/* The same without re-arming: the written pages stay writable (and are
+ * reported again by the next scan) until the caller protects them. */
+int sf__async_note(sf_tracker *t, struct sf_region *r);
 int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits);
 static inline void sf__bits_set(uint64_t *b, size_t p0, size_t p1)
 {

@@ -447,9 +447,11 @@ static int mirror_read_page(const sf_snapshot *s, uintptr_t page_addr, void *buf
     }
 }
 
-/* Protects [p0, p1) of r again after restore wrote it (the kernel saw the
- * copy as a write).  The scan before the copy protected everything else,
- * and writers are stopped, so a span over pages in between loses nothing. */
+/* Protects [p0, p1) of r after restore wrote it.  The scan before the
+ * copy recorded every written page as stale and dirty (abits) without
+ * protecting it, so that the copy into it takes no fault; writers are
+ * stopped, so a span over pages in between loses nothing: what they hold
+ * is either protected already or recorded. */
 static int rearm(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     return sf__uffd_wp(t->uffd, r->start + (p0 << sf_page_shift), (p1 - p0) << sf_page_shift, true, false);
@@ -463,7 +465,7 @@ static int rearm(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struct vlist *dead,
                            int *errp, bool *changed)
 {
-    int err = sf__async_sync(t, r);
+    int err = sf__async_note(t, r);
     long restored = 0;
     size_t span0 = SIZE_MAX, span1 = 0;
     for (size_t c = 0; c < r->nchunks && !err; c++) {
