@@ -181,6 +181,11 @@ struct sf_tracker {
     bool pc_started;
     _Atomic int pc_stop;
     pthread_cond_t pc_cond;    /* with t->lock: new pre-copy work or stop */
+    /* mirror engine: the copy helper, which shares a take's copying
+     * (snapshot_mirror.c, "Copy helper") */
+    pthread_t cp_thread;
+    bool cp_started;
+    struct sf_copy_work *cp;   /* the one work descriptor, NULL without helper */
     _Atomic int take_failed;   /* a take could not protect some page */
     _Atomic uint64_t rearm_seq; /* bumped by every walk that protects pages */
     _Atomic uint32_t res_seq;   /* handler threads: openings' sequences taken */

@@ -21,7 +21,15 @@
  * sf_track on, 2 MiB at a time under t->lock (scan the chunk, copy its
  * stale pages, sgen = the current generation), so the first take copies
  * only what was written since.  A write after the chunk's scan shows in
- * the next scan, so nothing is missed. */
+ * the next scan, so nothing is missed.
+ *
+ * Copy helper: a take copies stale pages at the latency of their first
+ * loads, not at memory bandwidth, so a second thread halves the time when
+ * a CPU is free (the writers are stopped).  A helper thread per tracker
+ * shares each block of pages through one atomic index; the take decides
+ * per block from what it measured on this machine (its own copy cost per
+ * page and the helper's wake latency), so a busy or single CPU machine
+ * copies alone. */
 #include "snapshot.h"
 #include "stop.h"
 
@@ -46,6 +54,19 @@ static inline bool bit_test(const uint64_t *b, size_t p)
 static inline void bit_clear(uint64_t *b, size_t p)
 {
     b[p >> 6] &= ~(1ull << (p & 63));
+}
+
+/* For mbits while a take and its copy helper clear bits of one word. */
+static inline void bit_clear_shared(uint64_t *b, size_t p)
+{
+    __atomic_fetch_and(&b[p >> 6], ~(1ull << (p & 63)), __ATOMIC_RELAXED);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static inline char *shadow_page(struct sf_region *r, size_t p)
@@ -112,12 +133,12 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
         v->page = p;
         struct sf_version *h = atomic_load(&r->vhead[p]);
         atomic_store_explicit(&v->next, h, memory_order_relaxed);
-        atomic_store(&r->vhead[p], v); /* only t->lock holders push */
+        atomic_store(&r->vhead[p], v); /* only t->lock holders (and a take's helper, on other pages) push */
         atomic_store(&v->inuse, 1);
         SF_STAT_INC(t, st_copies, 1);
     }
     shadow_write(r, p, src, ng);
-    bit_clear(r->mbits, p);
+    bit_clear_shared(r->mbits, p);
     sf__chunk_maxgen_raise(r, p, ng);
     return 0;
 }
@@ -162,6 +183,216 @@ static int live_read(void *dst, const void *src)
     return n < 0 && errno != EFAULT ? -errno : -EFAULT;
 }
 
+/* ------------------------------------------------------------------------
+ * Copy helper.  One work descriptor per tracker; a round k is posted by
+ * the take (state = k << 2 | CW_POSTED, then go = k and a wake).  The
+ * helper claims it (CW_RUNNING), copies, and marks it CW_DONE; the take,
+ * once its own share is done, either closes a round never claimed
+ * (CW_CLOSED: the helper will not touch it) or waits for CW_DONE.  So the
+ * descriptor is never read by the helper outside a round it claimed.
+ * ------------------------------------------------------------------------ */
+enum { CW_POSTED, CW_RUNNING, CW_CLOSED, CW_DONE };
+
+struct sf_copy_work {
+    _Atomic int go;    /* futex: the latest round posted */
+    _Atomic int state; /* futex: round << 2 | CW_* */
+    _Atomic int stop;
+    /* the round's pages, written before it is posted */
+    struct sf_region *r;
+    const size_t *pages;
+    size_t n, p0;
+    uint32_t ng;
+    const uint64_t *hold;
+    const struct sf_live *live;
+    _Atomic size_t next;
+    _Atomic int err;
+    _Atomic long copied;
+    uint64_t posted_ns, started_ns;
+    /* what the take measured (t->lock holders only): ns per page copied
+     * by one thread and the helper's wake latency, moving averages; 0
+     * until measured */
+    uint64_t page_ns, wake_ns;
+    unsigned declined;
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Copies pages of w until none is left or one fails (-ENOSPC); returns
+ * how many it refreshed. */
+static long copy_share(sf_tracker *t, struct sf_copy_work *w)
+{
+    enum { STEP = 32, AHEAD = 2 };
+    struct sf_region *r = w->r;
+    long n = 0;
+    for (;;) {
+        size_t i0 = atomic_fetch_add_explicit(&w->next, STEP, memory_order_relaxed);
+        if (i0 >= w->n || atomic_load_explicit(&w->err, memory_order_relaxed))
+            break;
+        size_t i1 = i0 + STEP < w->n ? i0 + STEP : w->n;
+        for (size_t i = i0; i < i1; i++) {
+            size_t p = w->pages[i];
+            /* load the page after next while this one is copied */
+            if (i + AHEAD < i1) {
+                const char *nx = live_page(r, w->pages[i + AHEAD]);
+                for (size_t o = 0; o < 256; o += 64)
+                    __builtin_prefetch(nx + o);
+                __builtin_prefetch(&r->ps[w->pages[i + AHEAD]], 1);
+            }
+            if (sf__page_gone(r, p)) {
+                bit_clear_shared(r->mbits, p);
+                continue;
+            }
+            const void *src = live_page(r, p);
+            /* A write racing the zero check shows in the next scan. */
+            if (w->hold && !bit_test(w->hold, p - w->p0) && page_is_zero(src))
+                src = NULL;
+            if (refresh_page(t, r, p, w->ng, src, w->live)) {
+                atomic_store(&w->err, -ENOSPC);
+                break;
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
+static void *cp_main(void *arg)
+{
+    sf_tracker *t = arg;
+    struct sf_copy_work *w = t->cp;
+    int seen = atomic_load(&w->go);
+    while (!atomic_load(&w->stop)) {
+        int g = atomic_load(&w->go);
+        if (g == seen) {
+            sf__os_futex_wait(&w->go, seen, NULL);
+            continue;
+        }
+        seen = g;
+        int s = (int)((unsigned)g << 2 | CW_POSTED);
+        if (!atomic_compare_exchange_strong(&w->state, &s, (int)((unsigned)g << 2 | CW_RUNNING)))
+            continue; /* closed by the take, which did it all */
+        w->started_ns = now_ns();
+        atomic_fetch_add(&w->copied, copy_share(t, w));
+        atomic_store(&w->state, (int)((unsigned)g << 2 | CW_DONE));
+        sf__os_futex_wake(&w->state, 1);
+    }
+    return NULL;
+}
+
+/* Started with the pre-copy thread (t->lock held, signals blocked). */
+static void cp_start(sf_tracker *t)
+{
+    if (t->cp_started)
+        return;
+    struct sf_copy_work *w = sf__os_calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    t->cp = w;
+    t->cp_started = sf__exempt_thread_create(&t->cp_thread, NULL, cp_main, t) == 0;
+    if (!t->cp_started) {
+        t->cp = NULL;
+        sf__os_free(w);
+    }
+}
+
+static void cp_stop(sf_tracker *t)
+{
+    if (!t->cp_started)
+        return;
+    atomic_store(&t->cp->stop, 1);
+    atomic_fetch_add(&t->cp->go, 1);
+    sf__os_futex_wake(&t->cp->go, 1);
+    sf__os_thread_join(t->cp_thread, NULL);
+    t->cp_started = false;
+    sf__os_free(t->cp);
+    t->cp = NULL;
+}
+
+/* Whether sharing n pages with the helper pays, from this machine's
+ * measured costs: half the copying saved must beat the wake twice over.
+ * Unmeasured: try it (n >= 64: a wake of tens of microseconds cannot cost
+ * much more than the copy).  Declined, every 64th time it is tried anyway,
+ * so that a wake measured on a busy moment does not decide for ever. */
+static bool cp_worth(sf_tracker *t, size_t n)
+{
+    struct sf_copy_work *w = t->cp;
+    if (!w || n < 64 || sf__forked(t))
+        return false;
+    if (!w->page_ns || !w->wake_ns)
+        return true;
+    if ((uint64_t)n * w->page_ns > 4 * w->wake_ns)
+        return true;
+    return (++w->declined & 63) == 0; /* the wake measured again now and then */
+}
+
+static uint64_t ewma(uint64_t old, uint64_t x)
+{
+    return old ? (3 * old + x) / 4 : x;
+}
+
+/* Refreshes pages[0, n) of r (a take: t->lock held, writers stopped),
+ * shared with the helper when that pays.  Returns the pages copied or
+ * -ENOSPC. */
+static long copy_pages(sf_tracker *t, struct sf_region *r, const size_t *pages, size_t n, size_t p0,
+                       uint32_t ng, const uint64_t *hold, const struct sf_live *live)
+{
+    struct sf_copy_work local = {0}, *w = cp_worth(t, n) ? t->cp : &local;
+    bool duo = w != &local;
+    w->r = r;
+    w->pages = pages;
+    w->n = n;
+    w->p0 = p0;
+    w->ng = ng;
+    w->hold = hold;
+    w->live = live;
+    atomic_store(&w->next, 0);
+    atomic_store(&w->err, 0);
+    atomic_store(&w->copied, 0);
+    int k = 0;
+    if (duo) {
+        k = atomic_load(&w->go) + 1;
+        if (k == 0 || (unsigned)k >= 1u << 29)
+            k = 1; /* rounds wrap well inside the state word */
+        w->started_ns = 0;
+        w->posted_ns = now_ns();
+        atomic_store(&w->state, (int)((unsigned)k << 2 | CW_POSTED));
+        atomic_store(&w->go, k);
+        sf__os_futex_wake(&w->go, 1);
+    }
+    uint64_t t0 = now_ns();
+    long mine = copy_share(t, w);
+    uint64_t busy = now_ns() - t0;
+    if (duo) {
+        int s = (int)((unsigned)k << 2 | CW_POSTED);
+        if (atomic_compare_exchange_strong(&w->state, &s, (int)((unsigned)k << 2 | CW_CLOSED))) {
+            /* never claimed: the wake took longer than the whole copy */
+            w->wake_ns = ewma(w->wake_ns, now_ns() - w->posted_ns);
+        } else {
+            /* its last pages are in flight: a short spin, then sleep */
+            int spins = 0;
+            while ((s = atomic_load(&w->state)) == (int)((unsigned)k << 2 | CW_RUNNING)) {
+                if (++spins < 2000)
+                    cpu_relax();
+                else
+                    sf__os_futex_wait(&w->state, s, NULL);
+            }
+            w->wake_ns = ewma(w->wake_ns, w->started_ns - w->posted_ns);
+        }
+    }
+    if (t->cp && mine >= 16)
+        t->cp->page_ns = ewma(t->cp->page_ns, busy / (uint64_t)mine);
+    int err = atomic_load(&w->err);
+    long total = mine + (duo ? atomic_load(&w->copied) : 0);
+    return err ? err : total;
+}
+
 /* Refreshes the stale pages of [p0, p1) of r (scanned just before).
  * strict (a take, which the caller serializes with the program's mapping
  * changes): reads live memory directly and returns -ENOSPC after the
@@ -181,17 +412,17 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
      * shadow pages are still empty, so that zero pages (never written) do
      * not populate the shadow.  For a few pages it is not worth a walk. */
     uint64_t *hold = stale > (p1 - p0) / 16 ? holding(t, r, p0, p1) : NULL;
-    /* The stale pages go in batches, so that a take (strict: it reads
-     * live memory directly) can start loading the page after next while
-     * it copies one: scattered pages are copied at the latency of their
-     * first loads, not at memory bandwidth. */
-    enum { BATCH = 64, AHEAD = 2 };
-    size_t batch[BATCH];
+    /* The stale pages go in blocks: a take (strict: it reads live memory
+     * directly) copies each block with the helper when that pays,
+     * prefetching ahead, so scattered pages are copied at the latency of
+     * their first loads, not one after another. */
+    enum { BLOCK = 2048 };
+    size_t block[BLOCK];
     size_t wi = p0 >> 6, wend = (p1 + 63) >> 6;
     uint64_t m = wi < wend ? r->mbits[wi] : 0;
     for (;;) {
         size_t nb = 0;
-        while (nb < BATCH && wi < wend) {
+        while (nb < (strict ? BLOCK : 64) && wi < wend) {
             if (!m) {
                 if (++wi < wend)
                     m = r->mbits[wi];
@@ -200,44 +431,39 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
             size_t p = (wi << 6) + (size_t)__builtin_ctzll(m);
             m &= m - 1;
             if (p >= p0 && p < p1)
-                batch[nb++] = p;
+                block[nb++] = p;
         }
         if (!nb)
             break;
-        for (size_t bi = 0; bi < nb; bi++) {
-            size_t p = batch[bi];
-            if (strict && bi + AHEAD < nb) {
-                const char *nx = live_page(r, batch[bi + AHEAD]);
-                for (size_t o = 0; o < 256; o += 64)
-                    __builtin_prefetch(nx + o);
-                __builtin_prefetch(&r->ps[batch[bi + AHEAD]], 1);
+        if (strict) {
+            long c = copy_pages(t, r, block, nb, p0, ng, hold, &live);
+            if (c < 0) {
+                sf__tmp_free(hold);
+                return c;
             }
+            n += c;
+            continue;
+        }
+        /* The pre-copy thread: each live page through live_read. */
+        for (size_t bi = 0; bi < nb; bi++) {
+            size_t p = block[bi];
             if (sf__page_gone(r, p)) {
                 bit_clear(r->mbits, p);
                 continue;
             }
-            const void *src = live_page(r, p);
-            if (!strict) {
-                int e = live_read(bounce, src);
-                if (e == -EFAULT)
-                    continue;
-                if (e) {
-                    sf__os_free(hold);
-                    return e;
-                }
-                src = bounce;
+            int e = live_read(bounce, live_page(r, p));
+            if (e == -EFAULT)
+                continue;
+            if (e) {
+                sf__tmp_free(hold);
+                return e;
             }
+            const void *src = bounce;
             /* A write racing the zero check shows in the next scan. */
             if (hold && !bit_test(hold, p - p0) && page_is_zero(src))
                 src = NULL;
-            if (refresh_page(t, r, p, ng, src, &live)) {
-                if (strict) {
-                    sf__tmp_free(hold);
-                    return -ENOSPC;
-                }
-                continue;
-            }
-            n++;
+            if (refresh_page(t, r, p, ng, src, &live) == 0)
+                n++;
         }
     }
     sf__tmp_free(hold);
@@ -307,6 +533,7 @@ static void pc_start(sf_tracker *t)
     sf__os_sigmask(SIG_BLOCK, &all, &old); /* the program's signals stay its own */
     /* exempt from world stops: a take may wait for t->lock it holds */
     t->pc_started = sf__exempt_thread_create(&t->pc_thread, NULL, pc_main, t) == 0;
+    cp_start(t);
     sf__os_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -333,6 +560,8 @@ static void mirror_destroy(sf_tracker *t)
         sf__os_thread_join(t->pc_thread, NULL);
         t->pc_started = false;
     }
+    if (t->store && !sf__forked(t))
+        cp_stop(t);
     if (t->store && !sf__forked(t))
         pthread_cond_destroy(&t->pc_cond);
     sf__store_destroy(t);
