@@ -424,7 +424,9 @@ typedef struct sf_snapshot sf_snapshot;
  * as versions where a live snapshot needs it); -ENOSPC when those versions
  * would pass store_limit (no snapshot; memory, tracking and the other
  * snapshots are unharmed).  The first take after sf_track copies only
- * what the background pre-copy has not (what was written since).
+ * what the background pre-copy has not (what was written since).  A
+ * helper thread of the tracker shares the copying of large write sets
+ * when the costs the take measures on the machine say it pays.
  * The pause grows with the pages written since the previous take, not with
  * the tracked size.  Thread-safe (serialized), see
  * note (2) of the table above.  Not async-signal-safe.
@@ -444,7 +446,7 @@ typedef struct sf_snapshot sf_snapshot;
  * but those asleep in a call a signal would end with EINTR (if one of them
  * ran, the snapshot is kept and counted in sf_stats.stop_inexact).
  * snapfault's own threads (uffd-sync handler threads, the mirror's
- * pre-copy) are never stopped.  A thread that never acknowledges (it
+ * pre-copy and copy helper) are never stopped.  A thread that never acknowledges (it
  * blocks the signal) counts as stopped once it sleeps with it blocked, or
  * after SNAPFAULT_STOP_TIMEOUT_MS (2000 ms), in sf_stats.stop_timeouts.
  * The calling thread is not stopped, and inside the take snapfault needs
