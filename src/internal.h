@@ -268,6 +268,7 @@ int sf__async_sync_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t p
  * reported again by the next scan) until the caller protects them. */
 int sf__async_note(sf_tracker *t, struct sf_region *r);
 int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits);
+int sf__async_resident(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits);
 static inline void sf__bits_set(uint64_t *b, size_t p0, size_t p1)
 {
     for (size_t p = p0; p < p1; p++)

@@ -143,12 +143,17 @@ static int refresh_page(sf_tracker *t, struct sf_region *r, size_t p, uint32_t n
     return 0;
 }
 
-/* Shadow pages of [p0, p1) of r that hold memory (bit i for page p0 + i);
- * one that does not reads as zeros.  (The live side cannot be asked the
- * same way: a never-written page under uffd-wp holds a PTE marker, which
- * the kernel reports as swapped, and only privileged readers of pagemap
- * can tell a marker from a page in swap; so its content decides.)  NULL
- * when the query fails (then every stale page is copied). */
+/* Pages of [p0, p1) of r (bit i for page p0 + i) whose shadow page must
+ * be written even when the live page reads as zeros: those whose shadow
+ * page holds memory (it may hold older content), and those resident in
+ * live memory (populated: likely written soon, and a take that first
+ * touches a shadow page pays the kernel's page allocation and zeroing,
+ * several times the copy, so the pre-copy or an earlier take pays it
+ * instead).  A live page never written holds a uffd-wp marker, which the
+ * kernel reports as swapped, not resident: its content decides, so a
+ * sparse range's shadow stays about what was written.  NULL when the
+ * shadow query fails (then every stale page is copied); a failed live
+ * query leaves only the shadow's bits. */
 static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1)
 {
     size_t n = p1 - p0, words = (n + 63) >> 6;
@@ -157,6 +162,11 @@ static uint64_t *holding(sf_tracker *t, struct sf_region *r, size_t p0, size_t p
         sf__tmp_free(sh);
         return NULL;
     }
+    uint64_t *lv = sh ? sf__tmp_calloc(words, sizeof(uint64_t)) : NULL;
+    if (lv && sf__async_resident(t, (uintptr_t)live_page(r, p0), n, lv) == 0)
+        for (size_t i = 0; i < words; i++)
+            sh[i] |= lv[i];
+    sf__tmp_free(lv);
     return sh;
 }
 
