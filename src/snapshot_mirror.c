@@ -708,11 +708,16 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
     long restored = 0;
     size_t span0 = SIZE_MAX, span1 = 0;
     for (size_t c = 0; c < r->nchunks && !err; c++) {
-        if (!r->mbits[c] && atomic_load(&r->chunk_maxgen[c]) <= g)
+        /* A chunk whose shadow is nowhere newer than s differs from s in
+         * its stale pages only (its mbits word); else every page is asked. */
+        bool newer = atomic_load(&r->chunk_maxgen[c]) > g;
+        if (!r->mbits[c] && !newer)
             continue;
         size_t q0 = c << SF_CHUNK_SHIFT, q1 = q0 + SF_CHUNK_PAGES < r->npages ? q0 + SF_CHUNK_PAGES : r->npages;
+        uint64_t cand = newer ? (q1 - q0 == 64 ? ~0ull : (1ull << (q1 - q0)) - 1) : r->mbits[c];
         bool touched = false;
-        for (size_t p = q0; p < q1 && !err; p++) {
+        for (; cand && !err; cand &= cand - 1) {
+            size_t p = q0 + (size_t)__builtin_ctzll(cand);
             uint64_t w = atomic_load(&r->ps[p]);
             if (sf__ps_gone(w))
                 continue;
@@ -749,7 +754,9 @@ static long restore_region(sf_tracker *t, struct sf_region *r, uint32_t g, struc
                 span0 = p;
             span1 = p + 1;
         }
-        if (touched)
+        /* Only versions put back lower a chunk's max-sgen, and only a
+         * chunk newer than s has them; a copy from the shadow keeps sgen. */
+        if (touched && newer)
             sf__chunk_maxgen_recompute(r, c);
     }
     if (!err && span0 != SIZE_MAX)
