@@ -206,29 +206,16 @@ static int ua_collect(sf_tracker *t, struct sf_region *r, unsigned flags,
     if (rc)
         return rc;
     uint64_t *b = r->abits;
-    size_t nw = (r->npages + 63) >> 6;
-    for (size_t wi = 0; wi < nw; wi++) {
-        if (!b[wi])
-            continue;
-        size_t p = wi << 6;
-        while (p < r->npages && p < (wi + 1) << 6) {
-            if (!(b[p >> 6] & (1ull << (p & 63)))) {
-                p++;
-                continue;
-            }
-            size_t q = p + 1;
-            while (q < r->npages && (b[q >> 6] & (1ull << (q & 63))))
-                q++;
-            /* Reported means reset, even when the caller then says stop. */
-            if (flags & SF_COLLECT_RESET)
-                for (size_t k = p; k < q; k++)
-                    b[k >> 6] &= ~(1ull << (k & 63));
-            rc = emit(t, r->start + (p << sf_page_shift), (q - p) << sf_page_shift, ctx);
-            if (rc)
-                return rc;
-            wi = (q - 1) >> 6;
-            p = q;
-        }
+    for (size_t p = sf__bits_next(b, 0, r->npages, true); p < r->npages;
+         p = sf__bits_next(b, p, r->npages, true)) {
+        size_t q = sf__bits_next(b, p, r->npages, false);
+        /* Reported means reset, even when the caller then says stop. */
+        if (flags & SF_COLLECT_RESET)
+            sf__bits_clear(b, p, q);
+        rc = emit(t, r->start + (p << sf_page_shift), (q - p) << sf_page_shift, ctx);
+        if (rc)
+            return rc;
+        p = q;
     }
     return 0;
 }

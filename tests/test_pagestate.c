@@ -324,6 +324,54 @@ static int t_page_class(void *arg)
     return 0;
 }
 
+/* The word-wise page bitmaps (sf__bits_set, _clear, _next) against a
+ * bit-by-bit model: random ranges over 5 words plus a ragged end, and the
+ * run walk sf_collect makes with them. */
+static int t_bits(void)
+{
+    enum { N = 5 * 64 + 17, NW = (N + 63) / 64 };
+    uint64_t b[NW];
+    unsigned char m[N];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    memset(b, 0, sizeof b);
+    memset(m, 0, sizeof m);
+    for (int round = 0; round < 20000; round++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t p0 = (size_t)(x % N), p1 = p0 + (size_t)((x >> 20) % (N - p0 + 1));
+        bool set = (x >> 40) & 1;
+        if (set)
+            sf__bits_set(b, p0, p1);
+        else
+            sf__bits_clear(b, p0, p1);
+        for (size_t p = p0; p < p1; p++)
+            m[p] = set;
+        for (size_t p = 0; p < N; p++)
+            CHECK(!!(b[p >> 6] & (1ull << (p & 63))) == m[p], "round %d: bit %zu after %s [%zu, %zu)", round, p,
+                  set ? "set" : "clear", p0, p1);
+        size_t from = (size_t)((x >> 32) % (N + 1));
+        for (int want = 0; want < 2; want++) {
+            size_t q = from;
+            while (q < N && m[q] != want)
+                q++;
+            CHECK(sf__bits_next(b, from, N, want) == q, "round %d: next %s from %zu: %zu, want %zu", round,
+                  want ? "set" : "clear", from, sf__bits_next(b, from, N, want), q);
+        }
+        /* the runs a collect reports cover the set bits exactly */
+        size_t covered = 0, ones = 0;
+        for (size_t p = sf__bits_next(b, 0, N, true); p < N; p = sf__bits_next(b, p, N, true)) {
+            size_t q = sf__bits_next(b, p, N, false);
+            CHECK(q > p && (q == N || !m[q]) && (p == 0 || !m[p - 1]), "round %d: run [%zu, %zu) not maximal", round,
+                  p, q);
+            covered += q - p;
+            p = q;
+        }
+        for (size_t p = 0; p < N; p++)
+            ones += m[p];
+        CHECK(covered == ones, "round %d: runs cover %zu pages of %zu set", round, covered, ones);
+    }
+    return 0;
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -339,6 +387,7 @@ int main(void)
         h_report(name, "iterator", t_runs(&runs_cases[i]));
     }
     h_report("page classes and queries", "words", t_classes());
+    h_report("word-wise bitmaps against a bit model", "bits", t_bits());
     h_report("page classes through a tracker's life", "mprotect", h_forked(t_page_class, NULL, 60));
     return h_finish();
 }
