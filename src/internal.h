@@ -319,13 +319,16 @@ int sf__engine_attach(sf_tracker *t, struct sf_region *r, size_t p0, size_t p1);
 void sf__engine_region_fini(sf_tracker *t, struct sf_region *r);
 void sf__engine_destroy(sf_tracker *t);
 
-/* stop.c: the library's own threads (the mirror's pre-copy thread,
+/* stop.c: the library's own threads (the mirror's pre-copy and copy-helper threads,
  * uffd-sync handler threads, an embedding's background thread) are never
  * stopped by a world stop (SF_OPT_STOP_THREADS): a take may need them.  The
  * thread registers itself at start and deregisters before it exits.
  * Lock-free, async-signal-safe. */
 void sf__stop_exempt_add(void);
 void sf__stop_exempt_remove(void);
+/* Whether the calling thread is registered (the table holds 64: past
+ * that a library thread is stopped like the program's). */
+bool sf__stop_exempt_self(void);
 /* pthread_create for such a thread: exempt from its start to its end
  * (returns once it is registered). */
 int sf__exempt_thread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);

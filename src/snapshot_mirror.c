@@ -207,6 +207,9 @@ struct sf_copy_work {
     _Atomic int go;    /* futex: the latest round posted */
     _Atomic int state; /* futex: round << 2 | CW_* */
     _Atomic int stop;
+    _Atomic int exempt; /* the helper is exempt from world stops (else unused:
+                           woken inside a stop it would run as a thread counted
+                           asleep, and the take would be done again) */
     /* the round's pages, written before it is posted */
     struct sf_region *r;
     const size_t *pages;
@@ -277,6 +280,7 @@ static void *cp_main(void *arg)
 {
     sf_tracker *t = arg;
     struct sf_copy_work *w = t->cp;
+    atomic_store(&w->exempt, sf__stop_exempt_self());
     int seen = atomic_load(&w->go);
     while (!atomic_load(&w->stop)) {
         int g = atomic_load(&w->go);
@@ -333,7 +337,7 @@ static void cp_stop(sf_tracker *t)
 static bool cp_worth(sf_tracker *t, size_t n)
 {
     struct sf_copy_work *w = t->cp;
-    if (!w || n < 64 || sf__forked(t))
+    if (!w || n < 64 || sf__forked(t) || !atomic_load(&w->exempt))
         return false;
     if (!w->page_ns || !w->wake_ns)
         return true;

@@ -85,6 +85,11 @@ static bool is_exempt(pid_t tid)
     return false;
 }
 
+bool sf__stop_exempt_self(void)
+{
+    return is_exempt(my_tid());
+}
+
 /* ------------------------------------------------------------------------
  * The stop itself.  g_world is odd while the world is stopped; a stopped
  * thread waits on it.  g_tg lists the threads of the current stop; a
