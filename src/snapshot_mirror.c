@@ -351,6 +351,43 @@ static uint64_t ewma(uint64_t old, uint64_t x)
     return old ? (3 * old + x) / 4 : x;
 }
 
+/* Posts w's next round to the helper; returns the round. */
+static int cp_post(struct sf_copy_work *w)
+{
+    int k = atomic_load(&w->go) + 1;
+    if (k == 0 || (unsigned)k >= 1u << 29)
+        k = 1; /* rounds wrap well inside the state word */
+    w->started_ns = 0;
+    w->posted_ns = now_ns();
+    atomic_store(&w->state, (int)((unsigned)k << 2 | CW_POSTED));
+    atomic_store(&w->go, k);
+    sf__os_futex_wake(&w->go, 1);
+    return k;
+}
+
+/* Ends round k once the caller's own share is done: true when the helper
+ * did its part, false when it never claimed the round (then it never
+ * will, and the caller does what is left).  Measures the wake. */
+static bool cp_finish(struct sf_copy_work *w, int k)
+{
+    int s = (int)((unsigned)k << 2 | CW_POSTED);
+    if (atomic_compare_exchange_strong(&w->state, &s, (int)((unsigned)k << 2 | CW_CLOSED))) {
+        /* never claimed: the wake took longer than the caller's share */
+        w->wake_ns = ewma(w->wake_ns, now_ns() - w->posted_ns);
+        return false;
+    }
+    /* its last pages are in flight: a short spin, then sleep */
+    int spins = 0;
+    while ((s = atomic_load(&w->state)) == (int)((unsigned)k << 2 | CW_RUNNING)) {
+        if (++spins < 2000)
+            cpu_relax();
+        else
+            sf__os_futex_wait(&w->state, s, NULL);
+    }
+    w->wake_ns = ewma(w->wake_ns, w->started_ns - w->posted_ns);
+    return true;
+}
+
 /* Refreshes pages[0, n) of r (a take: t->lock held, writers stopped),
  * shared with the helper when that pays.  Returns the pages copied or
  * -ENOSPC. */
@@ -369,41 +406,15 @@ static long copy_pages(sf_tracker *t, struct sf_region *r, const size_t *pages, 
     atomic_store(&w->next, 0);
     atomic_store(&w->err, 0);
     atomic_store(&w->copied, 0);
-    int k = 0;
-    if (duo) {
-        k = atomic_load(&w->go) + 1;
-        if (k == 0 || (unsigned)k >= 1u << 29)
-            k = 1; /* rounds wrap well inside the state word */
-        w->started_ns = 0;
-        w->posted_ns = now_ns();
-        atomic_store(&w->state, (int)((unsigned)k << 2 | CW_POSTED));
-        atomic_store(&w->go, k);
-        sf__os_futex_wake(&w->go, 1);
-    }
+    int k = duo ? cp_post(w) : 0;
     uint64_t t0 = now_ns();
     long mine = copy_share(t, w);
     uint64_t busy = now_ns() - t0;
-    if (duo) {
-        int s = (int)((unsigned)k << 2 | CW_POSTED);
-        if (atomic_compare_exchange_strong(&w->state, &s, (int)((unsigned)k << 2 | CW_CLOSED))) {
-            /* never claimed: the wake took longer than the whole copy */
-            w->wake_ns = ewma(w->wake_ns, now_ns() - w->posted_ns);
-        } else {
-            /* its last pages are in flight: a short spin, then sleep */
-            int spins = 0;
-            while ((s = atomic_load(&w->state)) == (int)((unsigned)k << 2 | CW_RUNNING)) {
-                if (++spins < 2000)
-                    cpu_relax();
-                else
-                    sf__os_futex_wait(&w->state, s, NULL);
-            }
-            w->wake_ns = ewma(w->wake_ns, w->started_ns - w->posted_ns);
-        }
-    }
+    bool helped = duo && cp_finish(w, k);
     if (t->cp && mine >= 16)
         t->cp->page_ns = ewma(t->cp->page_ns, busy / (uint64_t)mine);
     int err = atomic_load(&w->err);
-    long total = mine + (duo ? atomic_load(&w->copied) : 0);
+    long total = mine + (helped ? atomic_load(&w->copied) : 0);
     return err ? err : total;
 }
 
