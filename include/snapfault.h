@@ -426,7 +426,9 @@ typedef struct sf_snapshot sf_snapshot;
  * snapshots are unharmed).  The first take after sf_track copies only
  * what the background pre-copy has not (what was written since).  A
  * helper thread of the tracker shares the copying of large write sets
- * when the costs the take measures on the machine say it pays.
+ * when the costs the take measures on the machine say it pays (it then
+ * uses a second CPU for the copy: threads of the program that keep
+ * running during the take share that CPU with it).
  * The pause grows with the pages written since the previous take, not with
  * the tracked size.  Thread-safe (serialized), see
  * note (2) of the table above.  Not async-signal-safe.
