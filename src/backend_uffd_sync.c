@@ -33,13 +33,6 @@
 #define WP_EXPLOIT 4096
 #define SPIN_MAX_NS 250000
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t median(const uint64_t *v, unsigned n)
 {
     uint64_t s[WP_SAMPLES];
@@ -142,7 +135,7 @@ static int watch(sf_tracker *t, struct uffd_msg *msg, struct pollfd *pfd)
         ssize_t n = sf__os_read(t->uffd, msg, MSG_BATCH * sizeof(msg[0]));
         if (n > 0) {
             size_t k = (size_t)n / sizeof(msg[0]);
-            policy_note(p, now_ns(), k);
+            policy_note(p, sf__now_ns(), k);
             bool handed = k > 1 && atomic_load(&t->waiters);
             if (handed)
                 hand_over(t);
@@ -162,7 +155,7 @@ static int watch(sf_tracker *t, struct uffd_msg *msg, struct pollfd *pfd)
             return -1;
         }
         if (p->spin) {
-            uint64_t now = now_ns();
+            uint64_t now = sf__now_ns();
             if (!idle_since)
                 idle_since = now;
             if (now - idle_since < p->spin_ns) {

@@ -348,6 +348,13 @@ long sf__read_long_file(const char *path, long dflt);
 long sf__count_maps(void);
 void sf__debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline void sf__cpu_relax(void) { __builtin_ia32_pause(); }
+/* CLOCK_MONOTONIC in ns. */
+static inline uint64_t sf__now_ns(void)
+{
+    struct timespec ts;
+    sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* A forked child sees a different pid: trackers inherited from the parent
  * answer -ECHILD there and never touch its uffd. */

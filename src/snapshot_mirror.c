@@ -62,13 +62,6 @@ static inline void bit_clear_shared(uint64_t *b, size_t p)
     __atomic_fetch_and(&b[p >> 6], ~(1ull << (p & 63)), __ATOMIC_RELAXED);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static inline char *shadow_page(struct sf_region *r, size_t p)
 {
     return r->shadow + (p << sf_page_shift);
@@ -228,15 +221,6 @@ struct sf_copy_work {
     unsigned declined;
 };
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Copies pages of w until none is left or one fails (-ENOSPC); returns
  * how many it refreshed. */
 static long copy_share(sf_tracker *t, struct sf_copy_work *w)
@@ -292,7 +276,7 @@ static void *cp_main(void *arg)
         int s = (int)((unsigned)g << 2 | CW_POSTED);
         if (!atomic_compare_exchange_strong(&w->state, &s, (int)((unsigned)g << 2 | CW_RUNNING)))
             continue; /* closed by the take, which did it all */
-        w->started_ns = now_ns();
+        w->started_ns = sf__now_ns();
         atomic_fetch_add(&w->copied, copy_share(t, w));
         atomic_store(&w->state, (int)((unsigned)g << 2 | CW_DONE));
         sf__os_futex_wake(&w->state, 1);
@@ -358,7 +342,7 @@ static int cp_post(struct sf_copy_work *w)
     if (k == 0 || (unsigned)k >= 1u << 29)
         k = 1; /* rounds wrap well inside the state word */
     w->started_ns = 0;
-    w->posted_ns = now_ns();
+    w->posted_ns = sf__now_ns();
     atomic_store(&w->state, (int)((unsigned)k << 2 | CW_POSTED));
     atomic_store(&w->go, k);
     sf__os_futex_wake(&w->go, 1);
@@ -373,14 +357,14 @@ static bool cp_finish(struct sf_copy_work *w, int k)
     int s = (int)((unsigned)k << 2 | CW_POSTED);
     if (atomic_compare_exchange_strong(&w->state, &s, (int)((unsigned)k << 2 | CW_CLOSED))) {
         /* never claimed: the wake took longer than the caller's share */
-        w->wake_ns = ewma(w->wake_ns, now_ns() - w->posted_ns);
+        w->wake_ns = ewma(w->wake_ns, sf__now_ns() - w->posted_ns);
         return false;
     }
     /* its last pages are in flight: a short spin, then sleep */
     int spins = 0;
     while ((s = atomic_load(&w->state)) == (int)((unsigned)k << 2 | CW_RUNNING)) {
         if (++spins < 2000)
-            cpu_relax();
+            sf__cpu_relax();
         else
             sf__os_futex_wait(&w->state, s, NULL);
     }
@@ -407,9 +391,9 @@ static long copy_pages(sf_tracker *t, struct sf_region *r, const size_t *pages, 
     atomic_store(&w->err, 0);
     atomic_store(&w->copied, 0);
     int k = duo ? cp_post(w) : 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = sf__now_ns();
     long mine = copy_share(t, w);
-    uint64_t busy = now_ns() - t0;
+    uint64_t busy = sf__now_ns() - t0;
     bool helped = duo && cp_finish(w, k);
     if (t->cp && mine >= 16)
         t->cp->page_ns = ewma(t->cp->page_ns, busy / (uint64_t)mine);

@@ -134,13 +134,6 @@ static long futex(_Atomic uint32_t *w, int op, uint32_t val, const struct timesp
     return sf__os_futex_wait((_Atomic int *)w, (int)val, ts);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    sf__os_clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 bool sf__stop_is_stopper(void) { return tls_stopper != 0; }
 
 /* Waits until the stopper advances g_world past w.  Async-signal-safe. */
@@ -615,7 +608,7 @@ static unsigned wait_acks(uint64_t deadline)
         uint32_t a = atomic_load(&g_acks);
         if (!waiting())
             return unacked();
-        uint64_t now = now_ns();
+        uint64_t now = sf__now_ns();
         if (now >= deadline)
             return unacked();
         /* Woken by each acknowledgement; every 10 ms it looks for
@@ -661,8 +654,8 @@ int sf__world_stop(enum sf_stop_mode mode)
     pthread_mutex_lock(&g_stop_lock);
     /* Threads the previous stop parked leave the handler first: one still
      * asleep in park's futex would look asleep to this stop and then run. */
-    uint64_t until = now_ns() + 10000000u;
-    for (uint32_t p; (p = atomic_load(&g_parked)) != 0 && now_ns() < until;) {
+    uint64_t until = sf__now_ns() + 10000000u;
+    for (uint32_t p; (p = atomic_load(&g_parked)) != 0 && sf__now_ns() < until;) {
         struct timespec ts = {0, 1000000};
         futex(&g_parked, FUTEX_WAIT_PRIVATE, p, &ts);
     }
@@ -677,7 +670,7 @@ int sf__world_stop(enum sf_stop_mode mode)
     atomic_store(&g_ntg, 0);
     atomic_store(&g_acks, 0);
     atomic_fetch_add(&g_world, 1); /* odd: stopped */
-    g_t0 = now_ns();
+    g_t0 = sf__now_ns();
     uint64_t deadline = g_t0 + stop_timeout_ns();
     unsigned want = 0, found;
     g_timeouts = 0;
@@ -722,7 +715,7 @@ void sf__world_resume(struct sf_stop_result *res)
     res->timeouts = g_timeouts;
     atomic_fetch_add(&g_world, 1); /* even: running */
     futex(&g_world, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL);
-    res->ns = now_ns() - g_t0;
+    res->ns = sf__now_ns() - g_t0;
     tls_stopper = 0;
     pthread_mutex_unlock(&sf__regions_lock);
     pthread_mutex_unlock(&g_stop_lock);
