@@ -148,25 +148,8 @@ int sf__async_sync(sf_tracker *t, struct sf_region *r)
     return sf__async_sync_range(t, r, 0, r->npages);
 }
 
-static int query(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits, uint64_t mask);
-
-/* Sets in bits (bit i for page i of [start, start + npages pages)) the
- * pages that hold memory (present or swapped); a page without is read as
- * zeros.  A query only: nothing is re-armed, any mapping may be asked. */
-int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits)
-{
-    return query(t, start, npages, bits, PAGE_IS_PRESENT | PAGE_IS_SWAPPED);
-}
-
-/* The same for pages present in RAM only: a tracked page never written
- * holds a uffd-wp marker, which the kernel reports as swapped, so this is
- * the query that tells a populated page of a tracked range from one never
- * touched (a page truly swapped out counts as not resident). */
-int sf__async_resident(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits)
-{
-    return query(t, start, npages, bits, PAGE_IS_PRESENT);
-}
-
+/* One PAGEMAP_SCAN query: the pages of [start, +npages pages) in any of
+ * the categories of mask, as bits. */
 static int query(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits, uint64_t mask)
 {
     struct page_region vec[SCAN_VEC];
@@ -194,6 +177,23 @@ static int query(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits, 
         pos = arg.walk_end;
     }
     return 0;
+}
+
+/* Sets in bits (bit i for page i of [start, start + npages pages)) the
+ * pages that hold memory (present or swapped); a page without is read as
+ * zeros.  A query only: nothing is re-armed, any mapping may be asked. */
+int sf__async_present(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits)
+{
+    return query(t, start, npages, bits, PAGE_IS_PRESENT | PAGE_IS_SWAPPED);
+}
+
+/* The same for pages present in RAM only: a tracked page never written
+ * holds a uffd-wp marker, which the kernel reports as swapped, so this is
+ * the query that tells a populated page of a tracked range from one never
+ * touched (a page truly swapped out counts as not resident). */
+int sf__async_resident(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits)
+{
+    return query(t, start, npages, bits, PAGE_IS_PRESENT);
 }
 
 /* Reports the runs of the region's bitmap in address order; with reset
