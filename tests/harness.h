@@ -305,6 +305,14 @@ __attribute__((unused)) static int h_want_engine(sf_engine e)
     return strcmp(f, sf_engine_name(e)) == 0;
 }
 
+/* SF_TEST_CASE runs only the cases whose name contains it (scripts/tsan
+ * runs one case of a test whose other cases race on purpose). */
+__attribute__((unused)) static int h_want_case(const char *name)
+{
+    const char *f = getenv("SF_TEST_CASE");
+    return !f || !*f || strstr(name, f) != NULL;
+}
+
 __attribute__((unused)) static void *map_region(size_t len)
 {
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

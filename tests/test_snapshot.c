@@ -929,7 +929,7 @@ int main(void)
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
         for (size_t v = 0; v < NSNAP; v++)
-            if (h_want_engine(snap_variants[v].engine))
+            if (h_want_engine(snap_variants[v].engine) && h_want_case(cases[c].name))
                 h_report(cases[c].name, snap_variants[v].name, cases[c].fn(&snap_variants[v]));
     static const struct {
         const char *name;
@@ -945,7 +945,8 @@ int main(void)
     };
     for (size_t c = 0; c < sizeof(mirror_cases) / sizeof(mirror_cases[0]); c++)
         for (size_t v = 0; v < NSNAP; v++)
-            if (snap_variants[v].engine == SF_ENGINE_MIRROR && h_want_engine(SF_ENGINE_MIRROR))
+            if (snap_variants[v].engine == SF_ENGINE_MIRROR && h_want_engine(SF_ENGINE_MIRROR) &&
+                h_want_case(mirror_cases[c].name))
                 h_report(mirror_cases[c].name, snap_variants[v].name, mirror_cases[c].fn(&snap_variants[v]));
     return h_finish();
 }
