@@ -148,35 +148,25 @@ int sf__async_sync(sf_tracker *t, struct sf_region *r)
     return sf__async_sync_range(t, r, 0, r->npages);
 }
 
-/* One PAGEMAP_SCAN query: the pages of [start, +npages pages) in any of
- * the categories of mask, as bits. */
+struct bits_ctx {
+    uint64_t *bits;
+    uintptr_t start;
+};
+
+static int set_run(void *ctx, uintptr_t a, uintptr_t b)
+{
+    struct bits_ctx *c = ctx;
+    sf__bits_set(c->bits, (a - c->start) >> sf_page_shift, (b - c->start) >> sf_page_shift);
+    return 0;
+}
+
+/* The pages of [start, +npages pages) in any of the categories of mask,
+ * as bits. */
 static int query(sf_tracker *t, uintptr_t start, size_t npages, uint64_t *bits, uint64_t mask)
 {
-    struct page_region vec[SCAN_VEC];
-    uintptr_t pos = start, end = start + (npages << sf_page_shift);
-    while (pos < end) {
-        struct pm_scan_arg arg;
-        memset(&arg, 0, sizeof(arg));
-        arg.size = sizeof(arg);
-        arg.start = pos;
-        arg.end = end;
-        arg.vec = (uintptr_t)vec;
-        arg.vec_len = SCAN_VEC;
-        arg.category_anyof_mask = mask;
-        arg.return_mask = mask;
-        long n = sf__pagemap_scan(t->pagemap_fd, &arg);
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            return -errno;
-        }
-        for (long i = 0; i < n; i++)
-            sf__bits_set(bits, (vec[i].start - start) >> sf_page_shift, (vec[i].end - start) >> sf_page_shift);
-        if (arg.walk_end <= pos)
-            break;
-        pos = arg.walk_end;
-    }
-    return 0;
+    struct bits_ctx c = {bits, start};
+    int rc = sf__pagemap_runs(t->pagemap_fd, start, start + (npages << sf_page_shift), 0, mask, set_run, &c);
+    return rc < 0 ? rc : 0;
 }
 
 /* Sets in bits (bit i for page i of [start, start + npages pages)) the

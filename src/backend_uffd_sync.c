@@ -292,6 +292,19 @@ static void unseen_add(struct sf_region *r, uintptr_t a, uintptr_t b, struct sf_
     }
 }
 
+struct unseen_ctx {
+    struct sf_region *r;
+    struct sf_embed_span *out;
+    size_t max, *n;
+};
+
+static int unseen_run(void *ctx, uintptr_t a, uintptr_t b)
+{
+    struct unseen_ctx *c = ctx;
+    unseen_add(c->r, a, b, c->out, c->max, c->n);
+    return *c->n >= c->max;
+}
+
 long sf__sync_unseen_writes(sf_tracker *t, struct sf_embed_span *out, size_t max)
 {
     pthread_mutex_lock(&t->lock);
@@ -306,35 +319,13 @@ long sf__sync_unseen_writes(sf_tracker *t, struct sf_embed_span *out, size_t max
     struct sf_region **rs = sf__regions_list(t, &nr);
     long err = rs ? 0 : -ENOMEM;
     for (size_t i = 0; rs && i < nr && !err && n < max; i++) {
-        struct sf_region *r = rs[i];
-        struct page_region vec[64];
-        uintptr_t pos = r->start;
-        while (pos < r->end && !err && n < max) {
-            struct pm_scan_arg arg;
-            memset(&arg, 0, sizeof(arg));
-            arg.size = sizeof(arg);
-            arg.start = pos;
-            arg.end = r->end;
-            arg.vec = (uintptr_t)vec;
-            arg.vec_len = sizeof(vec) / sizeof(vec[0]);
-            arg.category_mask = PAGE_IS_WRITTEN;
-            arg.return_mask = PAGE_IS_WRITTEN;
-            /* A query only: nothing is re-armed.  The page states are read
-             * after the kernel's answer, so a page a fault opened in
-             * between reads OPEN, not ARMED. */
-            long k = sf__pagemap_scan(t->pagemap_fd, &arg);
-            if (k < 0) {
-                if (errno == EINTR || errno == EAGAIN)
-                    continue;
-                err = errno == ENOTTY || errno == EINVAL ? -EOPNOTSUPP : -errno;
-                break;
-            }
-            for (long j = 0; j < k; j++)
-                unseen_add(r, (uintptr_t)vec[j].start, (uintptr_t)vec[j].end, out, max, &n);
-            if (arg.walk_end <= pos)
-                break;
-            pos = (uintptr_t)arg.walk_end;
-        }
+        struct unseen_ctx c = {rs[i], out, max, &n};
+        /* A query only: nothing is re-armed.  The page states are read
+         * after the kernel's answer, so a page a fault opened in between
+         * reads OPEN, not ARMED. */
+        int rc = sf__pagemap_runs(t->pagemap_fd, rs[i]->start, rs[i]->end, PAGE_IS_WRITTEN, 0, unseen_run, &c);
+        if (rc < 0)
+            err = rc == -ENOTTY || rc == -EINVAL ? -EOPNOTSUPP : rc;
     }
     sf__os_free(rs);
     pthread_mutex_unlock(&t->lock);

@@ -93,3 +93,35 @@ long sf__pagemap_scan(int pagemap_fd, struct pm_scan_arg *arg)
 {
     return sf__os_ioctl(pagemap_fd, PAGEMAP_SCAN, arg);
 }
+
+int sf__pagemap_runs(int pagemap_fd, uintptr_t start, uintptr_t end, uint64_t all_of, uint64_t any_of,
+                     int (*run)(void *ctx, uintptr_t a, uintptr_t b), void *ctx)
+{
+    struct page_region vec[256];
+    uintptr_t pos = start;
+    while (pos < end) {
+        struct pm_scan_arg arg;
+        memset(&arg, 0, sizeof(arg));
+        arg.size = sizeof(arg);
+        arg.start = pos;
+        arg.end = end;
+        arg.vec = (uintptr_t)vec;
+        arg.vec_len = sizeof(vec) / sizeof(vec[0]);
+        arg.category_mask = all_of;
+        arg.category_anyof_mask = any_of;
+        arg.return_mask = all_of | any_of;
+        long n = sf__pagemap_scan(pagemap_fd, &arg);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return -errno;
+        }
+        for (long i = 0; i < n; i++)
+            if (run(ctx, (uintptr_t)vec[i].start, (uintptr_t)vec[i].end))
+                return 1;
+        if (arg.walk_end <= pos)
+            break; /* no progress: should not happen, never loop */
+        pos = (uintptr_t)arg.walk_end;
+    }
+    return 0;
+}

@@ -60,4 +60,12 @@ int sf__uffd_wake(int uffd, uintptr_t addr, size_t len);
 /* One PAGEMAP_SCAN ioctl on the pagemap fd: as ioctl(2), the number of
  * page_region entries filled or -1 with errno.  Async-signal-safe. */
 long sf__pagemap_scan(int pagemap_fd, struct pm_scan_arg *arg);
+/* Read-only PAGEMAP_SCAN queries over [start, end) (nothing is re-armed,
+ * any mapping may be asked): run(ctx, a, b) for each run of pages in every
+ * category of all_of and in one of any_of (0: no such condition), in
+ * address order, until run returns nonzero.  0, 1 when run stopped it, or
+ * -errno of the ioctl (EINTR and EAGAIN are retried).  Async-signal-safe
+ * when run is. */
+int sf__pagemap_runs(int pagemap_fd, uintptr_t start, uintptr_t end, uint64_t all_of, uint64_t any_of,
+                     int (*run)(void *ctx, uintptr_t a, uintptr_t b), void *ctx);
 #endif
