@@ -23,12 +23,14 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define WRITERS 3
 static volatile uint64_t *A, *B;
 static atomic_int stop;
 static int efd, ep, sleep_rc, sleep_errno;
+static atomic_int sleeper_tid;
 
 static void *writer(void *p)
 {
@@ -46,9 +48,35 @@ static void *sleeper(void *p)
 {
     (void)p;
     struct epoll_event ev;
+    atomic_store(&sleeper_tid, (int)syscall(SYS_gettid));
     sleep_rc = epoll_wait(ep, &ev, 1, -1);
     sleep_errno = sleep_rc < 0 ? errno : 0;
     return NULL;
+}
+
+/* Whether the sleeper is inside epoll_wait: only a thread asleep in the
+ * kernel is promised no EINTR.  A thread still running towards the call
+ * can be signalled by a stop, and a signal pending as it enters
+ * epoll_wait ends it with EINTR (SA_RESTART does not restart it). */
+static int sleeper_asleep(void)
+{
+    char path[64], line[256];
+    int tid = atomic_load(&sleeper_tid);
+    if (!tid)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long nr = -1;
+    if (!fgets(line, sizeof(line), f) || sscanf(line, "%ld", &nr) != 1)
+        nr = -1;
+    fclose(f);
+#ifdef SYS_epoll_wait
+    if (nr == SYS_epoll_wait)
+        return 1;
+#endif
+    return nr == SYS_epoll_pwait;
 }
 
 static int answered(const char *dir)
@@ -92,6 +120,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < WRITERS; i++)
         pthread_create(&th[i], NULL, writer, (void *)(intptr_t)i);
     pthread_create(&sl, NULL, sleeper, NULL);
+    while (!sleeper_asleep())
+        usleep(1000); /* a poll for an event: never a verdict */
     for (int k = 1; k <= takes; k++) {
         uint64_t seen = A[k % WRITERS];
         while (A[k % WRITERS] == seen) /* the writers run between takes */
