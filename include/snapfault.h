@@ -446,7 +446,9 @@ typedef struct sf_snapshot sf_snapshot;
  * poll, nanosleep or sem_timedwait never see EINTR; if it ran, the take is
  * done again with it signalled (twice), then with every thread signalled
  * but those asleep in a call a signal would end with EINTR (if one of them
- * ran, the snapshot is kept and counted in sf_stats.stop_inexact).
+ * ran, the snapshot is kept and counted in sf_stats.stop_inexact).  A
+ * thread running when a stop begins is signalled: if it enters such a call
+ * as the signal arrives, that call ends with EINTR, as with any signal.
  * snapfault's own threads (uffd-sync handler threads, the mirror's
  * pre-copy and copy helper) are never stopped.  A thread that never acknowledges (it
  * blocks the signal) counts as stopped once it sleeps with it blocked, or
