@@ -426,22 +426,13 @@ static long refresh_range(sf_tracker *t, struct sf_region *r, size_t p0, size_t 
      * prefetching ahead, so scattered pages are copied at the latency of
      * their first loads, not one after another. */
     enum { BLOCK = 2048 };
-    size_t block[BLOCK];
-    size_t wi = p0 >> 6, wend = (p1 + 63) >> 6;
-    uint64_t m = wi < wend ? r->mbits[wi] : 0;
+    size_t block[BLOCK], next = p0;
     for (;;) {
+        /* Pages a block handled are cleared or left stale behind next. */
         size_t nb = 0;
-        while (nb < (strict ? BLOCK : 64) && wi < wend) {
-            if (!m) {
-                if (++wi < wend)
-                    m = r->mbits[wi];
-                continue;
-            }
-            size_t p = (wi << 6) + (size_t)__builtin_ctzll(m);
-            m &= m - 1;
-            if (p >= p0 && p < p1)
-                block[nb++] = p;
-        }
+        for (size_t p = sf__bits_next(r->mbits, next, p1, true); p < p1 && nb < (strict ? BLOCK : 64);
+             p = sf__bits_next(r->mbits, p + 1, p1, true))
+            next = (block[nb++] = p) + 1;
         if (!nb)
             break;
         if (strict) {
