@@ -388,7 +388,8 @@ typedef struct {
                                  (but those asleep where a signal means EINTR) */
     uint64_t stop_inexact;    /* of those, takes kept although such a thread ran
                                  meanwhile: not one instant for that thread */
-    uint64_t stop_timeouts;   /* threads that never acknowledged (counted asleep) */
+    uint64_t stop_timeouts;   /* threads that ran with the stop signal blocked
+                                 until the bound: not stopped */
     uint64_t stop_signalled;  /* threads stopped by the signal, summed over stops */
     uint64_t stop_asleep;     /* threads counted stopped because asleep in the
                                  kernel (not signalled), summed over stops */
@@ -450,9 +451,13 @@ typedef struct sf_snapshot sf_snapshot;
  * thread running when a stop begins is signalled: if it enters such a call
  * as the signal arrives, that call ends with EINTR, as with any signal.
  * snapfault's own threads (uffd-sync handler threads, the mirror's
- * pre-copy and copy helper) are never stopped.  A thread that never acknowledges (it
- * blocks the signal) counts as stopped once it sleeps with it blocked, or
- * after SNAPFAULT_STOP_TIMEOUT_MS (2000 ms), in sf_stats.stop_timeouts.
+ * pre-copy and copy helper) are never stopped.  A thread that blocks the
+ * signal counts as stopped while it sleeps with it blocked (as glibc's
+ * thread exit does for a moment), checked after the take as any thread
+ * asleep (sf_stats.stop_asleep); one that runs with it blocked is waited
+ * for SNAPFAULT_STOP_TIMEOUT_MS (2000 ms), then counted in
+ * sf_stats.stop_timeouts and not stopped.  A signal such a thread takes
+ * after the stop is swallowed, never passed to the program's handler.
  * The calling thread is not stopped, and inside the take snapfault needs
  * no lock or memory a stopped thread could hold (malloc's included).  One
  * world stop at a time

@@ -577,19 +577,25 @@ static uint64_t stop_timeout_ns(void)
     return v;
 }
 
-/* Signalled threads of the stop that have not acknowledged and still
- * exist (as far as the table knows). */
-static unsigned unacked(void)
+/* Signalled threads of the stop whose signal is still pending at its end:
+ * not acknowledged and not exited.  Each will take it later (a thread that
+ * timed out, or one that slept with it blocked), so the handler swallows
+ * that many late signals.  Read at resume, when the late ones may have
+ * acknowledged or exited meanwhile. */
+static unsigned pending_late(void)
 {
     unsigned late = 0;
     size_t n = atomic_load(&g_ntg);
-    for (size_t i = 0; i < n; i++)
-        if (g_tg[i].signalled && !atomic_load(&g_tg[i].acked) && !g_tg[i].gone)
+    for (size_t i = 0; i < n; i++) {
+        struct target *tg = &g_tg[i];
+        if (tg->signalled && !atomic_load(&tg->acked) && !tg->gone && !thread_gone(atomic_load(&tg->tid)))
             late++;
+    }
     return late;
 }
 
-/* Of those, the ones that may still acknowledge. */
+/* Signalled threads that have not acknowledged, have not exited and may
+ * still do so (not judged deaf: asleep with the signal blocked). */
 static unsigned waiting(void)
 {
     unsigned late = 0;
@@ -601,16 +607,20 @@ static unsigned waiting(void)
 }
 
 /* Waits for every signalled thread's acknowledgement; threads that exit
- * meanwhile are dropped.  Returns the threads that never acknowledged. */
+ * meanwhile are dropped, and so are threads found asleep with the signal
+ * blocked (deaf: counted asleep, checked after the take as the others; a
+ * thread in glibc's exit path sleeps so, in madvise of its stack, state
+ * D).  Returns the threads still awaited at the deadline: timeouts. */
 static unsigned wait_acks(uint64_t deadline)
 {
     for (;;) {
         uint32_t a = atomic_load(&g_acks);
-        if (!waiting())
-            return unacked();
+        unsigned w = waiting();
+        if (!w)
+            return 0;
         uint64_t now = sf__now_ns();
         if (now >= deadline)
-            return unacked();
+            return w;
         /* Woken by each acknowledgement; every 10 ms it looks for
          * signalled threads that exited before handling the signal (a
          * thread exits with its signals blocked) or that block it. */
@@ -686,7 +696,6 @@ int sf__world_stop(enum sf_stop_mode mode)
             break; /* one late thread: the pass cannot converge */
     } while (found);
     g_signalled = want;
-    atomic_fetch_add(&g_outstanding, g_timeouts);
     return 0;
 }
 
@@ -711,6 +720,9 @@ void sf__world_resume(struct sf_stop_result *res)
     }
     sf__os_close(g_task_fd);
     g_task_fd = -1;
+    /* Before the world runs: a late signal that arrives after it does is
+     * then swallowed, not passed to the program's handler. */
+    atomic_fetch_add(&g_outstanding, pending_late());
     res->signalled = g_signalled;
     res->timeouts = g_timeouts;
     atomic_fetch_add(&g_world, 1); /* even: running */

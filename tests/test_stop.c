@@ -2,7 +2,8 @@
  * (SF_OPT_STOP_THREADS) on both engines: an image is one instant across
  * writer threads; threads asleep in epoll_wait, nanosleep and sem_timedwait
  * see no EINTR; threads created and exiting during takes; dirty tracking
- * across takes with writers; a thread that never acknowledges; fork.
+ * across takes with writers; a thread that never acknowledges; one asleep
+ * with the signal blocked; fork.
  * SF_TEST_ENGINE=cow|mirror runs one engine's variants.  Every case runs
  * in a child process of its own. */
 #include "harness.h"
@@ -489,6 +490,107 @@ static int t_unacknowledged(const struct variant *v)
 }
 
 /* ------------------------------------------------------------------------
+ * A thread signalled while it runs with the signal blocked, which then
+ * sleeps with it blocked (as a thread in glibc's exit path does, in
+ * madvise of its stack): counted asleep, not as a timeout, and the take is
+ * one instant for it; its signal, taken once it unblocks after the stop,
+ * reaches no handler of the program's.  Driven by events: the thread
+ * sleeps from the moment the signal is pending until the take returned.
+ * ------------------------------------------------------------------------ */
+#define BLOCKED_OFF 6 /* SNAPFAULT_STOP_SIGNAL of this case */
+static _Atomic int g_host_calls;
+static void host_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig, (void)si, (void)uc;
+    atomic_fetch_add(&g_host_calls, 1);
+}
+
+struct blocked {
+    volatile uint64_t *mem;
+    uint64_t last;
+    int pipe[2];
+    _Atomic int phase;
+};
+
+static void *blocked_sleeper(void *p)
+{
+    struct blocked *d = p;
+    int sig = SIGRTMIN + BLOCKED_OFF;
+    sigset_t s, pend;
+    sigemptyset(&s);
+    sigaddset(&s, sig);
+    pthread_sigmask(SIG_BLOCK, &s, NULL);
+    atomic_store(&d->phase, 1);
+    /* Runs, writing tracked memory, until the stop's signal is pending. */
+    for (uint64_t v = 1;; v++) {
+        sigpending(&pend);
+        if (sigismember(&pend, sig))
+            break;
+        *d->mem = v;
+        d->last = v;
+    }
+    char c;
+    ssize_t n = read(d->pipe[0], &c, 1); /* asleep, the signal blocked */
+    (void)n;
+    pthread_sigmask(SIG_UNBLOCK, &s, NULL); /* the late signal arrives */
+    atomic_store(&d->phase, 2);
+    return NULL;
+}
+
+static int t_asleep_blocked(const struct variant *v)
+{
+    char off[8];
+    snprintf(off, sizeof off, "%d", BLOCKED_OFF);
+    setenv("SNAPFAULT_STOP_SIGNAL", off, 1);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = host_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGRTMIN + BLOCKED_OFF, &sa, NULL) == 0, "sigaction");
+    sf_tracker *t;
+    int rc = make(v, SF_OPT_STOP_THREADS, &t);
+    if (rc)
+        return rc;
+    char *mem = mmap(NULL, 16 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(mem != MAP_FAILED, "mmap");
+    memset(mem, 0, 16 * PS);
+    CHECK_RC(sf_track(t, mem, 16 * PS), 0);
+    struct blocked d = {.mem = (volatile uint64_t *)mem};
+    CHECK(pipe(d.pipe) == 0, "pipe");
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, blocked_sleeper, &d) == 0, "create");
+    while (atomic_load(&d.phase) != 1)
+        sched_yield();
+    sf_snapshot *s;
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    uint64_t got = 0;
+    CHECK_RC(sf_snapshot_read(s, mem, &got, sizeof got), 0);
+    sf_stats st;
+    sf_tracker_stats(t, &st);
+    CHECK(st.stop_timeouts == 0, "timeouts %llu: a thread asleep with the signal blocked is stopped",
+          (unsigned long long)st.stop_timeouts);
+    CHECK(st.stop_asleep >= 1, "asleep %llu", (unsigned long long)st.stop_asleep);
+    CHECK(got == d.last && got != 0, "snapshot holds %llu, the thread's last write %llu",
+          (unsigned long long)got, (unsigned long long)d.last);
+    CHECK(write(d.pipe[1], "x", 1) == 1, "wake");
+    pthread_join(th, NULL);
+    CHECK(atomic_load(&g_host_calls) == 0, "the program's handler got %d late stop signals",
+          atomic_load(&g_host_calls));
+    /* The next stop is not disturbed by the last one's late signal. */
+    sf_snapshot_release(s);
+    CHECK_RC(sf_snapshot_take(t, &s), 0);
+    sf_snapshot_release(s);
+    sf_tracker_stats(t, &st);
+    CHECK(st.stop_timeouts == 0, "timeouts %llu", (unsigned long long)st.stop_timeouts);
+    CHECK(atomic_load(&g_host_calls) == 0, "host handler called");
+    close(d.pipe[0]);
+    close(d.pipe[1]);
+    sf_tracker_destroy(t);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
  * fork: the child's stop state starts afresh; its own tracker with the
  * flag stops its own threads.
  * ------------------------------------------------------------------------ */
@@ -559,6 +661,7 @@ int main(void)
         {"threads created and exiting during takes", t_churn},
         {"dirty tracking across takes with writers", t_dirty_across_takes},
         {"a thread that never acknowledges", t_unacknowledged},
+        {"a thread asleep with the signal blocked", t_asleep_blocked},
         {"fork child with the flag", t_fork},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
