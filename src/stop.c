@@ -718,11 +718,11 @@ void sf__world_resume(struct sf_stop_result *res)
                 g_ran[g_nran++] = tid;
         }
     }
-    sf__os_close(g_task_fd);
-    g_task_fd = -1;
     /* Before the world runs: a late signal that arrives after it does is
      * then swallowed, not passed to the program's handler. */
     atomic_fetch_add(&g_outstanding, pending_late());
+    sf__os_close(g_task_fd);
+    g_task_fd = -1;
     res->signalled = g_signalled;
     res->timeouts = g_timeouts;
     atomic_fetch_add(&g_world, 1); /* even: running */
